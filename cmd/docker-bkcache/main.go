@@ -1,0 +1,24 @@
+// Command docker-bkcache is the Docker CLI plugin: `docker bkcache ...`.
+package main
+
+import (
+	"github.com/docker/cli/cli-plugins/metadata"
+	"github.com/docker/cli/cli-plugins/plugin"
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/plugins/docker"
+	"github.com/bkcache/bkcache/pkg/version"
+)
+
+func main() {
+	plugin.Run(func(dockerCli command.Cli) *cobra.Command {
+		return docker.NewRootCommand(dockerCli)
+	}, metadata.Metadata{
+		SchemaVersion:    "0.1.0",
+		Vendor:           version.Vendor,
+		Version:          version.Version,
+		ShortDescription: "Run and fill a registry:2 pull-through cache for slow links",
+		URL:              version.URL,
+	})
+}

@@ -1,0 +1,64 @@
+// Package kubectl holds the `kubectl bkcache` commands: flags in, one pkg call, output out.
+package kubectl
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/version"
+)
+
+// NewRootCommand builds `kubectl bkcache` with kubectl's connection flags.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kubectl-bkcache",
+		Short: "List the images a deployment needs and point node runtimes at a bkcache cache",
+		Long: `kubectl bkcache lists every image a helmfile deployment needs and points
+containerd on every node at a bkcache pull-through cache.`,
+		SilenceUsage:  true,
+		SilenceErrors: false,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl bkcache"},
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	flags.AddFlags(root.PersistentFlags())
+	root.AddCommand(newVersionCommand(streams))
+	return root
+}
+
+func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "version",
+		Short:   "Print the plugin version",
+		Example: "  kubectl bkcache version\n  kubectl bkcache version -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info := map[string]string{"version": version.Version, "plugin": "kubectl-bkcache"}
+			switch output {
+			case "":
+				_, err := fmt.Fprintf(streams.Out, "kubectl-bkcache %s\n", version.Version)
+				return err
+			case "json":
+				b, _ := json.MarshalIndent(info, "", "  ")
+				_, err := fmt.Fprintln(streams.Out, string(b))
+				return err
+			case "yaml":
+				b, _ := yaml.Marshal(info)
+				_, err := streams.Out.Write(b)
+				return err
+			default:
+				return fmt.Errorf("unknown output format %q: use -o json or -o yaml", output)
+			}
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")
+	return cmd
+}

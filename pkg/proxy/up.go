@@ -1,0 +1,442 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// Pull policies for the cache image, as `docker run --pull` names them.
+const (
+	PullMissing = "missing"
+	PullNever   = "never"
+	PullAlways  = "always"
+)
+
+// What Up did to a cache.
+const (
+	ActionCreated   = "created"
+	ActionRecreated = "recreated"
+	ActionAdopted   = "adopted"
+	ActionStarted   = "started"
+	ActionUnchanged = "unchanged"
+)
+
+// UpOptions tune Up; the zero value waits 60 s and pulls a missing image.
+type UpOptions struct {
+	// Pull is missing (default), never or always.
+	Pull string
+	// Wait bounds how long Up waits for the cache to answer GET /v2/.
+	Wait time.Duration
+	// SkipUpstreamCheck starts the cache without asking the upstream first.
+	SkipUpstreamCheck bool
+	// DataDirSet says the user chose the data dir; otherwise an existing
+	// container's data dir is kept (also one adopted from the guide's script).
+	DataDirSet bool
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+}
+
+// UpResult says what Up did.
+type UpResult struct {
+	Name       string   `json:"name"`
+	Container  string   `json:"container"`
+	Action     string   `json:"action"`
+	Changes    []string `json:"changes,omitempty"`
+	Address    string   `json:"address"`
+	Upstream   string   `json:"upstream"`
+	ConfigPath string   `json:"configPath"`
+	DataDir    string   `json:"dataDir"`
+}
+
+// Up makes the cache described by spec run and serve: it writes the registry
+// config, creates the container or reconciles an existing one (keeping its
+// data), and waits until GET /v2/ answers. Running it twice changes nothing.
+func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, error) {
+	spec = spec.WithDefaults()
+	if opts.Wait == 0 {
+		opts.Wait = 60 * time.Second
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	if err := Ping(ctx, eng); err != nil {
+		return UpResult{}, err
+	}
+	cname := spec.ContainerName()
+	existing, exists, err := inspect(ctx, eng, cname)
+	if err != nil {
+		return UpResult{}, err
+	}
+	managed := false
+	if exists && existing.Config != nil {
+		_, managed = existing.Config.Labels[LabelManaged]
+	}
+	adopting := exists && !managed
+	if exists && !opts.DataDirSet {
+		// Without --data-dir the data stays where it is: in the mount of the
+		// existing container, ours or the one the guide's script made.
+		if src := mountSource(existing, containerDataDir); src != "" {
+			spec.DataDir = src
+		}
+	}
+	if err := spec.Validate(); err != nil {
+		return UpResult{}, err
+	}
+	result := UpResult{
+		Name: spec.Name, Container: cname, Address: spec.LocalAddress(), Upstream: spec.Upstream,
+		ConfigPath: spec.ConfigPath(), DataDir: spec.DataDir,
+	}
+
+	for _, f := range []struct{ path, flag string }{{spec.TLSCert, "--tls-cert"}, {spec.TLSKey, "--tls-key"}, {spec.Htpasswd, "--htpasswd"}} {
+		if f.path != "" {
+			if err := readable(f.path, f.flag); err != nil {
+				return result, err
+			}
+		}
+	}
+	if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
+		return result, err
+	}
+
+	// The config file: keep a secret we wrote before, else a fresh random one.
+	old, err := os.ReadFile(spec.ConfigPath())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return result, fmt.Errorf("read config %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
+	}
+	secret := KeptSecret(old)
+	if secret == "" {
+		if secret, err = NewSecret(); err != nil {
+			return result, err
+		}
+	}
+	config, err := RenderConfig(spec, secret)
+	if err != nil {
+		return result, err
+	}
+	labels, err := specLabels(spec, config)
+	if err != nil {
+		return result, err
+	}
+
+	sameSpec := exists && managed && existing.Config.Labels[LabelHash] == labels[LabelHash] && string(old) == string(config)
+	if sameSpec {
+		if existing.State != nil && existing.State.Running {
+			result.Action = ActionUnchanged
+			fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
+			return result, waitReady(ctx, eng, spec, opts.Wait, progress)
+		}
+		fmt.Fprintf(progress, "cache %s: starting stopped container %s\n", spec.Name, cname)
+		if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+			return result, startError(ctx, eng, spec, err)
+		}
+		result.Action = ActionStarted
+		return result, waitReady(ctx, eng, spec, opts.Wait, progress)
+	}
+
+	holdsPort := exists && existing.State != nil && existing.State.Running && portOf(existing) == spec.Port
+	if err := checkPortFree(ctx, eng, spec, existing.ID, holdsPort); err != nil {
+		return result, err
+	}
+	if !opts.SkipUpstreamCheck {
+		fmt.Fprintf(progress, "cache %s: checking upstream %s\n", spec.Name, spec.Upstream)
+		if err := CheckUpstream(ctx, spec); err != nil {
+			return result, err
+		}
+	}
+	if err := ensureDir(spec.ConfigDir, "--config-dir"); err != nil {
+		return result, err
+	}
+	if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
+		return result, err
+	}
+	if string(old) != string(config) {
+		if err := writeFileAtomic(spec.ConfigPath(), config, 0o600); err != nil {
+			return result, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
+		}
+		fmt.Fprintf(progress, "cache %s: wrote %s\n", spec.Name, spec.ConfigPath())
+	}
+
+	switch {
+	case !exists:
+		result.Action = ActionCreated
+	case adopting:
+		result.Action = ActionAdopted
+		result.Changes = []string{"container made without bkcache labels (the guide's script): recreated with its data dir " + spec.DataDir}
+	default:
+		result.Action = ActionRecreated
+		if prev, ok := specFromLabels(existing.Config.Labels); ok {
+			result.Changes = DiffSpecs(prev, spec)
+		}
+		if len(result.Changes) == 0 {
+			result.Changes = []string{"registry config changed (" + spec.ConfigPath() + ")"}
+		}
+	}
+	if exists {
+		fmt.Fprintf(progress, "cache %s: replacing container %s (data in %s is kept)\n", spec.Name, cname, spec.DataDir)
+		if _, err := eng.ContainerRemove(ctx, cname, client.ContainerRemoveOptions{Force: true}); err != nil {
+			return result, fmt.Errorf("remove old container %s: %w", cname, engineError(eng, err))
+		}
+	}
+	create, err := containerOptions(spec, labels)
+	if err != nil {
+		return result, err
+	}
+	fmt.Fprintf(progress, "cache %s: creating container %s from %s\n", spec.Name, cname, spec.Image)
+	if _, err := eng.ContainerCreate(ctx, create); err != nil {
+		return result, fmt.Errorf("create container %s: %w", cname, engineError(eng, err))
+	}
+	if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+		return result, startError(ctx, eng, spec, err)
+	}
+	return result, waitReady(ctx, eng, spec, opts.Wait, progress)
+}
+
+func containerOptions(spec Spec, labels map[string]string) (client.ContainerCreateOptions, error) {
+	binds := []string{
+		spec.ConfigPath() + ":" + containerConfigPath + ":ro",
+		spec.DataDir + ":" + containerDataDir,
+	}
+	if spec.TLSCert != "" {
+		binds = append(binds, spec.TLSCert+":"+containerTLSCertPath+":ro", spec.TLSKey+":"+containerTLSKeyPath+":ro")
+	}
+	if spec.Htpasswd != "" {
+		binds = append(binds, spec.Htpasswd+":"+containerHtpasswdPath+":ro")
+	}
+	host := &container.HostConfig{
+		Binds:         binds,
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(spec.Restart)},
+		NetworkMode:   container.NetworkMode(spec.Network),
+	}
+	cfg := &container.Config{Image: spec.Image, Labels: labels}
+	if spec.Network == NetworkBridge {
+		bind := netip.IPv4Unspecified()
+		if spec.Bind != "" {
+			addr, err := netip.ParseAddr(spec.Bind)
+			if err != nil {
+				return client.ContainerCreateOptions{}, fmt.Errorf("invalid --bind %q: %w", spec.Bind, err)
+			}
+			bind = addr
+		}
+		cachePort := network.MustParsePort(strconv.Itoa(containerPort) + "/tcp")
+		debugPort := network.MustParsePort(strconv.Itoa(containerDebugPort) + "/tcp")
+		host.PortBindings = network.PortMap{
+			cachePort: {{HostIP: bind, HostPort: strconv.Itoa(spec.Port)}},
+			// Metrics on loopback only, on a port the engine picks; `status` reads it back.
+			debugPort: {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: ""}},
+		}
+		cfg.ExposedPorts = network.PortSet{cachePort: {}, debugPort: {}}
+	}
+	return client.ContainerCreateOptions{Name: spec.ContainerName(), Config: cfg, HostConfig: host}, nil
+}
+
+func ensureImage(ctx context.Context, eng Engine, image, pull string, progress io.Writer) error {
+	if pull == "" {
+		pull = PullMissing
+	}
+	if pull != PullAlways {
+		_, err := eng.ImageInspect(ctx, image)
+		if err == nil {
+			return nil
+		}
+		if !isNotFound(err) {
+			return engineError(eng, err)
+		}
+		if pull == PullNever {
+			return missingImage(image, "--pull never was given")
+		}
+	}
+	fmt.Fprintf(progress, "pulling %s\n", image)
+	resp, err := eng.ImagePull(ctx, image, client.ImagePullOptions{})
+	if err == nil {
+		err = resp.Wait(ctx)
+	}
+	if err != nil {
+		return missingImage(image, "pull failed: "+err.Error())
+	}
+	return nil
+}
+
+func missingImage(image, why string) error {
+	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
+}
+
+func mountSource(c container.InspectResponse, dest string) string {
+	for _, m := range c.Mounts {
+		if m.Destination == dest {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// portOf is the host port a cache container serves on.
+func portOf(c container.InspectResponse) int {
+	if c.Config != nil {
+		if s, ok := specFromLabels(c.Config.Labels); ok {
+			return s.Port
+		}
+	}
+	if c.HostConfig != nil && c.HostConfig.NetworkMode.IsHost() {
+		// A host-network registry listens where its config's http.addr says.
+		return listenPort(mountSource(c, containerConfigPath))
+	}
+	if c.HostConfig != nil {
+		for p, bindings := range c.HostConfig.PortBindings {
+			if p.Num() == containerPort {
+				for _, b := range bindings {
+					if n, err := strconv.Atoi(b.HostPort); err == nil {
+						return n
+					}
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// checkPortFree names what holds the cache's port: another container (published
+// or a host-network cache), or, on a local engine, any other process.
+func checkPortFree(ctx context.Context, eng Engine, spec Spec, selfID string, selfHolds bool) error {
+	list, err := eng.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		return engineError(eng, err)
+	}
+	for _, c := range list.Items {
+		if c.ID == selfID {
+			continue
+		}
+		holder := strings.TrimPrefix(firstName(c.Names), "/")
+		held := false
+		for _, p := range c.Ports {
+			if int(p.PublicPort) == spec.Port {
+				held = true
+			}
+		}
+		if s, ok := specFromLabels(c.Labels); ok && s.Network == NetworkHost && (s.Port == spec.Port || s.MetricsPort == spec.Port) {
+			held = true
+		}
+		if held {
+			advice := fmt.Sprintf("docker rm -f %s", holder)
+			if other := c.Labels[LabelName]; other != "" {
+				advice = fmt.Sprintf("docker bkcache down %s", other)
+			}
+			return fmt.Errorf("port %d is in use by container %s; pass --port or run %q", spec.Port, holder, advice)
+		}
+	}
+	if selfHolds || !strings.HasPrefix(eng.DaemonHost(), "unix://") {
+		return nil
+	}
+	host := spec.Bind
+	if spec.Network == NetworkBridge && (host == "0.0.0.0" || host == "::") {
+		host = ""
+	}
+	ports := []int{spec.Port}
+	if spec.Network == NetworkHost && spec.MetricsPort != 0 {
+		ports = append(ports, spec.MetricsPort)
+	}
+	for _, port := range ports {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			flag := "--port"
+			if port != spec.Port {
+				flag = "--metrics-port"
+			}
+			return fmt.Errorf("port %d is in use by another process on this host (%v); pass %s or stop that process (ss -ltnp 'sport = :%d' names it)", port, err, flag, port)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+func firstName(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
+func isNotFound(err error) bool {
+	return err != nil && (strings.Contains(strings.ToLower(err.Error()), "no such image") || strings.Contains(strings.ToLower(err.Error()), "not found"))
+}
+
+func startError(ctx context.Context, eng Engine, spec Spec, err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "address already in use") || strings.Contains(msg, "port is already allocated") {
+		return fmt.Errorf("start container %s: port %d is in use on this host (%v); pass --port or free it", spec.ContainerName(), spec.Port, err)
+	}
+	return fmt.Errorf("start container %s: %w; last log lines:\n%s", spec.ContainerName(), engineError(eng, err), tailLogs(ctx, eng, spec.ContainerName(), 20))
+}
+
+// waitReady polls GET /v2/ until the cache answers, watching for the crash loop
+// registry:2 enters when its upstream cannot be reached at start.
+func waitReady(ctx context.Context, eng Engine, spec Spec, wait time.Duration, progress io.Writer) error {
+	deadline := time.Now().Add(wait)
+	url := spec.Scheme() + "://" + spec.LocalAddress() + "/v2/"
+	httpc := &http.Client{
+		Timeout: 2 * time.Second,
+		// A liveness probe of our own cache: the certificate may name another host.
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Proxy: nil},
+	}
+	fmt.Fprintf(progress, "cache %s: waiting for %s\n", spec.Name, url)
+	var lastErr error
+	for {
+		c, ok, err := inspect(ctx, eng, spec.ContainerName())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("container %s disappeared while starting; run \"docker bkcache up\" again", spec.ContainerName())
+		}
+		if c.State != nil && (c.State.Restarting || c.RestartCount > 0 || c.State.Status == container.StateExited || c.State.Status == container.StateDead) {
+			return crashError(ctx, eng, spec, c)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := httpc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+				return nil
+			}
+			err = fmt.Errorf("GET %s answered %s", url, resp.Status)
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cache %s did not answer %s within %s (last error: %v); last log lines of %s:\n%s",
+				spec.Name, url, wait, lastErr, spec.ContainerName(), tailLogs(ctx, eng, spec.ContainerName(), 20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func crashError(ctx context.Context, eng Engine, spec Spec, c container.InspectResponse) error {
+	logs := tailLogs(ctx, eng, spec.ContainerName(), 20)
+	exit := 0
+	if c.State != nil {
+		exit = c.State.ExitCode
+	}
+	if strings.Contains(logs, "panic:") && (strings.Contains(logs, "/v2/") || strings.Contains(logs, spec.UpstreamHost())) {
+		return fmt.Errorf("cache %s crashed on start (restarts: %d): registry:2 panics when it cannot reach its upstream %s; fix the link (DNS, proxy, firewall) and run \"docker bkcache up\" again, or \"docker bkcache down %s\" to stop the restart loop; last log lines:\n%s",
+			spec.Name, c.RestartCount, spec.Upstream, spec.Name, logs)
+	}
+	return fmt.Errorf("cache %s exited on start (exit code %d, restarts: %d); last log lines of %s:\n%s", spec.Name, exit, c.RestartCount, spec.ContainerName(), logs)
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// CheckUpstream asks the upstream registry's /v2/ endpoint, with the spec's
+// credentials when it has them. registry:2 panics on start when its upstream
+// cannot be reached, so `up` checks first and says why instead.
+func CheckUpstream(ctx context.Context, spec Spec) error {
+	u, err := url.Parse(spec.Upstream)
+	if err != nil {
+		return validateUpstream(spec.Upstream)
+	}
+	var opts []name.Option
+	if u.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, opts...)
+	if err != nil {
+		return fmt.Errorf("invalid upstream %s: %w (--upstream)", spec.Upstream, err)
+	}
+	auth := authn.Anonymous
+	if spec.Username != "" {
+		auth = &authn.Basic{Username: spec.Username, Password: spec.Password}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+
+	rt, err := transport.NewWithContext(ctx, reg, auth, http.DefaultTransport, []string{reg.Scope(transport.PullScope)})
+	if err != nil {
+		return upstreamError(spec, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.Scheme+"://"+u.Host+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return upstreamError(spec, err)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return nil
+	case resp.StatusCode == http.StatusUnauthorized && spec.Username != "":
+		return credentialsError(spec)
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil // anonymous pulls may still be allowed per repository
+	default:
+		return fmt.Errorf("upstream %s answered %s on /v2/: it does not look like a registry; check --upstream", spec.Upstream, resp.Status)
+	}
+}
+
+func upstreamError(spec Spec, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+		if spec.Username != "" {
+			return credentialsError(spec)
+		}
+		return nil
+	}
+	return fmt.Errorf("upstream %s is unreachable from this host: %w; registry:2 crashes on start without its upstream: fix DNS, proxy or firewall, pass another --upstream, or --skip-upstream-check to start anyway", spec.Upstream, err)
+}
+
+func credentialsError(spec Spec) error {
+	return fmt.Errorf("upstream %s rejected the credentials of user %q; check --username and the password given on --password-stdin", spec.Upstream, spec.Username)
+}

@@ -1,0 +1,97 @@
+package docker
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/pkg/proxy"
+)
+
+type downOptions struct {
+	all, purge, yes bool
+	configDir       string
+	output          string
+}
+
+func newDownCommand(dockerCli command.Cli) *cobra.Command {
+	var o downOptions
+	cmd := &cobra.Command{
+		Use:   "down [NAME...]",
+		Short: "Stop and remove caches; --purge also deletes their config and data",
+		Long: `Stops and removes the cache containers (default: bkhub). The config file and
+cached data stay, so "docker bkcache up" brings the cache back warm; --purge
+deletes them too and asks first unless --yes is given. Removing a cache that
+is already gone is not an error.`,
+		Example: `  docker bkcache down
+  docker bkcache down dockerio k8s
+  docker bkcache down --all --purge --yes`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			names := args
+			if o.all {
+				if len(args) > 0 {
+					return errors.New("give cache names or --all, not both")
+				}
+				var err error
+				if names, err = proxy.Names(ctx, dockerCli.Client()); err != nil {
+					return err
+				}
+			} else if len(names) == 0 {
+				names = []string{proxy.DefaultName}
+			}
+			var results []proxy.DownResult
+			for _, n := range names {
+				res, err := proxy.Down(ctx, dockerCli.Client(), n, proxy.DownOptions{
+					Purge:    o.purge,
+					Defaults: proxy.Spec{ConfigDir: o.configDir},
+					Confirm:  confirmPurge(dockerCli, n, o.yes),
+				})
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+			}
+			if ok, err := writeData(dockerCli.Out(), o.output, results); ok {
+				return err
+			}
+			for _, r := range results {
+				state := "removed"
+				if !r.Removed {
+					state = "already gone"
+				}
+				fmt.Fprintf(dockerCli.Out(), "cache %s: container %s %s\n", r.Name, r.Container, state)
+				for _, p := range r.Purged {
+					fmt.Fprintf(dockerCli.Out(), "  deleted %s\n", p)
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.all, "all", false, "every bkcache cache on this engine")
+	f.BoolVar(&o.purge, "purge", false, "also delete the config file and the cached data")
+	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask before --purge deletes")
+	f.StringVar(&o.configDir, "config-dir", proxy.DefaultConfigDir, "where to find NAME.yaml when the container is already gone")
+	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
+	return cmd
+}
+
+func confirmPurge(dockerCli command.Cli, name string, yes bool) func([]string) (bool, error) {
+	return func(paths []string) (bool, error) {
+		if yes {
+			return true, nil
+		}
+		if !dockerCli.In().IsTerminal() {
+			return false, fmt.Errorf("--purge of cache %s would delete %s; stdin is not a terminal to ask, so pass --yes", name, strings.Join(paths, " and "))
+		}
+		fmt.Fprintf(dockerCli.Err(), "Delete cache %s for good: %s? [y/N] ", name, strings.Join(paths, " and "))
+		line, _ := bufio.NewReader(dockerCli.In()).ReadString('\n')
+		answer := strings.ToLower(strings.TrimSpace(line))
+		return answer == "y" || answer == "yes", nil
+	}
+}

@@ -1,0 +1,30 @@
+package docker
+
+import (
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/pkg/proxy"
+)
+
+func newLogsCommand(dockerCli command.Cli) *cobra.Command {
+	var follow bool
+	var tail string
+	cmd := &cobra.Command{
+		Use:   "logs [NAME]",
+		Short: "Show a cache's registry logs (default cache: bkhub)",
+		Example: `  docker bkcache logs
+  docker bkcache logs -f --tail 50 dockerio`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := proxy.DefaultName
+			if len(args) == 1 {
+				name = args[0]
+			}
+			return proxy.Logs(cmd.Context(), dockerCli.Client(), name, follow, tail, dockerCli.Out(), dockerCli.Err())
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow log output")
+	cmd.Flags().StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end")
+	return cmd
+}

@@ -1,0 +1,212 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/pkg/proxy"
+)
+
+type upOptions struct {
+	spec          proxy.Spec
+	file          string
+	passwordStdin bool
+	pull          string
+	wait          time.Duration
+	skipCheck     bool
+	output        string
+}
+
+func newUpCommand(dockerCli command.Cli) *cobra.Command {
+	var o upOptions
+	cmd := &cobra.Command{
+		Use:   "up [flags]",
+		Short: "Create or reconcile a registry:2 pull-through cache and wait until it serves",
+		Long: `Writes the registry:2 proxy config (mode 0600, atomically) and runs the cache
+container, or reconciles an existing one: the same spec changes nothing, a changed
+spec rewrites the config and recreates the container keeping its data, and a
+container made by the BlueKing guide's script (same name, no bkcache labels) is
+adopted with its data directory. Waits until GET /v2/ answers.
+
+registry:2 proxies one upstream per process: several upstreams in one call come
+from -f caches.yaml, each cache with its own container, port, config and data dir.`,
+		Example: `  # The guide's cache: bkhub -> https://hub.bktencent.com on :5500
+  docker bkcache up
+
+  # A second upstream, with credentials read from stdin (never a flag value)
+  echo "$DOCKERHUB_TOKEN" | docker bkcache up --name dockerio \
+      --upstream https://registry-1.docker.io --port 5501 --username me --password-stdin
+
+  # Several upstreams from a file
+  docker bkcache up -f caches.yaml
+
+  # Hosts that cannot pull the registry image: build it from Debian's package
+  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runUp(cmd, dockerCli, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.spec.Name, "name", proxy.DefaultName, "cache name: container proxy-NAME, config NAME.yaml (the guide's upstream_name)")
+	f.StringVar(&o.spec.Upstream, "upstream", proxy.DefaultUpstream, "registry the cache proxies (proxy.remoteurl)")
+	f.IntVar(&o.spec.Port, "port", proxy.DefaultPort, "port the cache serves on")
+	f.StringVar(&o.spec.Bind, "bind", "", "address to publish the port on (default all addresses)")
+	f.StringVar(&o.spec.Network, "network", proxy.DefaultNetwork, "bridge (publish PORT -> 5000 like the guide's -p) or host (registry listens on PORT itself)")
+	f.StringVar(&o.spec.ConfigDir, "config-dir", proxy.DefaultConfigDir, "directory of the registry config file NAME.yaml")
+	f.StringVar(&o.spec.DataDir, "data-dir", "", "cache data directory (default /var/lib/registry-NAME, or the adopted container's)")
+	f.StringVar(&o.spec.Image, "image", proxy.DefaultImage, "registry:2 image to run")
+	f.StringVar(&o.spec.Restart, "restart", proxy.DefaultRestart, "container restart policy: no, always, unless-stopped, on-failure")
+	f.IntVar(&o.spec.MetricsPort, "metrics-port", 0, "with --network host: loopback port of the registry's metrics listener (default PORT+10000)")
+	f.StringVar(&o.spec.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
+	f.StringVar(&o.spec.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
+	f.StringVar(&o.spec.Htpasswd, "htpasswd", "", "require basic auth from clients, from this htpasswd (bcrypt) file")
+	f.StringVar(&o.spec.Username, "username", "", "upstream user name")
+	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the upstream password from stdin")
+	f.StringVarP(&o.file, "file", "f", "", "YAML file listing several caches (name, upstream, port, credentials)")
+	f.StringVar(&o.pull, "pull", proxy.PullMissing, "pull the image: missing, never, always")
+	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
+	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (registry:2 crashes on start when it is unreachable)")
+	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
+	return cmd
+}
+
+func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
+	ctx := cmd.Context()
+	flags := cmd.Flags()
+	if o.file != "" {
+		for _, n := range []string{"name", "upstream", "port", "username", "password-stdin", "data-dir", "bind", "metrics-port"} {
+			if flags.Changed(n) {
+				return fmt.Errorf("--%s applies to one cache: with -f give it per cache in %s", n, o.file)
+			}
+		}
+	}
+	if o.passwordStdin {
+		if o.spec.Username == "" {
+			return errors.New("--password-stdin needs --username")
+		}
+		pw, err := readPassword(dockerCli.In())
+		if err != nil {
+			return err
+		}
+		o.spec.Password = pw
+	}
+	specs, err := upSpecs(ctx, o)
+	if err != nil {
+		return err
+	}
+	var results []proxy.UpResult
+	var failed []string
+	for _, spec := range specs {
+		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
+			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck,
+			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(),
+		})
+		if err != nil {
+			if len(specs) == 1 {
+				return err
+			}
+			fmt.Fprintf(dockerCli.Err(), "cache %s: %v\n", spec.Name, err)
+			failed = append(failed, spec.Name)
+			continue
+		}
+		results = append(results, res)
+	}
+	if ok, err := writeData(dockerCli.Out(), o.output, results); ok {
+		if err != nil {
+			return err
+		}
+	} else {
+		printUp(dockerCli.Out(), results)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d caches failed: %s", len(failed), len(specs), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func upSpecs(ctx context.Context, o upOptions) ([]proxy.Spec, error) {
+	if o.file == "" {
+		return []proxy.Spec{o.spec}, nil
+	}
+	data, err := os.ReadFile(o.file)
+	if err != nil {
+		return nil, fmt.Errorf("read caches file: %w", err)
+	}
+	entries, err := proxy.ParseCachesFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.file, err)
+	}
+	var specs []proxy.Spec
+	for _, e := range entries {
+		s := o.spec
+		s.Name, s.Upstream, s.Port, s.DataDir, s.Bind, s.MetricsPort = e.Name, e.Upstream, e.Port, e.DataDir, e.Bind, e.MetricsPort
+		s.Username, s.Password = "", ""
+		if e.Credentials != "" {
+			if s.Username, s.Password, err = proxy.ReadCredentials(ctx, e.Credentials); err != nil {
+				return nil, fmt.Errorf("cache %s: %w", e.Name, err)
+			}
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+func readPassword(in io.Reader) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(in, 64*1024))
+	if err != nil {
+		return "", fmt.Errorf("read password from stdin: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", errors.New("--password-stdin: stdin was empty; pipe the password in, e.g. cat pw.txt | docker bkcache up --username USER --password-stdin")
+	}
+	return pw, nil
+}
+
+func printUp(w io.Writer, results []proxy.UpResult) {
+	for _, r := range results {
+		fmt.Fprintf(w, "cache %s: %s (container %s)\n", r.Name, r.Action, r.Container)
+		for _, c := range r.Changes {
+			fmt.Fprintf(w, "  changed   %s\n", c)
+		}
+		fmt.Fprintf(w, "  upstream  %s\n", r.Upstream)
+		fmt.Fprintf(w, "  serving   %s  (config %s, data %s)\n", r.Address, r.ConfigPath, r.DataDir)
+	}
+	if len(results) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Next:")
+	for _, r := range results {
+		_, port, _ := net.SplitHostPort(r.Address)
+		fmt.Fprintf(w, "  docker pull %s/<repository>:<tag>        # pull %s images through the cache\n", r.Address, strings.TrimPrefix(strings.TrimPrefix(r.Upstream, "https://"), "http://"))
+		fmt.Fprintf(w, "  kubectl bkcache mirror --registry %s  # point every node's containerd at it\n", net.JoinHostPort(nodeFacingHost(r.Address), port))
+	}
+}
+
+// nodeFacingHost guesses the address nodes reach this host on: the bind address
+// when one was given, else the first non-loopback IPv4 of this host.
+func nodeFacingHost(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+		return host
+	}
+	ifaces, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range ifaces {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				return n.IP.String()
+			}
+		}
+	}
+	return "HOST"
+}

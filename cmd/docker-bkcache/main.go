@@ -7,8 +7,8 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/plugins/docker"
 	"github.com/bkcache/bkcache/pkg/version"
+	"github.com/bkcache/bkcache/plugins/docker"
 )
 
 func main() {

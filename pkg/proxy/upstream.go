@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -28,6 +29,11 @@ func CheckUpstream(ctx context.Context, spec Spec) error {
 	reg, err := name.NewRegistry(u.Host, opts...)
 	if err != nil {
 		return fmt.Errorf("invalid upstream %s: %w (--upstream)", spec.Upstream, err)
+	}
+	if spec.Username != "" {
+		if err := checkTokenAuth(ctx, spec, u); err != nil {
+			return err
+		}
 	}
 	auth := authn.Anonymous
 	if spec.Username != "" {
@@ -74,4 +80,26 @@ func upstreamError(spec Spec, err error) error {
 
 func credentialsError(spec Spec) error {
 	return fmt.Errorf("upstream %s rejected the credentials of user %q; check --username and the password given on --password-stdin", spec.Upstream, spec.Username)
+}
+
+// checkTokenAuth refuses credentials for an upstream that asks for Basic auth:
+// registry:2's proxy keys its credentials by token realm, so it could never
+// send them and every pull of a private image would fail.
+func checkTokenAuth(ctx context.Context, spec Spec, u *url.URL) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.Scheme+"://"+u.Host+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return upstreamError(spec, err)
+	}
+	resp.Body.Close()
+	challenge := strings.ToLower(resp.Header.Get("WWW-Authenticate"))
+	if resp.StatusCode == http.StatusUnauthorized && strings.HasPrefix(challenge, "basic") {
+		return fmt.Errorf("upstream %s asks for Basic auth, but registry:2 can log in to an upstream only with token auth (as Harbor and Docker Hub use); put a token-auth registry in front, or pull without --username", spec.Upstream)
+	}
+	return nil
 }

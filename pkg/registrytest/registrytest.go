@@ -4,6 +4,8 @@
 package registrytest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log"
@@ -32,6 +34,7 @@ type Registry struct {
 	URL      string
 	username string
 	password string
+	token    string // set: bearer token auth, as Harbor and Docker Hub do
 	srv      *http.Server
 	ln       net.Listener
 
@@ -46,6 +49,19 @@ type Option func(*Registry)
 // WithBasicAuth makes the registry refuse requests without these credentials.
 func WithBasicAuth(username, password string) Option {
 	return func(r *Registry) { r.username, r.password = username, password }
+}
+
+// WithTokenAuth makes the registry speak token auth: /v2/ challenges with a
+// Bearer realm at /token, which hands a token for these credentials only.
+// registry:2's proxy can log in only this way (its proxy credentials are
+// keyed by token realm), as with Harbor (hub.bktencent.com) and Docker Hub.
+func WithTokenAuth(username, password string) Option {
+	return func(r *Registry) {
+		r.username, r.password = username, password
+		b := make([]byte, 16)
+		rand.Read(b)
+		r.token = hex.EncodeToString(b)
+	}
 }
 
 // Start runs a registry until the test ends.
@@ -81,7 +97,23 @@ func (r *Registry) Close() { r.srv.Close() }
 
 func (r *Registry) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.username != "" {
+		if r.token != "" {
+			if req.URL.Path == "/token" {
+				u, p, ok := req.BasicAuth()
+				if !ok || u != r.username || p != r.password {
+					http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}`, http.StatusUnauthorized)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"token":%q,"access_token":%q,"expires_in":300}`, r.token, r.token)
+				return
+			}
+			if req.Header.Get("Authorization") != "Bearer "+r.token {
+				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="registrytest"`, r.URL))
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+		} else if r.username != "" {
 			u, p, ok := req.BasicAuth()
 			if !ok || u != r.username || p != r.password {
 				w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)

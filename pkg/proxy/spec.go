@@ -130,6 +130,9 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("invalid network %q for cache %s: use bridge or host (--network)", s.Network, s.Name)
 	}
+	if s.Network == NetworkBridge && isLoopbackHost(s.UpstreamHost()) {
+		return fmt.Errorf("cache %s: upstream %s is on this host's loopback, which a bridge-network container cannot reach; pass --network host", s.Name, s.Upstream)
+	}
 	switch s.Restart {
 	case "no", "always", "unless-stopped", "on-failure":
 	default:
@@ -196,4 +199,16 @@ func (s Spec) Scheme() string {
 		return "https"
 	}
 	return "http"
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -84,7 +84,7 @@ func (r result) String() string {
 }
 
 // docker runs the real docker CLI with the test's plugin directory.
-func runDocker(t *testing.T, stdin string, args ...string) result {
+func runDocker(t testing.TB, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -105,7 +105,7 @@ func runDocker(t *testing.T, stdin string, args ...string) result {
 }
 
 // mustDocker runs docker and fails the test on a non-zero exit.
-func mustDocker(t *testing.T, args ...string) result {
+func mustDocker(t testing.TB, args ...string) result {
 	t.Helper()
 	r := runDocker(t, "", args...)
 	if r.code != 0 {
@@ -114,7 +114,7 @@ func mustDocker(t *testing.T, args ...string) result {
 	return r
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,7 +130,7 @@ type testCache struct {
 	port, metricsPort        int
 }
 
-func newTestCache(t *testing.T) *testCache {
+func newTestCache(t testing.TB) *testCache {
 	t.Helper()
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -163,7 +163,7 @@ func (c *testCache) upArgs(upstream string, extra ...string) []string {
 
 // waitStored waits until the cache's storage holds every blob of img: registry:2
 // stores a cold blob in the background after serving it.
-func waitStored(t *testing.T, dataDir string, img v1.Image) {
+func waitStored(t testing.TB, dataDir string, img v1.Image) {
 	t.Helper()
 	m, err := img.Manifest()
 	if err != nil {
@@ -188,7 +188,7 @@ func waitStored(t *testing.T, dataDir string, img v1.Image) {
 	}
 }
 
-func dockerRmi(t *testing.T, refs ...string) {
+func dockerRmi(t testing.TB, refs ...string) {
 	t.Helper()
 	args := append([]string{"rmi", "-f"}, refs...)
 	exec.Command("docker", args...).Run()

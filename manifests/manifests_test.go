@@ -1,0 +1,32 @@
+package manifests
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+func TestRegistryCacheIsValidYAML(t *testing.T) {
+	kinds := []string{}
+	for _, doc := range bytes.Split(RegistryCache, []byte("\n---\n")) {
+		var obj struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
+			t.Fatalf("document is not YAML: %v\n%s", err, doc)
+		}
+		if obj.APIVersion == "" || obj.Kind == "" || obj.Metadata.Name == "" {
+			t.Errorf("document lacks apiVersion, kind or name:\n%s", doc)
+		}
+		kinds = append(kinds, obj.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "ConfigMap,Deployment,Service" {
+		t.Errorf("kinds = %s", got)
+	}
+}

@@ -110,7 +110,9 @@ func BenchmarkPull(b *testing.B) {
 	if d == nil || c == nil || w == nil || d.n == 0 || c.n == 0 || w.n == 0 {
 		return
 	}
-	per := func(f *figure) (float64, float64) { return f.seconds / float64(f.n), f.upstreamBytes / float64(f.n) / (1 << 20) }
+	per := func(f *figure) (float64, float64) {
+		return f.seconds / float64(f.n), f.upstreamBytes / float64(f.n) / (1 << 20)
+	}
 	ds, db := per(d)
 	cs, cb := per(c)
 	ws, wb := per(w)

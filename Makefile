@@ -24,6 +24,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BUILD_DIR)/kubectl-bkcache ./cmd/kubectl-bkcache
 
 install: build
+	bash scripts/setup.sh
 	install -D -m 0755 $(BUILD_DIR)/docker-bkcache $(DOCKER_CONFIG)/cli-plugins/docker-bkcache
 	install -D -m 0755 $(BUILD_DIR)/kubectl-bkcache $(PREFIX)/bin/kubectl-bkcache
 	@echo "installed: docker bkcache ($(DOCKER_CONFIG)/cli-plugins), kubectl bkcache ($(PREFIX)/bin)"

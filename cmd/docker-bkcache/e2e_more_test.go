@@ -156,6 +156,20 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 	if bad.code == 0 || !strings.Contains(bad.stderr, "ignores a path") {
 		t.Errorf("upstream URL with a path:\n%s", bad)
 	}
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o644)
+	unwritable := runDocker(t, "right-password\n", append(withoutFlag(c.upArgs(up.URL), "--config-dir"), "--config-dir", file+"/etc", "--username", "bkuser", "--password-stdin")...)
+	if unwritable.code == 0 || !strings.Contains(unwritable.stderr, "cannot create directory "+file+"/etc") || !strings.Contains(unwritable.stderr, "--config-dir") {
+		t.Errorf("unwritable config dir:\n%s", unwritable)
+	}
+
+	noEngine := exec.Command("docker", "bkcache", "status")
+	noEngine.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig, "DOCKER_HOST=unix:///nonexistent/docker.sock")
+	out, err := noEngine.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cannot reach the Docker engine at unix:///nonexistent/docker.sock") {
+		t.Errorf("Docker unreachable: %v\n%s", err, out)
+	}
+
 	noUser := runDocker(t, "pw\n", append(c.upArgs(up.URL), "--password-stdin")...)
 	if noUser.code == 0 || !strings.Contains(noUser.stderr, "--username") {
 		t.Errorf("--password-stdin without --username:\n%s", noUser)

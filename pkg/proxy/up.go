@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -116,7 +117,7 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 
 	// The config file: keep a secret we wrote before, else a fresh random one.
 	old, err := os.ReadFile(spec.ConfigPath())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 		return result, fmt.Errorf("read config %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
 	}
 	secret := KeptSecret(old)

@@ -194,21 +194,12 @@ func (r *Registry) Push(repoTag string, img v1.Image) (v1.Hash, error) {
 
 // PushIndex writes a multi-platform index (linux/amd64 and linux/arm64) to repo:tag.
 func (r *Registry) PushIndex(repoTag string, layers int, layerSize int64) (v1.ImageIndex, error) {
-	ref, err := name.ParseReference(r.Addr+"/"+repoTag, name.Insecure)
+	idx, err := Index(layers, layerSize)
 	if err != nil {
 		return nil, err
 	}
-	var adds []mutate.IndexAddendum
-	for _, arch := range []string{"amd64", "arm64"} {
-		img, err := Image(layers, layerSize, arch)
-		if err != nil {
-			return nil, err
-		}
-		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
-	}
-	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.DockerManifestList)
-	if err := remote.WriteIndex(ref, idx, r.remoteOptions()...); err != nil {
-		return nil, fmt.Errorf("push %s: %w", ref, err)
+	if err := PushTo(r.Addr, repoTag, idx, r.remoteOptions()...); err != nil {
+		return nil, err
 	}
 	return idx, nil
 }
@@ -218,4 +209,64 @@ func (r *Registry) remoteOptions() []remote.Option {
 		return nil
 	}
 	return []remote.Option{remote.WithAuth(&authn.Basic{Username: r.username, Password: r.password})}
+}
+
+// PushTo writes img (a v1.Image or v1.ImageIndex) to addr/repoTag over plain HTTP.
+func PushTo(addr, repoTag string, t remote.Taggable, opts ...remote.Option) error {
+	ref, err := name.ParseReference(addr+"/"+repoTag, name.Insecure)
+	if err != nil {
+		return err
+	}
+	switch v := t.(type) {
+	case v1.ImageIndex:
+		return remote.WriteIndex(ref, v, opts...)
+	case v1.Image:
+		return remote.Write(ref, v, opts...)
+	default:
+		return fmt.Errorf("push %s: %T is neither image nor index", ref, t)
+	}
+}
+
+// Index builds a multi-platform index (linux/amd64 and linux/arm64) of random images.
+func Index(layers int, layerSize int64) (v1.ImageIndex, error) {
+	var adds []mutate.IndexAddendum
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := Image(layers, layerSize, arch)
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.DockerManifestList), nil
+}
+
+// WithBase puts base's layers under img's, as images built FROM one base share them.
+func WithBase(base, img v1.Image) (v1.Image, error) {
+	bl, err := base.Layers()
+	if err != nil {
+		return nil, err
+	}
+	il, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out, err := mutate.AppendLayers(empty.Image, append(bl, il...)...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.RootFS.DiffIDs = nil
+	for _, l := range append(bl, il...) {
+		d, err := l.DiffID()
+		if err != nil {
+			return nil, err
+		}
+		cf.RootFS.DiffIDs = append(cf.RootFS.DiffIDs, d)
+	}
+	cf.History = nil
+	return mutate.ConfigFile(out, cf)
 }

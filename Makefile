@@ -40,7 +40,8 @@ unit:
 
 e2e:
 	bash scripts/cluster-deps.sh
-	$(GO) test $(TEST_FLAGS) -tags cluster ./...
+	scripts/cluster up
+	$(GO) test $(TEST_FLAGS) -tags cluster ./...; rc=$$?; scripts/cluster down; exit $$rc
 
 bench: setup
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache

@@ -318,7 +318,11 @@ func filterIndex(idx v1.ImageIndex, platforms []v1.Platform) (v1.ImageIndex, int
 	return filtered, keep, nil
 }
 
+// matchesAny says whether p is one of platforms; no platforms match all.
 func matchesAny(p *v1.Platform, platforms []v1.Platform) bool {
+	if len(platforms) == 0 {
+		return true
+	}
 	if p == nil {
 		return false
 	}

@@ -36,6 +36,8 @@ container proxy-bkhub.`,
 		newStatusCommand(dockerCli),
 		newVerifyCommand(dockerCli),
 		newLogsCommand(dockerCli),
+		newWarmCommand(dockerCli),
+		newPushCommand(dockerCli),
 		newVersionCommand(dockerCli),
 	)
 	return root

@@ -1,0 +1,170 @@
+//go:build e2e
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/bkcache/bkcache/pkg/mirror"
+	"github.com/bkcache/bkcache/pkg/registrytest"
+)
+
+// warmSet pushes three images built on one base, and an index, to up; it
+// returns the list file, the amd64 images and the bytes of their distinct blobs.
+func warmSet(t *testing.T, up *registrytest.Registry) (list string, imgs []v1.Image, setBytes int64) {
+	t.Helper()
+	base, _ := registrytest.Image(2, 300*1024, "amd64")
+	var lines []string
+	seen := map[v1.Hash]bool{}
+	add := func(img v1.Image) {
+		m, _ := img.Manifest()
+		for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				setBytes += d.Size
+			}
+		}
+		imgs = append(imgs, img)
+	}
+	for i := 0; i < 3; i++ {
+		top, _ := registrytest.Image(1, 200*1024, "amd64")
+		img, err := registrytest.WithBase(base, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := fmt.Sprintf("blueking/svc-%d:v1", i)
+		if _, err := up.Push(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, up.Addr+"/"+ref)
+		add(img)
+	}
+	idx, err := up.PushIndex("blueking/multi:v1", 1, 200*1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	for _, d := range im.Manifests {
+		if d.Platform.Architecture == "amd64" {
+			img, _ := idx.Image(d.Digest)
+			add(img)
+		}
+	}
+	lines = append(lines, "# the multi-arch one", up.Addr+"/blueking/multi:v1")
+	list = filepath.Join(t.TempDir(), "images.txt")
+	os.WriteFile(list, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	return list, imgs, setBytes
+}
+
+func pullAllWarm(t *testing.T, c *testCache, up *registrytest.Registry, list string) {
+	t.Helper()
+	data, _ := os.ReadFile(list)
+	before := up.BlobGets()
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		ref := c.addr() + strings.TrimPrefix(line, up.Addr)
+		t.Cleanup(func() { dockerRmi(t, ref) })
+		mustDocker(t, "pull", "-q", ref)
+	}
+	if n := up.BlobGets() - before; n != 0 {
+		t.Errorf("after warm, docker pull through the cache asked the upstream for %d blobs, want 0", n)
+	}
+}
+
+// The default mode writes into the cache's storage: the upstream sends each
+// distinct blob exactly once, and nodes then pull everything from the cache.
+func TestWarmIntoStorageFetchesEachBlobOnce(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, setBytes := warmSet(t, up)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+
+	bytesBefore := up.BlobBytes()
+	r := mustDocker(t, "bkcache", "warm", "-f", list, "-o", "json")
+	var reps []mirror.WarmReport
+	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil {
+		t.Fatalf("warm -o json: %v\n%s", err, r)
+	}
+	if len(reps) != 1 || reps[0].Mode != "storage" || reps[0].Images != 4 {
+		t.Errorf("warm report %+v, want 4 images in storage mode", reps)
+	}
+	if got := up.BlobBytes() - bytesBefore; got != setBytes {
+		t.Errorf("upstream sent %d blob bytes for a set of %d: want exactly 1.00x", got, setBytes)
+	}
+	pullAllWarm(t, c, up, list)
+
+	again := mustDocker(t, "bkcache", "warm", "-f", list, "-o", "json")
+	json.Unmarshal([]byte(again.stdout), &reps)
+	if len(reps) != 1 || reps[0].BlobsCached != reps[0].Blobs || reps[0].Upstream == nil || reps[0].Upstream.BytesFetched != 0 {
+		t.Errorf("second warm did not skip what the cache holds: %+v", reps)
+	}
+	if exec := runDocker(t, "", "inspect", "proxy-"+c.name+"-writer"); exec.code == 0 {
+		t.Errorf("warm left its storage writer container running")
+	}
+}
+
+func TestWarmThroughProxy(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, _ := warmSet(t, up)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+	// The list comes on stdin, as from kubectl bkcache images.
+	data, _ := os.ReadFile(list)
+	r := runDocker(t, string(data), "bkcache", "warm", "-f", "-", "--cache", c.name, "--through-proxy")
+	if r.code != 0 || !strings.Contains(r.stdout, "(proxy)") {
+		t.Fatalf("warm --through-proxy:\n%s", r)
+	}
+	pullAllWarm(t, c, up, list)
+}
+
+func TestWarmReportsImagesNoCacheServes(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, _ := warmSet(t, up)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+	other := filepath.Join(t.TempDir(), "other.txt")
+	data, _ := os.ReadFile(list)
+	os.WriteFile(other, append(data, []byte("quay.io/elsewhere/app:1\n")...), 0o644)
+	r := runDocker(t, "", "bkcache", "warm", "-f", other)
+	if r.code == 0 || !strings.Contains(r.stdout, "quay.io/elsewhere/app:1") || !strings.Contains(r.stdout, "no bkcache cache on this engine proxies quay.io") {
+		t.Errorf("an image on an unserved registry was not reported:\n%s", r)
+	}
+}
+
+func TestPushCopiesAList(t *testing.T) {
+	up := registrytest.Start(t)
+	list, imgs, _ := warmSet(t, up)
+	target := registrytest.StartDistribution(t)
+	r := mustDocker(t, "bkcache", "push", "-f", list, "--to", target.Addr, "--prefix", "intra")
+	if !strings.Contains(r.stdout, "copied 4 of 4 images") {
+		t.Errorf("push output:\n%s", r)
+	}
+	for i, img := range imgs[:3] {
+		want, _ := img.Digest()
+		ref, _ := name.ParseReference(fmt.Sprintf("%s/intra/blueking/svc-%d:v1", target.Addr, i), name.Insecure)
+		got, err := remote.Head(ref)
+		if err != nil || got.Digest != want {
+			t.Errorf("%s at the target: %v, %v; want digest %s", ref, got, err, want)
+		}
+	}
+	again := mustDocker(t, "bkcache", "push", "-f", list, "--to", target.Addr, "--prefix", "intra", "-o", "json")
+	var rep mirror.Report
+	if err := json.Unmarshal([]byte(again.stdout), &rep); err != nil || rep.BlobsFetched != 0 || rep.Failed != 0 {
+		t.Errorf("re-run of push fetched blobs again or failed: %v %+v", err, rep)
+	}
+	bad := runDocker(t, "", "bkcache", "push", "-f", list, "--to", "127.0.0.1:1")
+	if bad.code == 0 || !strings.Contains(bad.stdout, "FAILED") {
+		t.Errorf("push to a dead registry should fail with a table:\n%s", bad)
+	}
+}

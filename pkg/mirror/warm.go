@@ -1,0 +1,220 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// WarmOptions tune WarmThroughCache.
+type WarmOptions struct {
+	// Platforms picks the images of an index; empty means all of them.
+	Platforms []v1.Platform
+	// DataDir is the cache's storage on this host: what it holds is skipped,
+	// and the warm waits until what it fetched is stored. Optional.
+	DataDir string
+	// Jobs is how many blobs are fetched at once.
+	Jobs int
+	// StoreWait bounds the wait for the cache to store what it fetched.
+	StoreWait time.Duration
+	Progress  io.Writer
+}
+
+// WarmReport sums up a warm.
+type WarmReport struct {
+	Mode         string        `json:"mode"`
+	Images       int           `json:"images"`
+	Manifests    int           `json:"manifests"`
+	Blobs        int           `json:"blobs"`
+	BlobsCached  int           `json:"blobsCached"`
+	BytesFetched int64         `json:"bytesFetched"`
+	BytesCached  int64         `json:"bytesCached"`
+	Upstream     *Report       `json:"upstream,omitempty"`
+	Failed       []ImageResult `json:"failed,omitempty"`
+	Seconds      float64       `json:"seconds"`
+}
+
+// WarmThroughCache makes the cache fetch every manifest, selected index child
+// and blob of each image, as a node's pull would, so nodes later find them
+// stored. refs name the cache (HOST:PORT/repo:tag). A blob is never requested
+// twice at once, and blobs the cache's storage holds are skipped.
+func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (WarmReport, error) {
+	start := time.Now()
+	if opts.Jobs <= 0 {
+		opts.Jobs = 8
+	}
+	if opts.StoreWait == 0 {
+		opts.StoreWait = 5 * time.Minute
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	report := WarmReport{Mode: "proxy"}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(http.DefaultTransport),
+		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5})}
+
+	type blob struct {
+		repo name.Repository
+		desc v1.Descriptor
+	}
+	var blobs []blob
+	seen := map[string]bool{}
+	for _, e := range entries {
+		imgs, manifests, err := resolve(e.Ref, opts.Platforms, ropts)
+		report.Manifests += manifests
+		if err != nil {
+			report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+			fmt.Fprintf(progress, "FAILED  %s: %v\n", e.Ref, err)
+			continue
+		}
+		report.Images++
+		for _, img := range imgs {
+			m, err := img.Manifest()
+			if err != nil {
+				report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+				continue
+			}
+			for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+				key := e.Ref.Context().RepositoryStr() + "@" + d.Digest.String()
+				if seen[key] {
+					continue
+				}
+				seen[key] = true
+				blobs = append(blobs, blob{repo: e.Ref.Context(), desc: d})
+			}
+		}
+	}
+
+	// One fetch per digest at a time: registry:2 would send a second
+	// concurrent request for an uncached blob to the upstream again.
+	var digestLocks sync.Map
+	var mu sync.Mutex
+	sem := make(chan struct{}, opts.Jobs)
+	var wg sync.WaitGroup
+	var fetched []blob
+	for _, b := range blobs {
+		report.Blobs++
+		if linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
+			report.BlobsCached++
+			report.BytesCached += b.desc.Size
+			continue
+		}
+		wg.Add(1)
+		go func(b blob) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			l, _ := digestLocks.LoadOrStore(b.desc.Digest, &sync.Mutex{})
+			l.(*sync.Mutex).Lock()
+			defer l.(*sync.Mutex).Unlock()
+			n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
+			mu.Lock()
+			defer mu.Unlock()
+			report.BytesFetched += n
+			if err != nil {
+				report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
+				return
+			}
+			fetched = append(fetched, b)
+		}(b)
+	}
+	wg.Wait()
+
+	// registry:2 stores a cold blob in the background after serving it.
+	deadline := time.Now().Add(opts.StoreWait)
+	for _, b := range fetched {
+		for opts.DataDir != "" && !linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return report, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	report.Seconds = time.Since(start).Seconds()
+	if len(report.Failed) > 0 {
+		return report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(report.Failed))
+	}
+	return report, nil
+}
+
+// resolve fetches an image's manifest (and, for an index, the manifests of
+// the children matching platforms) and returns the images nodes would pull.
+func resolve(ref name.Reference, platforms []v1.Platform, ropts []remote.Option) ([]v1.Image, int, error) {
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !desc.MediaType.IsIndex() {
+		img, err := desc.Image()
+		if err != nil {
+			return nil, 1, err
+		}
+		return []v1.Image{img}, 1, nil
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, 1, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, 1, err
+	}
+	var imgs []v1.Image
+	manifests := 1
+	for _, child := range im.Manifests {
+		if !matchesAny(child.Platform, platforms) {
+			continue
+		}
+		img, err := remote.Image(ref.Context().Digest(child.Digest.String()), ropts...)
+		if err != nil {
+			return nil, manifests, err
+		}
+		if _, err := img.Manifest(); err != nil {
+			return nil, manifests, err
+		}
+		manifests++
+		imgs = append(imgs, img)
+	}
+	if len(imgs) == 0 {
+		return nil, manifests, fmt.Errorf("index has no image for %s (--platform)", platformList(platforms))
+	}
+	return imgs, manifests, nil
+}
+
+func fetchBlob(ref name.Digest, ropts []remote.Option) (int64, error) {
+	l, err := remote.Layer(ref, ropts...)
+	if err != nil {
+		return 0, err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.Copy(io.Discard, rc)
+}
+
+// linked says whether the cache's filesystem storage holds the blob for repo.
+func linked(dataDir, repo string, d v1.Hash) bool {
+	if dataDir == "" {
+		return false
+	}
+	root := filepath.Join(dataDir, "docker/registry/v2")
+	link := filepath.Join(root, "repositories", filepath.FromSlash(repo), "_layers", d.Algorithm, d.Hex, "link")
+	if _, err := os.Stat(link); err != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(root, "blobs", d.Algorithm, d.Hex[:2], d.Hex, "data"))
+	return err == nil
+}

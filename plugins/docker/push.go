@@ -1,0 +1,84 @@
+package docker
+
+import (
+	"fmt"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/pkg/mirror"
+)
+
+func newPushCommand(dockerCli command.Cli) *cobra.Command {
+	var o mirror.PushOptions
+	var file, platforms, output string
+	cmd := &cobra.Command{
+		Use:   "push -f LIST --to REGISTRY",
+		Short: "Copy a list of images into an intranet registry (the guide's method 2)",
+		Long: `Copies each listed image from its registry (or --from, e.g. the cache) to
+--to, keeping repository paths (after --prefix) and tags, so digests stay the
+same. Indexes are copied whole unless --platform picks platforms (the index
+then holds only those, under a new digest).
+
+Images are copied concurrently (-j); blobs the target has are skipped, blobs
+another repository at the target has are mounted, and each blob is fetched
+from the source once. 429, 5xx, timeouts and resets are retried with backoff.
+A failed image does not stop the rest; the command ends with a table of what
+failed and exits non-zero. Running it again copies only what is missing.
+Credentials come from the Docker config and its credential helpers.`,
+		Example: `  docker bkcache push -f images.txt --to registry.intra:5000
+  docker bkcache push -f images.txt --from 127.0.0.1:5500 --to registry.intra:5000 --insecure
+  kubectl bkcache images --from-helmfile . | docker bkcache push -f - --to registry.intra:5000 --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			entries, bad, err := readList(dockerCli, file)
+			if err != nil {
+				return err
+			}
+			if o.Platforms, err = parsePlatforms(platforms); err != nil {
+				return err
+			}
+			o.SourceInsecure = o.Insecure
+			o.Progress = dockerCli.Err()
+			report, pushErr := mirror.Push(cmd.Context(), entries, o)
+			if ok, err := writeData(dockerCli.Out(), output, report); ok {
+				if err != nil {
+					return err
+				}
+			} else {
+				verb := "copied"
+				if o.DryRun {
+					verb = "would copy"
+				}
+				fmt.Fprintf(dockerCli.Out(), "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
+					verb, len(report.Images)-report.Failed, len(report.Images), o.To, report.Seconds, report.BlobsFetched, humanBytes(report.BytesFetched), humanBytes(report.BytesReused))
+				var failed []mirror.ImageResult
+				for _, r := range report.Images {
+					if r.Error != "" {
+						failed = append(failed, r)
+					}
+				}
+				printFailures(dockerCli.Out(), failed)
+			}
+			if pushErr != nil {
+				return pushErr
+			}
+			if len(bad) > 0 {
+				return fmt.Errorf("%d lines of %s are not image references (see above); the rest was copied", len(bad), file)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "image list, one reference per line (- for stdin)")
+	f.StringVar(&o.To, "to", "", "target registry HOST[:PORT]")
+	f.StringVar(&o.From, "from", "", "read every image from this registry instead, e.g. the cache 127.0.0.1:5500")
+	f.StringVar(&o.Prefix, "prefix", "", "repository prefix at the target, e.g. mirror/")
+	f.StringVar(&platforms, "platform", "", "copy only these platforms of an index, e.g. linux/amd64,linux/arm64 (default: whole index)")
+	f.IntVarP(&o.Jobs, "jobs", "j", 4, "images copied at once")
+	f.BoolVar(&o.Insecure, "insecure", false, "plain HTTP to the target and --from (intranet registry without TLS)")
+	f.BoolVar(&o.DryRun, "dry-run", false, "list what would be copied; copy nothing")
+	f.StringVarP(&output, "output", "o", "", "output format: json|yaml")
+	cmd.MarkFlagRequired("to") //nolint:errcheck
+	return cmd
+}

@@ -25,7 +25,7 @@ func TestPluginIsListedByDocker(t *testing.T) {
 	if !strings.Contains(info.stdout, "bkcache") || !strings.Contains(info.stdout, "e2e-test") {
 		t.Errorf("docker info does not list the bkcache plugin with its version:\n%s", info.stdout)
 	}
-	for _, sub := range []string{"up", "down", "status", "verify", "logs"} {
+	for _, sub := range []string{"up", "down", "status", "verify", "logs", "warm", "push", "save", "load"} {
 		r := mustDocker(t, "bkcache", sub, "--help")
 		if !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "docker bkcache "+sub) {
 			t.Errorf("docker bkcache %s --help has no example:\n%s", sub, r.stdout)

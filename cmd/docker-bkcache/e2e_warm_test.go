@@ -168,3 +168,28 @@ func TestPushCopiesAList(t *testing.T) {
 		t.Errorf("push to a dead registry should fail with a table:\n%s", bad)
 	}
 }
+
+// The disconnected-site hop: save from the upstream, load into a cache's
+// storage; nodes then pull through the cache without the upstream's blobs.
+func TestSaveThenLoadIntoCache(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, _ := warmSet(t, up)
+	archive := filepath.Join(t.TempDir(), "bk-images.tar.zst")
+	s := mustDocker(t, "bkcache", "save", "-f", list, "-o", archive, "--zstd", "--platform", "linux/amd64")
+	if !strings.Contains(s.stdout, "saved 4 images") {
+		t.Errorf("save output:\n%s", s)
+	}
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+	l := mustDocker(t, "bkcache", "load", "-i", archive, "--cache", c.name)
+	if !strings.Contains(l.stdout, "loaded 4 of 4 images") {
+		t.Errorf("load output:\n%s", l)
+	}
+	pullAllWarm(t, c, up, list)
+
+	os.Truncate(archive, 1000)
+	bad := runDocker(t, "", "bkcache", "load", "-i", archive, "--cache", c.name)
+	if bad.code == 0 || !strings.Contains(bad.stderr, "truncated or damaged") {
+		t.Errorf("a truncated archive was not refused:\n%s", bad)
+	}
+}

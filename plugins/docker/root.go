@@ -38,6 +38,8 @@ container proxy-bkhub.`,
 		newLogsCommand(dockerCli),
 		newWarmCommand(dockerCli),
 		newPushCommand(dockerCli),
+		newSaveCommand(dockerCli),
+		newLoadCommand(dockerCli),
 		newVersionCommand(dockerCli),
 	)
 	return root

@@ -8,14 +8,14 @@ GO            ?= go
 # CI and tests: fail rather than skip; one package at a time on 2 cores.
 TEST_FLAGS    ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: help build install setup test unit e2e bench lint clean
+.PHONY: help build install setup test unit fuzz e2e bench lint clean
 
 help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
-	@echo "bench    pull benchmark: direct vs cold cache vs warm cache, with upstream bytes per pull"
+	@echo "bench    pull benchmark (direct vs cold vs warm cache) and copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache)"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
 
@@ -34,6 +34,13 @@ setup:
 
 test: setup lint
 	$(GO) test $(TEST_FLAGS) -tags e2e ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Brief fuzzing of the reference parser and the values scanner.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzValues -fuzztime $(FUZZTIME)
 
 unit:
 	$(GO) test $(TEST_FLAGS) ./...
@@ -45,6 +52,7 @@ e2e:
 
 bench: setup
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

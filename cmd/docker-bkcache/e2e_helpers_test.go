@@ -193,3 +193,5 @@ func dockerRmi(t testing.TB, refs ...string) {
 	args := append([]string{"rmi", "-f"}, refs...)
 	exec.Command("docker", args...).Run()
 }
+
+func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

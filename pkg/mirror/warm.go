@@ -43,6 +43,12 @@ type WarmReport struct {
 	Seconds      float64       `json:"seconds"`
 }
 
+// blob is one blob of one repository, as the cache stores it.
+type blob struct {
+	repo name.Repository
+	desc v1.Descriptor
+}
+
 // WarmThroughCache makes the cache fetch every manifest, selected index child
 // and blob of each image, as a node's pull would, so nodes later find them
 // stored. refs name the cache (HOST:PORT/repo:tag). A blob is never requested
@@ -63,10 +69,6 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(http.DefaultTransport),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5})}
 
-	type blob struct {
-		repo name.Repository
-		desc v1.Descriptor
-	}
 	var blobs []blob
 	seen := map[string]bool{}
 	for _, e := range entries {
@@ -95,13 +97,13 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 	}
 
-	// One fetch per digest at a time: registry:2 would send a second
-	// concurrent request for an uncached blob to the upstream again.
-	var digestLocks sync.Map
-	var mu sync.Mutex
-	sem := make(chan struct{}, opts.Jobs)
-	var wg sync.WaitGroup
-	var fetched []blob
+	// One request per digest at a time, and the next repository's request for
+	// that digest only once the cache has stored it: registry:2 2.8 marks a blob
+	// in flight until its background store ends, and serves a second request
+	// for it meanwhile straight from the upstream without storing it for the
+	// second repository.
+	byDigest := map[v1.Hash][]blob{}
+	var order []v1.Hash
 	for _, b := range blobs {
 		report.Blobs++
 		if linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
@@ -109,36 +111,44 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 			report.BytesCached += b.desc.Size
 			continue
 		}
+		if _, ok := byDigest[b.desc.Digest]; !ok {
+			order = append(order, b.desc.Digest)
+		}
+		byDigest[b.desc.Digest] = append(byDigest[b.desc.Digest], b)
+	}
+	var mu sync.Mutex
+	sem := make(chan struct{}, opts.Jobs)
+	var wg sync.WaitGroup
+	var fetched []blob
+	for _, d := range order {
 		wg.Add(1)
-		go func(b blob) {
+		go func(repos []blob) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			l, _ := digestLocks.LoadOrStore(b.desc.Digest, &sync.Mutex{})
-			l.(*sync.Mutex).Lock()
-			defer l.(*sync.Mutex).Unlock()
-			n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
-			mu.Lock()
-			defer mu.Unlock()
-			report.BytesFetched += n
-			if err != nil {
-				report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
-				return
+			for i, b := range repos {
+				n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
+				mu.Lock()
+				report.BytesFetched += n
+				if err != nil {
+					report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
+				} else {
+					fetched = append(fetched, b)
+				}
+				mu.Unlock()
+				if i < len(repos)-1 {
+					waitLinked(ctx, opts.DataDir, b, opts.StoreWait)
+				}
 			}
-			fetched = append(fetched, b)
-		}(b)
+		}(byDigest[d])
 	}
 	wg.Wait()
 
 	// registry:2 stores a cold blob in the background after serving it.
 	deadline := time.Now().Add(opts.StoreWait)
 	for _, b := range fetched {
-		for opts.DataDir != "" && !linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) && time.Now().Before(deadline) {
-			select {
-			case <-ctx.Done():
-				return report, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+		if !waitLinked(ctx, opts.DataDir, b, time.Until(deadline)) && ctx.Err() != nil {
+			return report, ctx.Err()
 		}
 	}
 	report.Seconds = time.Since(start).Seconds()
@@ -146,6 +156,23 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		return report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(report.Failed))
 	}
 	return report, nil
+}
+
+// waitLinked waits up to wait for the cache to have stored b for its
+// repository; without the cache's data dir there is nothing to watch.
+func waitLinked(ctx context.Context, dataDir string, b blob, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for dataDir != "" && !linked(dataDir, b.repo.RepositoryStr(), b.desc.Digest) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // resolve fetches an image's manifest (and, for an index, the manifests of

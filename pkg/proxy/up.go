@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -389,11 +388,8 @@ func startError(ctx context.Context, eng Engine, spec Spec, err error) error {
 func waitReady(ctx context.Context, eng Engine, spec Spec, wait time.Duration, progress io.Writer) error {
 	deadline := time.Now().Add(wait)
 	url := spec.Scheme() + "://" + spec.LocalAddress() + "/v2/"
-	httpc := &http.Client{
-		Timeout: 2 * time.Second,
-		// A liveness probe of our own cache: the certificate may name another host.
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Proxy: nil},
-	}
+	httpc := insecureClient()
+	httpc.Timeout = 2 * time.Second
 	fmt.Fprintf(progress, "cache %s: waiting for %s\n", spec.Name, url)
 	var lastErr error
 	for {

@@ -64,27 +64,20 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 	if opts.Platform != nil {
 		platform = *opts.Platform
 	}
-	c, ok, err := inspect(ctx, eng, ContainerName(cacheName))
+	cache, err := Lookup(ctx, eng, cacheName)
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	if !ok {
-		return VerifyResult{}, notFound(cacheName)
-	}
-	spec, ok := specFromLabels(c.Config.Labels)
-	if !ok {
-		return VerifyResult{}, fmt.Errorf("container %s was not made by bkcache; run \"docker bkcache up --name %s\" to adopt it first", ContainerName(cacheName), cacheName)
-	}
-	if c.State == nil || !c.State.Running {
+	if !cache.Running {
 		return VerifyResult{}, fmt.Errorf("cache %s is not running; run \"docker bkcache up --name %s\"", cacheName, cacheName)
 	}
+	spec, dataDir := cache.Spec, cache.DataDir
 	ref, err := CacheReference(spec, image)
 	if err != nil {
 		return VerifyResult{}, err
 	}
 	res := VerifyResult{Image: image, Via: ref.String(), Platform: platform.String()}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(platform), remote.WithTransport(insecureClient().Transport)}
-	dataDir := mountSource(c, containerDataDir)
 
 	img, err := remote.Image(ref, ropts...)
 	if err != nil {

@@ -38,8 +38,10 @@ blobs shared by images stored once, with the list it holds (bkcache-images.txt).
 			if o.Platforms, err = parsePlatforms(platforms); err != nil {
 				return err
 			}
-			o.Progress = dockerCli.Err()
+			progress := newProgress(dockerCli, len(entries))
+			o.Progress = progress
 			rep, err := mirror.Save(cmd.Context(), entries, out, o)
+			progress.Close()
 			if err != nil {
 				return err
 			}
@@ -77,8 +79,10 @@ before anything is pushed.`,
 			if (o.To == "") == (cache == "") {
 				return errors.New("pass one of --to REGISTRY or --cache NAME")
 			}
-			o.Progress = dockerCli.Err()
+			progress := newProgress(dockerCli, 0)
+			o.Progress = progress
 			rep, err := loadInto(ctx, dockerCli, archive, cache, o)
+			progress.Close()
 			if ok, werr := writeData(dockerCli.Out(), output, rep); ok {
 				if werr != nil {
 					return werr

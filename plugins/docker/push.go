@@ -39,8 +39,10 @@ Credentials come from the Docker config and its credential helpers.`,
 				return err
 			}
 			o.SourceInsecure = o.Insecure
-			o.Progress = dockerCli.Err()
+			progress := newProgress(dockerCli, len(entries))
+			o.Progress = progress
 			report, pushErr := mirror.Push(cmd.Context(), entries, o)
+			progress.Close()
 			if ok, err := writeData(dockerCli.Out(), output, report); ok {
 				if err != nil {
 					return err

@@ -206,7 +206,9 @@ func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platfo
 	if o.intoStorage && !storage {
 		return mirror.WarmReport{}, fmt.Errorf("cache %s: its data directory is not on this host, so --into-storage cannot write it; use --through-proxy", g.label)
 	}
-	wopts := mirror.WarmOptions{Platforms: platforms, DataDir: dataDir, Jobs: o.jobs, Progress: dockerCli.Err()}
+	progress := newProgress(dockerCli, len(g.entries))
+	defer progress.Close()
+	wopts := mirror.WarmOptions{Platforms: platforms, DataDir: dataDir, Jobs: o.jobs, Progress: progress}
 	if !storage {
 		return mirror.WarmThroughCache(ctx, viaCache, wopts)
 	}
@@ -217,7 +219,7 @@ func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platfo
 	}
 	defer writer.Stop(context.WithoutCancel(ctx))
 	popts := mirror.PushOptions{
-		To: writer.Addr, Insecure: true, Platforms: platforms, Jobs: o.jobs, Progress: dockerCli.Err(),
+		To: writer.Addr, Insecure: true, Platforms: platforms, Jobs: o.jobs, Progress: progress,
 		SourceInsecure: strings.HasPrefix(g.cache.Spec.Upstream, "http://"),
 		From:           g.cache.Spec.UpstreamHost(),
 	}

@@ -1,0 +1,98 @@
+//go:build e2e
+
+// End-to-end: the plugin built onto PATH and run through the real kubectl,
+// as an operator runs it. No cluster needed.
+//
+//	go test -tags e2e ./cmd/kubectl-bkcache/ -run Images
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The real kubectl, as an operator runs it.
+const imagesKubectl = "/usr/bin/kubectl"
+
+func TestImagesThroughKubectl(t *testing.T) {
+	if _, err := os.Stat(imagesKubectl); err != nil {
+		t.Fatalf("the real kubectl is needed at %s: %v", imagesKubectl, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "kubectl-bkcache"), ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := append(os.Environ(),
+		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
+	kubectl := func(stdin string, args ...string) (string, string, error) {
+		cmd := exec.CommandContext(ctx, imagesKubectl, args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		return out.String(), errOut.String(), err
+	}
+	testdata := "../../pkg/helmfile/testdata/"
+
+	start := time.Now()
+	out, errOut, err := kubectl("", "bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl")
+	if err != nil {
+		t.Fatalf("kubectl bkcache images: %v\n%s", err, errOut)
+	}
+	t.Logf("rendered the fixture helmfile through kubectl in %v", time.Since(start))
+	want := strings.Join([]string{
+		"docker.io/bitnami/nginx:1.26",
+		"docker.io/bitnami/redis:7.2.4",
+		"docker.io/library/alpine:3.19",
+		"docker.io/library/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"hub.bktencent.com/bitnami/nginx:1.25",
+		"hub.bktencent.com/bitnami/redis:7.2.4",
+		"hub.bktencent.com/blueking/bk-app-runtime:2.0",
+		"hub.bktencent.com/blueking/bk-paas-clean:1.2.3",
+		"hub.bktencent.com/blueking/bk-paas:1.2.3",
+		"quay.io/example/widget-from-crds:1.0",
+		"quay.io/prometheus/node-exporter:v1.7.0",
+	}, "\n") + "\n"
+	if out != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+
+	out, _, err = kubectl("", "bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl", "-e", "default", "--selector", "seq=third", "-o", "chart-images")
+	if err != nil || !strings.Contains(out, "bkapp 1.2.3 hub.bktencent.com/blueking/bk-app-runtime:2.0 ") {
+		t.Errorf("chart-images: %v\n%s", err, out)
+	}
+
+	out, _, err = kubectl("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox:1.36}]}\n",
+		"bkcache", "images", "--from-manifests", "-")
+	if err != nil || out != "docker.io/library/busybox:1.36\n" {
+		t.Errorf("--from-manifests -: %v %q", err, out)
+	}
+
+	// Failures exit non-zero and name the helmfile, release and chart.
+	out, errOut, err = kubectl("", "bkcache", "images", "--from-helmfile", testdata+"errors/helmfile.yaml", "--keep-going")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("--keep-going with failures: err = %v, want a non-zero exit", err)
+	}
+	if !strings.Contains(out, "hub.bktencent.com/blueking/bk-paas:1.2.3") ||
+		!strings.Contains(errOut, `2 of 3 releases failed`) || !strings.Contains(errOut, `release "missing" (chart ../charts/does-not-exist)`) {
+		t.Errorf("--keep-going: stdout %q stderr %q", out, errOut)
+	}
+
+	out, _, err = kubectl("", "bkcache", "images", "--help")
+	if err != nil || !strings.Contains(out, "kubectl bkcache images --from-helmfile") {
+		t.Errorf("help: %v\n%s", err, out)
+	}
+}

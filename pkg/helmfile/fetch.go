@@ -1,0 +1,315 @@
+package helmfile
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/Masterminds/semver/v3"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/downloader"
+	"helm.sh/helm/v3/pkg/getter"
+	"helm.sh/helm/v3/pkg/registry"
+	"helm.sh/helm/v3/pkg/repo"
+	"sigs.k8s.io/yaml"
+)
+
+// Repository is a chart repository a helmfile names.
+type Repository struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	OCI  bool   `json:"oci,omitempty"`
+}
+
+// fetcher finds charts: local paths, HTTP repositories (index.yaml + .tgz)
+// and oci:// registries. It caches indexes and archives for one run, so 30
+// releases of one repository fetch its index once.
+type fetcher struct {
+	client  *http.Client
+	scratch string // temporary directory for dependency builds
+
+	mu      sync.Mutex
+	indexes map[string]*indexEntry
+	blobs   map[string]*blobEntry
+}
+
+type indexEntry struct {
+	once sync.Once
+	idx  *repo.IndexFile
+	err  error
+}
+
+type blobEntry struct {
+	once sync.Once
+	data []byte
+	err  error
+}
+
+func newFetcher(scratch string) *fetcher {
+	return &fetcher{client: &http.Client{}, scratch: scratch, indexes: map[string]*indexEntry{}, blobs: map[string]*blobEntry{}}
+}
+
+// chartRef says where a chart lives.
+type chartRef struct {
+	Local   string // a directory or .tgz on disk
+	RepoURL string // an HTTP repository: Name is the chart's name in its index
+	OCI     string // oci://host/path/name
+	Name    string
+	Version string // exact or a constraint
+}
+
+// load returns a fresh chart (helm edits a chart while rendering it, so two
+// releases never share one).
+func (f *fetcher) load(ctx context.Context, ref chartRef) (*chart.Chart, error) {
+	switch {
+	case ref.Local != "":
+		return f.loadLocalChart(ctx, ref.Local)
+	case ref.OCI != "":
+		data, err := f.blob(ref.OCI+"@"+ref.Version, func() ([]byte, error) { return f.pullOCI(ctx, ref.OCI, ref.Version) })
+		if err != nil {
+			return nil, err
+		}
+		return loadArchive(ref.OCI, data)
+	case ref.RepoURL != "":
+		u, err := f.chartURL(ctx, ref.RepoURL, ref.Name, ref.Version)
+		if err != nil {
+			return nil, err
+		}
+		data, err := f.blob(u, func() ([]byte, error) { return f.get(ctx, u) })
+		if err != nil {
+			return nil, err
+		}
+		return loadArchive(u, data)
+	}
+	return nil, fmt.Errorf("no chart given")
+}
+
+func loadArchive(from string, data []byte) (*chart.Chart, error) {
+	c, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("load chart archive %s: %w", from, err)
+	}
+	return c, nil
+}
+
+func (f *fetcher) blob(key string, get func() ([]byte, error)) ([]byte, error) {
+	f.mu.Lock()
+	e, ok := f.blobs[key]
+	if !ok {
+		e = &blobEntry{}
+		f.blobs[key] = e
+	}
+	f.mu.Unlock()
+	e.once.Do(func() { e.data, e.err = get() })
+	return e.data, e.err
+}
+
+// chartURL looks a chart version up in a repository's index.yaml.
+func (f *fetcher) chartURL(ctx context.Context, repoURL, name, version string) (string, error) {
+	f.mu.Lock()
+	e, ok := f.indexes[repoURL]
+	if !ok {
+		e = &indexEntry{}
+		f.indexes[repoURL] = e
+	}
+	f.mu.Unlock()
+	e.once.Do(func() {
+		var data []byte
+		data, e.err = f.get(ctx, strings.TrimSuffix(repoURL, "/")+"/index.yaml")
+		if e.err != nil {
+			return
+		}
+		idx := &repo.IndexFile{}
+		if err := yaml.Unmarshal(data, idx); err != nil {
+			e.err = fmt.Errorf("repository %s: index.yaml: %w", repoURL, err)
+			return
+		}
+		idx.SortEntries()
+		e.idx = idx
+	})
+	if e.err != nil {
+		return "", e.err
+	}
+	cv, err := e.idx.Get(name, version)
+	if err != nil {
+		want := version
+		if want == "" {
+			want = "latest"
+		}
+		return "", fmt.Errorf("repository %s has no chart %s version %s: %w", repoURL, name, want, err)
+	}
+	if len(cv.URLs) == 0 {
+		return "", fmt.Errorf("repository %s: chart %s %s has no download URL", repoURL, name, cv.Version)
+	}
+	return repo.ResolveReferenceURL(repoURL, cv.URLs[0])
+}
+
+func (f *fetcher) get(ctx context.Context, u string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return b, nil
+}
+
+// pullOCI pulls a chart from an OCI registry; loopback registries speak plain HTTP.
+func (f *fetcher) pullOCI(ctx context.Context, ref, version string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	host := strings.TrimPrefix(ref, "oci://")
+	opts := []registry.ClientOption{registry.ClientOptWriter(io.Discard)}
+	if isLoopback(host) {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	c, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: registry client: %w", ref, err)
+	}
+	plain := strings.TrimPrefix(ref, "oci://")
+	if version == "" || isConstraint(version) {
+		tags, err := c.Tags(plain)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list tags: %w", ref, err)
+		}
+		if version, err = pickVersion(tags, version); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+	}
+	res, err := c.Pull(plain+":"+version, registry.PullOptWithChart(true))
+	if err != nil {
+		return nil, fmt.Errorf("pull %s:%s: %w", ref, version, err)
+	}
+	return res.Chart.Data, nil
+}
+
+func isConstraint(v string) bool {
+	_, err := semver.StrictNewVersion(strings.TrimPrefix(v, "v"))
+	return err != nil
+}
+
+func pickVersion(tags []string, constraint string) (string, error) {
+	if constraint == "" {
+		constraint = ">=0.0.0-0"
+	}
+	c, err := semver.NewConstraint(constraint)
+	if err != nil {
+		return "", fmt.Errorf("version constraint %q: %w", constraint, err)
+	}
+	var vs []*semver.Version
+	for _, t := range tags {
+		if v, err := semver.NewVersion(t); err == nil && c.Check(v) {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return "", fmt.Errorf("no tag matches version %q (tags: %s)", constraint, strings.Join(tags, ", "))
+	}
+	sort.Sort(semver.Collection(vs))
+	return vs[len(vs)-1].Original(), nil
+}
+
+func isLoopback(hostPath string) bool {
+	host := strings.SplitN(hostPath, "/", 2)[0]
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// buildDependencies copies a chart to scratch space and runs helm's dependency
+// manager there (Chart.lock if present, else Chart.yaml's constraints).
+func (f *fetcher) buildDependencies(ctx context.Context, path string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(f.scratch, "chart-")
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, filepath.Base(path))
+	if err := copyDir(path, dst); err != nil {
+		return "", err
+	}
+	regOpts := []registry.ClientOption{registry.ClientOptWriter(io.Discard)}
+	rc, err := registry.NewClient(regOpts...)
+	if err != nil {
+		return "", err
+	}
+	m := &downloader.Manager{
+		Out:       io.Discard,
+		ChartPath: dst,
+		Getters: getter.Providers{
+			{Schemes: []string{"http", "https"}, New: getter.NewHTTPGetter},
+			{Schemes: []string{registry.OCIScheme}, New: getter.NewOCIGetter},
+		},
+		RegistryClient:   rc,
+		RepositoryConfig: filepath.Join(dir, "repositories.yaml"),
+		RepositoryCache:  filepath.Join(dir, "cache"),
+	}
+	if err := m.Build(); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// resolveChart turns a helmfile's `chart:` into a chartRef: a local path
+// (relative to the helmfile) first, then `repo/name` over the helmfile's
+// repositories, then oci://.
+func resolveChart(dir, chartName, version string, repos map[string]Repository) (chartRef, error) {
+	if strings.HasPrefix(chartName, "oci://") {
+		return chartRef{OCI: chartName, Version: version}, nil
+	}
+	local := chartName
+	if !filepath.IsAbs(local) {
+		local = filepath.Join(dir, chartName)
+	}
+	if _, err := os.Stat(local); err == nil {
+		return chartRef{Local: local}, nil
+	}
+	if strings.HasPrefix(chartName, ".") || strings.HasPrefix(chartName, "/") {
+		return chartRef{}, fmt.Errorf("chart %s: no such directory or file %s", chartName, local)
+	}
+	repoName, name, ok := strings.Cut(chartName, "/")
+	if !ok {
+		return chartRef{}, fmt.Errorf("chart %s: not a local path and not REPO/NAME", chartName)
+	}
+	r, ok := repos[repoName]
+	if !ok {
+		return chartRef{}, fmt.Errorf("chart %s: no local path %s and no repository %q in the helmfile's repositories:", chartName, local, repoName)
+	}
+	if r.OCI || strings.HasPrefix(r.URL, "oci://") {
+		base := strings.TrimSuffix(strings.TrimPrefix(r.URL, "oci://"), "/")
+		return chartRef{OCI: "oci://" + base + "/" + name, Version: version}, nil
+	}
+	if _, err := url.Parse(r.URL); err != nil {
+		return chartRef{}, fmt.Errorf("repository %s: url %q: %w", r.Name, r.URL, err)
+	}
+	return chartRef{RepoURL: r.URL, Name: name, Version: version}, nil
+}

@@ -1,0 +1,187 @@
+package helmfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+	"helm.sh/helm/v3/pkg/cli/values"
+	"helm.sh/helm/v3/pkg/getter"
+
+	"github.com/bkcache/bkcache/pkg/images"
+)
+
+// Options for Images.
+type Options struct {
+	LoadOptions
+	RenderOptions
+	// KeepGoing renders every release it can and returns the images found
+	// together with an error listing every failure.
+	KeepGoing bool
+	// Parallel bounds concurrent renders; the number of CPUs when zero.
+	Parallel int
+}
+
+// ReleaseError is one release that failed.
+type ReleaseError struct {
+	Helmfile, Release, Chart string
+	Err                      error
+}
+
+func (e *ReleaseError) Error() string {
+	return fmt.Sprintf("helmfile %s: release %q (chart %s): %v", e.Helmfile, e.Release, e.Chart, e.Err)
+}
+
+func (e *ReleaseError) Unwrap() error { return e.Err }
+
+// Errors lists the releases that failed, with how many were tried.
+type Errors struct {
+	Failed []*ReleaseError
+	Total  int
+}
+
+func (e *Errors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d releases failed:", len(e.Failed), e.Total)
+	for _, f := range e.Failed {
+		b.WriteString("\n  " + f.Error())
+	}
+	return b.String()
+}
+
+// Images loads a helmfile, renders every selected release offline in
+// parallel and returns the images they need.
+func Images(ctx context.Context, path string, opts Options) (*images.List, error) {
+	rels, err := LoadReleases(ctx, path, opts.LoadOptions)
+	if err != nil {
+		return nil, err
+	}
+	if len(rels) == 0 {
+		return images.NewList(), fmt.Errorf("helmfile %s: no release selected (environment %q, selectors %v): check --selector, -e and installed:", path, opts.Environment, opts.Selectors)
+	}
+	scratch, err := os.MkdirTemp("", "bkcache-charts-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	f := newFetcher(scratch)
+
+	g, gctx := errgroup.WithContext(ctx)
+	if !opts.KeepGoing {
+		ctx = gctx
+	}
+	n := opts.Parallel
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	g.SetLimit(n)
+	var mu sync.Mutex
+	all := images.NewList()
+	errs := &Errors{Total: len(rels)}
+	for _, r := range rels {
+		g.Go(func() error {
+			list, err := renderRelease(ctx, f, r, opts.RenderOptions)
+			mu.Lock()
+			defer mu.Unlock()
+			if list != nil {
+				all.Merge(list)
+			}
+			if err != nil {
+				re := &ReleaseError{Helmfile: r.Helmfile, Release: r.Name, Chart: r.Chart, Err: err}
+				errs.Failed = append(errs.Failed, re)
+				if !opts.KeepGoing {
+					return re
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		var re *ReleaseError
+		if errors.As(err, &re) {
+			return all, re
+		}
+		return all, err
+	}
+	if len(errs.Failed) > 0 {
+		return all, errs
+	}
+	return all, nil
+}
+
+func renderRelease(ctx context.Context, f *fetcher, r Release, opts RenderOptions) (*images.List, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	chrt, err := f.load(ctx, r.chart)
+	if err != nil {
+		return nil, err
+	}
+	out, err := renderChart(ctx, chrt, r.Name, r.Namespace, r.Values, opts)
+	if err != nil {
+		return nil, err
+	}
+	return findImages(out, images.Source{Helmfile: r.Helmfile, Release: r.Name, Namespace: r.Namespace})
+}
+
+// ChartOptions are `--from-chart`'s: a chart, its values, a release name.
+type ChartOptions struct {
+	Chart       string // a directory, a .tgz, REPO-less NAME with RepoURL, or oci://
+	RepoURL     string
+	Version     string
+	ReleaseName string // the chart's name when empty
+	Namespace   string
+	ValuesFiles []string
+	Set         []string
+	SetString   []string
+	RenderOptions
+}
+
+// ChartImages renders one chart offline and returns the images it needs.
+func ChartImages(ctx context.Context, opts ChartOptions) (*images.List, error) {
+	ref := chartRef{Version: opts.Version}
+	switch {
+	case strings.HasPrefix(opts.Chart, "oci://"):
+		ref.OCI = opts.Chart
+	case opts.RepoURL != "":
+		ref.RepoURL, ref.Name = opts.RepoURL, opts.Chart
+	default:
+		if _, err := os.Stat(opts.Chart); err != nil {
+			return nil, fmt.Errorf("chart %s: %w (give a chart directory or .tgz, --repo URL with a chart name, or oci://)", opts.Chart, err)
+		}
+		ref.Local = opts.Chart
+	}
+	scratch, err := os.MkdirTemp("", "bkcache-charts-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	chrt, err := newFetcher(scratch).load(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	// Local files only: helm would fetch http(s) values files, we stay offline.
+	valOpts := values.Options{ValueFiles: opts.ValuesFiles, Values: opts.Set, StringValues: opts.SetString}
+	vals, err := valOpts.MergeValues(getter.Providers{})
+	if err != nil {
+		return nil, fmt.Errorf("chart %s values: %w", opts.Chart, err)
+	}
+	name := opts.ReleaseName
+	if name == "" {
+		name = chrt.Name()
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	out, err := renderChart(ctx, chrt, name, ns, vals, opts.RenderOptions)
+	if err != nil {
+		return nil, err
+	}
+	return findImages(out, images.Source{Release: name, Namespace: ns})
+}

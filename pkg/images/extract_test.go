@@ -1,0 +1,312 @@
+package images
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// refs returns "certainty ref path" per finding, sorted, for compact comparisons.
+func summary(t *testing.T, found []Found) []string {
+	t.Helper()
+	var out []string
+	for _, f := range found {
+		c := f.Source.Certainty
+		if c == "" {
+			c = Sure
+		}
+		out = append(out, string(c)+" "+f.Raw+" "+f.Source.Kind+"/"+f.Source.Name+" "+f.Source.Path)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestFromManifests(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"pod", `
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  initContainers: [{name: i, image: busybox:1}]
+  containers:
+  - name: c
+    image: nginx:1
+    env:
+    - {name: BUILDER_IMAGE, value: hub.bktencent.com/blueking/slug-app:1.0}
+    - {name: URL, value: "http://example.com:80/x"}
+    - {name: HOST, value: "db.local:3306"}
+  ephemeralContainers: [{name: e, image: debug:2}]
+`, []string{
+			"maybe hub.bktencent.com/blueking/slug-app:1.0 Pod/p spec.containers[0].env[0].value",
+			"sure busybox:1 Pod/p spec.initContainers[0].image",
+			"sure debug:2 Pod/p spec.ephemeralContainers[0].image",
+			"sure nginx:1 Pod/p spec.containers[0].image",
+		}},
+		{"workloads", `
+kind: Deployment
+metadata: {name: d}
+spec: {template: {spec: {containers: [{name: a, image: a:1}]}}}
+---
+kind: StatefulSet
+metadata: {name: s}
+spec: {template: {spec: {containers: [{name: a, image: s:1}]}}}
+---
+kind: DaemonSet
+metadata: {name: ds}
+spec: {template: {spec: {containers: [{name: a, image: ds:1}]}}}
+---
+kind: ReplicaSet
+metadata: {name: rs}
+spec: {template: {spec: {containers: [{name: a, image: rs:1}]}}}
+---
+kind: ReplicationController
+metadata: {name: rc}
+spec: {template: {spec: {containers: [{name: a, image: rc:1}]}}}
+---
+kind: Job
+metadata: {name: j}
+spec: {template: {spec: {containers: [{name: a, image: j:1}]}}}
+---
+kind: CronJob
+metadata: {name: cj}
+spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: a, image: cj:1}]}}}}}
+---
+# empty document
+`, []string{
+			"sure a:1 Deployment/d spec.template.spec.containers[0].image",
+			"sure cj:1 CronJob/cj spec.jobTemplate.spec.template.spec.containers[0].image",
+			"sure ds:1 DaemonSet/ds spec.template.spec.containers[0].image",
+			"sure j:1 Job/j spec.template.spec.containers[0].image",
+			"sure rc:1 ReplicationController/rc spec.template.spec.containers[0].image",
+			"sure rs:1 ReplicaSet/rs spec.template.spec.containers[0].image",
+			"sure s:1 StatefulSet/s spec.template.spec.containers[0].image",
+		}},
+		{"typed kinds ignore image fields outside containers", `
+kind: Deployment
+metadata: {name: d, annotations: {image: not/this:1}}
+spec:
+  image: not/this:2
+  template: {spec: {containers: [{name: a, image: a:1}]}}
+`, []string{"sure a:1 Deployment/d spec.template.spec.containers[0].image"}},
+		{"custom resources", `
+apiVersion: example.com/v1
+kind: Prometheus
+metadata: {name: k8s, annotations: {image: ignored:1}}
+spec:
+  image: quay.io/prometheus/prometheus:v2
+  sidecars:
+  - image: {registry: quay.io, repository: thanos/thanos, tag: v0.30}
+  - image: {repository: bitnami/redis, tag: 7.0.10, digest: "` + dig + `"}
+  exporter: {image: exporter, tag: "1.10"}
+  podTemplate:
+    spec: {containers: [{name: x, image: x:1}]}
+  jobTemplate:
+    spec: {template: {spec: {containers: [{name: y, image: y:1}]}}}
+  imagePullPolicy: Always
+`, []string{
+			"sure bitnami/redis:7.0.10@" + dig + " Prometheus/k8s spec.sidecars[1].image",
+			"sure exporter:1.10 Prometheus/k8s spec.exporter",
+			"sure quay.io/prometheus/prometheus:v2 Prometheus/k8s spec.image",
+			"sure quay.io/thanos/thanos:v0.30 Prometheus/k8s spec.sidecars[0].image",
+			"sure x:1 Prometheus/k8s spec.podTemplate.spec.containers[0].image",
+			"sure y:1 Prometheus/k8s spec.jobTemplate.spec.template.spec.containers[0].image",
+		}},
+		{"configmap", `
+kind: ConfigMap
+metadata: {name: cm}
+data:
+  SLUG_IMAGE: blueking/slug-app:1
+  other: hub.bktencent.com/blueking/runner:2
+  url: https://hub.bktencent.com/v2/
+  note: hello
+`, []string{
+			"maybe blueking/slug-app:1 ConfigMap/cm data.SLUG_IMAGE",
+			"maybe hub.bktencent.com/blueking/runner:2 ConfigMap/cm data.other",
+		}},
+		{"list", `
+apiVersion: v1
+kind: List
+items:
+- {kind: Pod, metadata: {name: a}, spec: {containers: [{name: a, image: a:1}]}}
+- {kind: Pod, metadata: {name: b}, spec: {containers: [{name: b, image: b:1}]}}
+`, []string{"sure a:1 Pod/a spec.containers[0].image", "sure b:1 Pod/b spec.containers[0].image"}},
+		{"json and anchors", `{"kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"j:1"}]}}
+---
+kind: Widget
+metadata: {name: w}
+base: &img {image: w:1}
+copy: *img
+`, []string{"sure j:1 Pod/j spec.containers[0].image", "sure w:1 Widget/w base.image", "sure w:1 Widget/w copy.image"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			found, err := FromManifests([]byte(tc.yaml), ManifestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := summary(t, found); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
+func TestFromManifestsSourcesAndErrors(t *testing.T) {
+	rendered := "---\n# Source: web/templates/deploy.yaml\nkind: Pod\nmetadata: {name: p, namespace: ns}\nspec: {containers: [{name: c, image: nginx}]}\n"
+	found, err := FromManifests([]byte(rendered), ManifestOptions{Source: Source{Release: "r", Chart: "web"}})
+	if err != nil || len(found) != 1 {
+		t.Fatalf("found %v, %v", found, err)
+	}
+	s := found[0].Source
+	if s.File != "web/templates/deploy.yaml" || s.Namespace != "ns" || s.Release != "r" || s.Line != 0 {
+		t.Errorf("source = %+v", s)
+	}
+	found, _ = FromManifests([]byte(rendered), ManifestOptions{Source: Source{File: "x.yaml"}, Lines: true})
+	if found[0].Source.Line != 5 {
+		t.Errorf("line = %d, want 5", found[0].Source.Line)
+	}
+	_, err = FromManifests([]byte("kind: Pod\n---\nkind: [unclosed\n"), ManifestOptions{Source: Source{File: "bad.yaml"}})
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml: document 2") || !strings.Contains(err.Error(), "line") {
+		t.Errorf("error = %v, want the file, document and line", err)
+	}
+}
+
+func TestFromValues(t *testing.T) {
+	values := `
+global: {imageRegistry: hub.bktencent.com}
+image: {registry: hub.bktencent.com, repository: blueking/bk-paas, tag: 1.2.3, pullPolicy: IfNotPresent}
+builder:
+  slugImage: blueking/slug-app:1.0
+  image: {repository: blueking/slug-app, tag: null}
+  imagePullPolicy: Always
+  imagePullSecrets: [regcred]
+apps:
+  - hub.bktencent.com/blueking/runner:2
+  - /var/lib/x:1
+  - https://hub.bktencent.com/v2/
+  - redis.svc.cluster.local:6379
+  - not an image
+`
+	found, err := FromValues([]byte(values), Source{Release: "paas"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"maybe blueking/slug-app:1.0 / builder.slugImage",
+		"maybe hub.bktencent.com/blueking/bk-paas:1.2.3 / image",
+		"maybe hub.bktencent.com/blueking/runner:2 / apps[0]",
+		// global.imageRegistry applies to split maps without a registry.
+		"maybe hub.bktencent.com/blueking/slug-app / builder.image",
+	}
+	if got := summary(t, found); !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	for _, f := range found {
+		if f.Source.Release != "paas" || f.Source.Reason == "" {
+			t.Errorf("source %+v: want release and reason", f.Source)
+		}
+	}
+}
+
+func TestAnnotationAndLock(t *testing.T) {
+	found, err := FromChartAnnotation("helm.sh/images", "- name: a\n  image: a:1\n- name: b\n  image: quay.io/b:2\n", Source{Chart: "c"})
+	if err != nil || len(found) != 2 || found[1].Raw != "quay.io/b:2" || found[1].Source.Certainty != Maybe {
+		t.Errorf("annotation: %+v, %v", found, err)
+	}
+	if _, err := FromChartAnnotation("helm.sh/images", "{", Source{}); err == nil {
+		t.Error("bad annotation: want error")
+	}
+	lock := "apiVersion: v0\nchart: {name: redis, version: 1}\nimages:\n- name: redis\n  image: docker.io/bitnami/redis:7\n"
+	found, err = FromImagesLock([]byte(lock), Source{})
+	if err != nil || len(found) != 1 || found[0].Raw != "docker.io/bitnami/redis:7" {
+		t.Errorf("lock: %+v, %v", found, err)
+	}
+}
+
+func TestListAndWrite(t *testing.T) {
+	l := NewList()
+	l.Add(
+		Found{Raw: "nginx:1", Source: Source{Chart: "web", ChartVersion: "0.1.0", Kind: "Deployment", Name: "w", Path: "p"}},
+		Found{Raw: "docker.io/library/nginx:1", Source: Source{Chart: "api", ChartVersion: "2.0.0", Certainty: Maybe, Reason: "values"}},
+		Found{Raw: "hub.bktencent.com/blueking/slug-app:1", Source: Source{Chart: "api", ChartVersion: "2.0.0", Certainty: Maybe, Reason: "values"}},
+		Found{Raw: "quay.io/a/b:1", Source: Source{Chart: "api", ChartVersion: "2.0.0"}},
+		Found{Raw: "{{ bad }}", Source: Source{Chart: "api", Kind: "Pod", Name: "x"}},
+		Found{Raw: "Bad Maybe", Source: Source{Certainty: Maybe}},
+	)
+	if l.Len() != 3 || len(l.Invalid()) != 1 {
+		t.Fatalf("len %d, invalid %v", l.Len(), l.Invalid())
+	}
+	check := func(opts WriteOptions, want string) {
+		t.Helper()
+		var b bytes.Buffer
+		if err := Write(&b, l, opts); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != want {
+			t.Errorf("Write(%+v) =\n%s\nwant\n%s", opts, b.String(), want)
+		}
+	}
+	check(WriteOptions{}, "docker.io/library/nginx:1\nquay.io/a/b:1\n")
+	check(WriteOptions{IncludeMaybe: true}, "docker.io/library/nginx:1\nquay.io/a/b:1\n# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\nhub.bktencent.com/blueking/slug-app:1\n")
+	check(WriteOptions{Format: "chart-images"}, "api 2.0.0 docker.io/library/nginx:1 quay.io/a/b:1\nweb 0.1.0 docker.io/library/nginx:1\n")
+	check(WriteOptions{Registry: "10.0.0.1:5500"}, "10.0.0.1:5500/library/nginx:1\n10.0.0.1:5500/a/b:1\n")
+
+	var b bytes.Buffer
+	if err := Write(&b, l, WriteOptions{Format: "json", Registry: "c:5000"}); err != nil {
+		t.Fatal(err)
+	}
+	var doc Document
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Images) != 2 || doc.Images[0].Original != "docker.io/library/nginx:1" || doc.Images[0].Reference != "c:5000/library/nginx:1" ||
+		len(doc.Images[0].Sources) != 2 || len(doc.Invalid) != 1 || doc.Invalid[0].Source.Name != "x" {
+		t.Errorf("json = %s", b.String())
+	}
+	b.Reset()
+	if err := Write(&b, l, WriteOptions{Format: "yaml"}); err != nil || !strings.Contains(b.String(), "reference: quay.io/a/b:1") {
+		t.Errorf("yaml = %s, %v", b.String(), err)
+	}
+	if err := Write(&b, l, WriteOptions{Format: "xml"}); err == nil || !strings.Contains(err.Error(), "chart-images") {
+		t.Errorf("bad format error = %v", err)
+	}
+	img, ok := l.Why("nginx:1")
+	if !ok || img.Certainty != Sure {
+		t.Fatalf("Why = %+v, %v", img, ok)
+	}
+	b.Reset()
+	_ = WriteWhy(&b, img)
+	if !strings.Contains(b.String(), "chart=web@0.1.0 object=Deployment/w path=p certainty=sure") {
+		t.Errorf("why = %s", b.String())
+	}
+}
+
+// TestGoldenManifest runs a realistic manifest file from testdata end to end.
+func TestGoldenManifest(t *testing.T) {
+	data, err := os.ReadFile("testdata/rendered.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := FromManifests(data, ManifestOptions{Source: Source{File: "testdata/rendered.yaml"}, Lines: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewList()
+	l.Add(found...)
+	var b bytes.Buffer
+	if err := Write(&b, l, WriteOptions{IncludeMaybe: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := "docker.io/library/busybox:1.36\nhub.bktencent.com/blueking/bk-paas-migrate:1.2.3@" + dig + "\nhub.bktencent.com/blueking/bk-paas:1.2.3\n" +
+		"# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\nhub.bktencent.com/blueking/slug-app:1.0\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}

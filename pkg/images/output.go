@@ -1,0 +1,142 @@
+package images
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Formats lists the output formats Write knows.
+var Formats = []string{"text", "json", "yaml", "chart-images"}
+
+// WriteOptions shapes the output.
+type WriteOptions struct {
+	Format       string // text (default), json, yaml, chart-images
+	IncludeMaybe bool
+	// Registry, if set, repoints every reference at HOST:PORT (the original
+	// stays beside it in json and yaml).
+	Registry string
+}
+
+// Document is the json/yaml output.
+type Document struct {
+	Images  []Image   `json:"images"`
+	Invalid []Invalid `json:"invalid,omitempty"`
+}
+
+// Result applies the options to a list: which images, rewritten how.
+func Result(l *List, opts WriteOptions) Document {
+	imgs := l.Images(opts.IncludeMaybe)
+	if opts.Registry != "" {
+		for i := range imgs {
+			if r := Rewrite(imgs[i].Reference, opts.Registry); r != imgs[i].Reference {
+				imgs[i].Original, imgs[i].Reference = imgs[i].Reference, r
+			}
+		}
+	}
+	return Document{Images: imgs, Invalid: l.Invalid()}
+}
+
+// Write prints the list. text: one reference per line, sure ones sorted and
+// unique, then (with IncludeMaybe) the maybes after a `#` comment line, which
+// `docker bkcache warm -f -` skips. chart-images: BlueKing's
+// chart-images.txt, `chart version image image…` per chart.
+func Write(w io.Writer, l *List, opts WriteOptions) error {
+	doc := Result(l, opts)
+	switch opts.Format {
+	case "", "text":
+		var b strings.Builder
+		maybeHeader := false
+		for _, img := range doc.Images {
+			if img.Certainty == Maybe && !maybeHeader {
+				b.WriteString("# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\n")
+				maybeHeader = true
+			}
+			b.WriteString(img.Reference + "\n")
+		}
+		_, err := io.WriteString(w, b.String())
+		return err
+	case "json":
+		if doc.Images == nil {
+			doc.Images = []Image{}
+		}
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	case "yaml":
+		if doc.Images == nil {
+			doc.Images = []Image{}
+		}
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	case "chart-images":
+		_, err := io.WriteString(w, chartImages(doc.Images))
+		return err
+	default:
+		return fmt.Errorf("unknown output format %q: use one of %s", opts.Format, strings.Join(Formats, ", "))
+	}
+}
+
+// chartImages groups references by the chart they came from. References
+// without a chart (manifests, a cluster) go on a line of their own named "-".
+func chartImages(imgs []Image) string {
+	type key struct{ chart, version string }
+	groups := map[key]map[string]bool{}
+	for _, img := range imgs {
+		for _, s := range img.Sources {
+			k := key{s.Chart, s.ChartVersion}
+			if k.chart == "" {
+				k = key{"-", "-"}
+			}
+			if k.version == "" {
+				k.version = "-"
+			}
+			if groups[k] == nil {
+				groups[k] = map[string]bool{}
+			}
+			groups[k][img.Reference] = true
+		}
+	}
+	keys := make([]key, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].chart != keys[j].chart {
+			return keys[i].chart < keys[j].chart
+		}
+		return keys[i].version < keys[j].version
+	})
+	var b strings.Builder
+	for _, k := range keys {
+		refs := make([]string, 0, len(groups[k]))
+		for r := range groups[k] {
+			refs = append(refs, r)
+		}
+		sort.Strings(refs)
+		fmt.Fprintf(&b, "%s %s %s\n", k.chart, k.version, strings.Join(refs, " "))
+	}
+	return b.String()
+}
+
+// WriteWhy prints every place an image came from, one per line.
+func WriteWhy(w io.Writer, img Image) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s)\n", img.Reference, img.Certainty)
+	for _, s := range img.Sources {
+		fmt.Fprintf(&b, "  %s\n", s.String())
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

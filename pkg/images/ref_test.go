@@ -1,0 +1,89 @@
+package images
+
+import (
+	"strings"
+	"testing"
+)
+
+const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestNormalize(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{in: "nginx", want: "docker.io/library/nginx:latest"},
+		{in: "nginx:1.25", want: "docker.io/library/nginx:1.25"},
+		{in: "docker.io/bitnami/redis:7", want: "docker.io/bitnami/redis:7"},
+		{in: "index.docker.io/library/busybox", want: "docker.io/library/busybox:latest"},
+		{in: "hub.bktencent.com/blueking/bk-paas:1.2.3", want: "hub.bktencent.com/blueking/bk-paas:1.2.3"},
+		{in: "  127.0.0.1:5000/a/b:c  ", want: "127.0.0.1:5000/a/b:c"},
+		{in: "localhost:5000/x", want: "localhost:5000/x:latest"},
+		{in: "quay.io/a/b@" + dig, want: "quay.io/a/b@" + dig},
+		{in: "quay.io/a/b:v1@" + dig, want: "quay.io/a/b:v1@" + dig},
+		{in: "", err: "empty"},
+		{in: "Nginx:1", err: "invalid"},
+		{in: "{{ .Values.image }}", err: "template braces"},
+		{in: "nginx@sha256:short", err: "invalid"},
+		{in: "a b", err: "spaces"},
+		{in: "nginx:", err: "invalid"},
+	} {
+		got, err := Normalize(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Normalize(%q) = %q, %v; want error with %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Normalize(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestRewrite(t *testing.T) {
+	for _, tc := range []struct{ in, reg, want string }{
+		{"hub.bktencent.com/blueking/bk-paas:1", "10.0.0.1:5500", "10.0.0.1:5500/blueking/bk-paas:1"},
+		{"docker.io/library/nginx:1", "cache:5000", "cache:5000/library/nginx:1"},
+		{"quay.io/a/b@" + dig, "c:1/", "c:1/a/b@" + dig},
+		{"quay.io/a/b:1", "", "quay.io/a/b:1"},
+	} {
+		if got := Rewrite(tc.in, tc.reg); got != tc.want {
+			t.Errorf("Rewrite(%q, %q) = %q, want %q", tc.in, tc.reg, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"http://x:5000", "x:5000/path", "UPPER CASE"} {
+		if ValidateRegistry(bad) == nil {
+			t.Errorf("ValidateRegistry(%q) = nil, want error", bad)
+		}
+	}
+	if err := ValidateRegistry("10.0.0.1:5500"); err != nil {
+		t.Errorf("ValidateRegistry: %v", err)
+	}
+}
+
+// FuzzNormalize: never panics, and a normalised reference is a fixed point.
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"nginx", "a/b:c", "quay.io/a/b:v1@" + dig, "localhost:5000/x", "@", ":", "a:b:c", "docker.io/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := Normalize(s)
+		if err != nil {
+			return
+		}
+		again, err := Normalize(n)
+		if err != nil || again != n {
+			t.Fatalf("Normalize(%q) = %q, but Normalize(%q) = %q, %v", s, n, n, again, err)
+		}
+	})
+}
+
+// FuzzValues: the values scanner never panics on any YAML.
+func FuzzValues(f *testing.F) {
+	f.Add([]byte("image:\n  registry: r.io\n  repository: a/b\n  tag: 1\n"))
+	f.Add([]byte("x: &a {image: nginx}\ny: *a\n"))
+	f.Add([]byte("- hub.bktencent.com/a/b:1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		found, _ := FromValues(b, Source{})
+		NewList().Add(found...)
+		_, _ = FromManifests(b, ManifestOptions{})
+	})
+}

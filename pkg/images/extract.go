@@ -120,6 +120,25 @@ type walker struct {
 	defaultRegistry string
 	lines           bool
 	out             []Found
+	// aliased holds the anchors already walked: each is walked once, so nested
+	// aliases ("billion laughs") cannot make a walk exponential.
+	aliased map[*yaml.Node]bool
+}
+
+// firstVisit reports whether n is worth walking: anything but an alias to an
+// anchor that was walked before.
+func (w *walker) firstVisit(n *yaml.Node) bool {
+	if n == nil || n.Kind != yaml.AliasNode {
+		return true
+	}
+	if w.aliased == nil {
+		w.aliased = map[*yaml.Node]bool{}
+	}
+	if w.aliased[n.Alias] {
+		return false
+	}
+	w.aliased[n.Alias] = true
+	return true
 }
 
 func (w *walker) emit(n *yaml.Node, raw, path string, src Source) {
@@ -144,6 +163,9 @@ var podKinds = map[string][]string{
 }
 
 func (w *walker) object(n *yaml.Node, src Source) {
+	if !w.firstVisit(n) {
+		return
+	}
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
 		return
@@ -244,6 +266,9 @@ func isPodSpec(n *yaml.Node) bool {
 
 // generic searches any object: pod specs, split image maps, `image` strings.
 func (w *walker) generic(n *yaml.Node, key, path string, src Source) {
+	if !w.firstVisit(n) {
+		return
+	}
 	n = deref(n)
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -278,6 +303,9 @@ func (w *walker) generic(n *yaml.Node, key, path string, src Source) {
 
 // values searches chart values: split maps and image-shaped strings.
 func (w *walker) values(n *yaml.Node, key, path string, src Source) {
+	if !w.firstVisit(n) {
+		return
+	}
 	n = deref(n)
 	switch n.Kind {
 	case yaml.ScalarNode:

@@ -3,11 +3,13 @@ package images
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // refs returns "certainty ref path" per finding, sorted, for compact comparisons.
@@ -308,5 +310,30 @@ func TestGoldenManifest(t *testing.T) {
 		"# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\nhub.bktencent.com/blueking/slug-app:1.0\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// Nested aliases must not make extraction exponential ("billion laughs").
+func TestNestedAliasesStayLinear(t *testing.T) {
+	doc := "a0: &a0 {image: nginx:1}\n"
+	for i := 1; i < 40; i++ {
+		doc += fmt.Sprintf("a%d: &a%d [*a%d, *a%d]\n", i, i, i-1, i-1)
+	}
+	list := "kind: List\nx0: &a0 {kind: Pod, spec: {containers: [{image: nginx:1}]}}\n"
+	for i := 1; i < 40; i++ {
+		list += fmt.Sprintf("x%d: &a%d {kind: List, items: [*a%d, *a%d]}\n", i, i, i-1, i-1)
+	}
+	list += "items: [*a39]\n"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		FromValues([]byte(doc), Source{})
+		FromManifests([]byte(doc), ManifestOptions{})
+		FromManifests([]byte(list), ManifestOptions{})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("extraction of 40 nested aliases did not finish in 5 s")
 	}
 }

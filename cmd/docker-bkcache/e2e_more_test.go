@@ -136,6 +136,23 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("port in use:\n%s", inUse)
 	}
 
+	// A port another bkcache cache holds names that cache and how to free it.
+	holder := newTestCache(t)
+	hold := runDocker(t, "right-password\n", append(holder.upArgs(up.URL), "--username", "bkuser", "--password-stdin")...)
+	if hold.code != 0 {
+		t.Fatalf("up of the holder: %s", hold)
+	}
+	taken := c.upArgs(up.URL, "--username", "bkuser", "--password-stdin")
+	for i := range taken {
+		if taken[i] == "--port" {
+			taken[i+1] = itoa(holder.port)
+		}
+	}
+	byCache := runDocker(t, "right-password\n", taken...)
+	if byCache.code == 0 || !strings.Contains(byCache.stderr, "in use by container proxy-"+holder.name) || !strings.Contains(byCache.stderr, "docker bkcache down "+holder.name) {
+		t.Errorf("port held by another cache:\n%s", byCache)
+	}
+
 	missing := runDocker(t, "right-password\n", append(withoutFlag(c.upArgs(up.URL), "--image"), "--image", "bkcache.local/missing:0", "--username", "bkuser", "--password-stdin")...)
 	if missing.code == 0 || !strings.Contains(missing.stderr, "bkcache.local/missing:0 is not on this Docker engine") || !strings.Contains(missing.stderr, "--image") {
 		t.Errorf("missing image:\n%s", missing)

@@ -264,7 +264,7 @@ func waitAllStored(b testing.TB, c *testCache, upstream string, refs []string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		waitStored(b, c.dataDir, img)
+		waitStored(b, c.dataDir, strings.Split(r, ":")[0], img)
 	}
 }
 

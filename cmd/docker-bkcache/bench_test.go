@@ -82,8 +82,8 @@ func BenchmarkPull(b *testing.B) {
 				f.seconds += time.Since(start).Seconds()
 				if name == "cold" {
 					// registry:2 stores cold blobs in the background; count its second fetch too.
-					for _, img := range imgs {
-						waitStored(b, lastCache.dataDir, img)
+					for k, img := range imgs {
+						waitStored(b, lastCache.dataDir, strings.Split(refs[k], ":")[0], img)
 					}
 				}
 				f.upstreamBytes += float64(up.BlobBytes() - bytesBefore)

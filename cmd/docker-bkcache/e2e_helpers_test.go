@@ -161,9 +161,10 @@ func (c *testCache) upArgs(upstream string, extra ...string) []string {
 	return append(args, extra...)
 }
 
-// waitStored waits until the cache's storage holds every blob of img: registry:2
-// stores a cold blob in the background after serving it.
-func waitStored(t testing.TB, dataDir string, img v1.Image) {
+// waitStored waits until the cache's storage holds every blob of img for repo:
+// registry:2 stores a cold blob in the background after serving it, and links
+// it into the repository last.
+func waitStored(t testing.TB, dataDir, repo string, img v1.Image) {
 	t.Helper()
 	m, err := img.Manifest()
 	if err != nil {
@@ -173,17 +174,22 @@ func waitStored(t testing.TB, dataDir string, img v1.Image) {
 	for _, l := range m.Layers {
 		digests = append(digests, l.Digest)
 	}
+	root := filepath.Join(dataDir, "docker/registry/v2")
 	deadline := time.Now().Add(60 * time.Second)
 	for _, d := range digests {
-		p := filepath.Join(dataDir, "docker/registry/v2/blobs", d.Algorithm, d.Hex[:2], d.Hex, "data")
-		for {
-			if _, err := os.Stat(p); err == nil {
-				break
+		for _, p := range []string{
+			filepath.Join(root, "blobs", d.Algorithm, d.Hex[:2], d.Hex, "data"),
+			filepath.Join(root, "repositories", repo, "_layers", d.Algorithm, d.Hex, "link"),
+		} {
+			for {
+				if _, err := os.Stat(p); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("cache never stored blob %s of %s (%s)", d, repo, p)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cache never stored blob %s (%s)", d, p)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }

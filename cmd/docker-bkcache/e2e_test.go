@@ -68,7 +68,7 @@ func TestPullThroughCacheTwice(t *testing.T) {
 	if up.BlobGets() == before {
 		t.Fatalf("cold pull through the cache fetched no blob from the upstream")
 	}
-	waitStored(t, c.dataDir, img)
+	waitStored(t, c.dataDir, "blueking/slug-app", img)
 	dockerRmi(t, ref)
 	before = up.BlobGets()
 	mustDocker(t, "pull", ref)
@@ -86,7 +86,7 @@ func TestPullThroughCacheTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStored(t, c.dataDir, amd64)
+	waitStored(t, c.dataDir, "library/multi", amd64)
 
 	st := mustDocker(t, "bkcache", "status", c.name, "-o", "json")
 	var sts []proxy.Status
@@ -211,7 +211,7 @@ proxy:
 	ref := c.addr() + "/blueking/app:2"
 	t.Cleanup(func() { dockerRmi(t, ref) })
 	mustDocker(t, "pull", ref)
-	waitStored(t, guideData, img)
+	waitStored(t, guideData, "blueking/app", img)
 
 	r := mustDocker(t, withoutFlag(c.upArgs(up.URL), "--data-dir")...)
 	if !strings.Contains(r.stdout, "adopted") || !strings.Contains(r.stdout, guideData) {

@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // PushOptions tune Push. The zero value copies whole indexes, 4 images at a
@@ -121,35 +122,60 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	c := &copier{opts: opts, cache: cache, pusher: pusher, pusherOpts: pusherOpts, mounts: map[v1.Hash]name.Reference{}}
 
 	report := Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}
-	sem := make(chan struct{}, opts.Jobs)
-	var wg sync.WaitGroup
 	var printMu sync.Mutex
-	for i, e := range entries {
-		wg.Add(1)
-		go func(i int, e Entry) {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				report.Images[i] = ImageResult{Line: e.Line, Source: e.Ref.String(), Error: ctx.Err().Error()}
-				return
-			}
-			defer func() { <-sem }()
-			res := c.copyOne(ctx, e)
-			report.Images[i] = res
-			printMu.Lock()
-			defer printMu.Unlock()
-			switch {
-			case res.Error != "":
-				fmt.Fprintf(progress, "FAILED  %s: %s\n", res.Source, res.Error)
-			case opts.DryRun:
-				fmt.Fprintf(progress, "would copy %s -> %s (%s)\n", res.Source, res.Target, res.Digest)
-			default:
-				fmt.Fprintf(progress, "copied  %s -> %s (%s)\n", res.Source, res.Target, res.Digest)
-			}
-		}(i, e)
+	finish := func(j *job) {
+		report.Images[j.index] = j.res
+		printMu.Lock()
+		defer printMu.Unlock()
+		switch {
+		case j.res.Error != "":
+			fmt.Fprintf(progress, "FAILED  %s: %s\n", j.res.Source, j.res.Error)
+		case opts.DryRun:
+			fmt.Fprintf(progress, "would copy %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
+		default:
+			fmt.Fprintf(progress, "copied  %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
+		}
 	}
-	wg.Wait()
+
+	// Resolve every image first, so the writes can be ordered by shared layers.
+	jobs := make([]*job, len(entries))
+	parallel(opts.Jobs, len(entries), func(i int) {
+		jobs[i] = c.resolve(ctx, i, entries[i])
+	})
+	var pending []*job
+	for _, j := range jobs {
+		if j.res.Error != "" || opts.DryRun {
+			finish(j)
+			continue
+		}
+		pending = append(pending, j)
+	}
+	// Write in rounds: an image waits for the next round when a layer it needs
+	// is being uploaded by another image of this round; by then the layer is at
+	// the target and is mounted into its repository instead of sent again.
+	for len(pending) > 0 && ctx.Err() == nil {
+		var round, later []*job
+		claimed := map[v1.Hash]bool{}
+		for _, j := range pending {
+			if c.conflicts(j, claimed) {
+				later = append(later, j)
+				continue
+			}
+			for _, l := range j.layers {
+				claimed[l] = true
+			}
+			round = append(round, j)
+		}
+		parallel(opts.Jobs, len(round), func(i int) {
+			c.write(ctx, round[i])
+			finish(round[i])
+		})
+		pending = later
+	}
+	for _, j := range pending {
+		j.res.Error = ctx.Err().Error()
+		finish(j)
+	}
 	for _, r := range report.Images {
 		if r.Error != "" {
 			report.Failed++
@@ -228,67 +254,130 @@ func (c *copier) sourceOptions(ctx context.Context) []remote.Option {
 	return append(opts, remote.WithAuthFromKeychain(c.opts.Keychain))
 }
 
-func (c *copier) copyOne(ctx context.Context, e Entry) ImageResult {
-	res := ImageResult{Line: e.Line, Source: e.Ref.String()}
+// job is one image of a push: resolved first, written in a later round.
+type job struct {
+	index  int
+	res    ImageResult
+	dst    name.Reference
+	img    v1.Image      // set for an image
+	idx    v1.ImageIndex // set for an index
+	layers []v1.Hash     // every layer it writes, for ordering and mounts
+}
+
+// parallel runs f(0..n-1) with at most jobs at once.
+func parallel(jobs, n int, f func(i int)) {
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}(i)
+	}
+	wg.Wait()
+}
+
+// resolve reads an entry's manifest (and its index's children) from the source.
+func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
+	j := &job{index: i, res: ImageResult{Line: e.Line, Source: e.Ref.String()}}
+	fail := func(err error) *job { j.res.Error = err.Error(); return j }
 	src, err := SourceRef(e.Ref, c.opts.From, c.opts.SourceInsecure)
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		return fail(err)
 	}
-	dst, err := TargetRef(e.Ref, c.opts.To, c.opts.Prefix, c.opts.Insecure)
-	if err != nil {
-		res.Error = err.Error()
-		return res
+	if j.dst, err = TargetRef(e.Ref, c.opts.To, c.opts.Prefix, c.opts.Insecure); err != nil {
+		return fail(err)
 	}
-	res.Target = dst.String()
+	j.res.Target = j.dst.String()
 	desc, err := remote.Get(src, c.sourceOptions(ctx)...)
 	if err != nil {
-		res.Error = fmt.Sprintf("read %s: %v", src, err)
-		return res
+		return fail(fmt.Errorf("read %s: %w", src, err))
 	}
-	res.Digest = desc.Digest.String()
-	if desc.MediaType.IsIndex() {
-		res.Kind = "index"
-		idx, err := desc.ImageIndex()
+	j.res.Digest = desc.Digest.String()
+	if !desc.MediaType.IsIndex() {
+		j.res.Kind = "image"
+		if j.img, err = desc.Image(); err != nil {
+			return fail(err)
+		}
+		j.layers, err = layerDigests(j.img)
 		if err != nil {
-			res.Error = err.Error()
-			return res
+			return fail(fmt.Errorf("read %s: %w", src, err))
 		}
-		idx, n, err := filterIndex(idx, c.opts.Platforms)
-		if err != nil {
-			res.Error = fmt.Sprintf("%s: %v", src, err)
-			return res
-		}
-		res.Children = n
-		d, err := idx.Digest()
-		if err != nil {
-			res.Error = err.Error()
-			return res
-		}
-		res.Digest = d.String()
-		if c.opts.DryRun {
-			return res
-		}
-		if err := c.pusher.Push(ctx, dst, idx); err != nil {
-			res.Error = fmt.Sprintf("write %s: %v", dst, err)
-		}
-		return res
+		return j
 	}
-	res.Kind = "image"
-	img, err := desc.Image()
+	j.res.Kind = "index"
+	idx, err := desc.ImageIndex()
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		return fail(err)
 	}
-	if c.opts.DryRun {
-		return res
+	if j.idx, j.res.Children, err = filterIndex(idx, c.opts.Platforms); err != nil {
+		return fail(fmt.Errorf("%s: %w", src, err))
 	}
-	if err := c.pusher.Push(ctx, dst, c.mounting(img)); err != nil {
-		res.Error = fmt.Sprintf("write %s: %v", dst, err)
-		return res
+	d, err := j.idx.Digest()
+	if err != nil {
+		return fail(err)
 	}
-	c.remember(img, dst)
-	return res
+	j.res.Digest = d.String()
+	im, err := j.idx.IndexManifest()
+	if err != nil {
+		return fail(err)
+	}
+	for _, child := range im.Manifests {
+		if child.MediaType.IsImage() {
+			img, err := j.idx.Image(child.Digest)
+			if err != nil {
+				return fail(fmt.Errorf("read %s@%s: %w", src, child.Digest, err))
+			}
+			ls, err := layerDigests(img)
+			if err != nil {
+				return fail(fmt.Errorf("read %s@%s: %w", src, child.Digest, err))
+			}
+			j.layers = append(j.layers, ls...)
+		}
+	}
+	return j
+}
+
+func layerDigests(img v1.Image) ([]v1.Hash, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Hash, 0, len(m.Layers))
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	return out, nil
+}
+
+// conflicts says whether j needs a layer another image of this round uploads
+// and the target does not hold yet.
+func (c *copier) conflicts(j *job, claimed map[v1.Hash]bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range j.layers {
+		if _, there := c.mounts[l]; claimed[l] && !there {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *copier) write(ctx context.Context, j *job) {
+	var err error
+	if j.idx != nil {
+		err = c.pusher.Push(ctx, j.dst, &mountingIndex{inner: j.idx, mounts: c.snapshotMounts()})
+	} else {
+		err = c.pusher.Push(ctx, j.dst, c.mounting(j.img))
+	}
+	if err != nil {
+		j.res.Error = fmt.Sprintf("write %s: %v", j.dst, err)
+		return
+	}
+	c.remember(j.layers, j.dst)
 }
 
 // filterIndex keeps the children of idx that match platforms (all when none are given).
@@ -345,32 +434,60 @@ func platformList(ps []v1.Platform) string {
 // mounting wraps img so layers another target repository already holds are
 // mounted from there instead of uploaded again.
 func (c *copier) mounting(img v1.Image) v1.Image {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.mounts) == 0 {
+	m := c.snapshotMounts()
+	if len(m) == 0 {
 		return img
-	}
-	m := make(map[v1.Hash]name.Reference, len(c.mounts))
-	for k, v := range c.mounts {
-		m[k] = v
 	}
 	return &mountingImage{Image: img, mounts: m}
 }
 
-func (c *copier) remember(img v1.Image, dst name.Reference) {
-	layers, err := img.Layers()
-	if err != nil {
-		return
-	}
+func (c *copier) snapshotMounts() map[v1.Hash]name.Reference {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, l := range layers {
-		if d, err := l.Digest(); err == nil {
-			if _, ok := c.mounts[d]; !ok {
-				c.mounts[d] = dst.Context().Digest(d.String())
-			}
+	m := make(map[v1.Hash]name.Reference, len(c.mounts))
+	for k, v := range c.mounts {
+		m[k] = v
+	}
+	return m
+}
+
+// remember records that dst's repository now holds these layers.
+func (c *copier) remember(layers []v1.Hash, dst name.Reference) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range layers {
+		if _, ok := c.mounts[d]; !ok {
+			c.mounts[d] = dst.Context().Digest(d.String())
 		}
 	}
+}
+
+// mountingIndex hands out its children as mountingImages.
+type mountingIndex struct {
+	inner  v1.ImageIndex
+	mounts map[v1.Hash]name.Reference
+}
+
+func (m *mountingIndex) MediaType() (types.MediaType, error)       { return m.inner.MediaType() }
+func (m *mountingIndex) Digest() (v1.Hash, error)                  { return m.inner.Digest() }
+func (m *mountingIndex) Size() (int64, error)                      { return m.inner.Size() }
+func (m *mountingIndex) IndexManifest() (*v1.IndexManifest, error) { return m.inner.IndexManifest() }
+func (m *mountingIndex) RawManifest() ([]byte, error)              { return m.inner.RawManifest() }
+
+func (m *mountingIndex) Image(h v1.Hash) (v1.Image, error) {
+	img, err := m.inner.Image(h)
+	if err != nil || len(m.mounts) == 0 {
+		return img, err
+	}
+	return &mountingImage{Image: img, mounts: m.mounts}, nil
+}
+
+func (m *mountingIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	idx, err := m.inner.ImageIndex(h)
+	if err != nil {
+		return nil, err
+	}
+	return &mountingIndex{inner: idx, mounts: m.mounts}, nil
 }
 
 type mountingImage struct {

@@ -284,3 +284,63 @@ func TestPushDryRunCopiesNothing(t *testing.T) {
 		t.Errorf("dry run copied %s", refs[0])
 	}
 }
+
+// Images on one base: the base is uploaded to the target once and mounted into
+// the other repositories.
+func TestPushMountsSharedLayers(t *testing.T) {
+	src := registrytest.StartDistribution(t)
+	dst := registrytest.StartDistribution(t)
+	base, _ := registrytest.Image(2, 512*1024, "amd64")
+	var refs []string
+	var distinct int64 // bytes of distinct blobs, manifests included
+	seen := map[v1.Hash]bool{}
+	for i := 0; i < 4; i++ {
+		top, _ := registrytest.Image(1, 64*1024, "amd64")
+		img, err := registrytest.WithBase(base, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := img.Manifest()
+		raw, _ := img.RawManifest()
+		distinct += int64(len(raw))
+		for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				distinct += d.Size
+			}
+		}
+		ref := fmt.Sprintf("blueking/on-base-%d:1", i)
+		if err := registrytest.PushTo(src.Addr, ref, img); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	target, _ := url.Parse("http://" + dst.Addr)
+	var uploaded, mounts atomic.Int64
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch || r.Method == http.MethodPut {
+			uploaded.Add(r.ContentLength)
+		}
+		if r.Method == http.MethodPost && r.URL.Query().Get("mount") != "" {
+			mounts.Add(1)
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	defer relay.Close()
+	to := strings.TrimPrefix(relay.URL, "http://")
+	if _, err := Push(context.Background(), entries(t, src.Addr, refs...), PushOptions{To: to, Insecure: true, SourceInsecure: true, Jobs: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if mounts.Load() < 2*3 {
+		t.Errorf("%d mount requests, want the 2 base layers mounted into each of the 3 other repositories", mounts.Load())
+	}
+	// Any second upload of a base layer (> 512 KiB) would break this bound.
+	if up := uploaded.Load(); up > distinct+32*1024 {
+		t.Errorf("uploaded %d bytes for %d bytes of distinct blobs: the shared base went up more than once", up, distinct)
+	}
+	for _, r := range refs {
+		if digestAt(t, dst.Addr+"/"+r) != digestAt(t, src.Addr+"/"+r) {
+			t.Errorf("%s differs", r)
+		}
+	}
+}

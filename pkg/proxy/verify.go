@@ -88,7 +88,7 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 		return res, fmt.Errorf("read manifest of %s: %w", image, err)
 	}
 	res.Blobs, res.Bytes = len(digests), size
-	res.CachedBefore = countStored(dataDir, digests)
+	res.CachedBefore = countStored(dataDir, ref.Context().RepositoryStr(), digests)
 
 	fmt.Fprintf(progress, "pass 1 (cold): %d blobs, %d already in the cache\n", len(digests), res.CachedBefore)
 	since := time.Now()
@@ -98,14 +98,14 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 	// registry:2 stores a cold blob in the background: let it finish, or the
 	// warm pass would find it missing and go upstream again.
 	deadline := time.Now().Add(opts.StoreWait)
-	for dataDir != "" && countStored(dataDir, digests) < len(digests) && time.Now().Before(deadline) {
+	for dataDir != "" && countStored(dataDir, ref.Context().RepositoryStr(), digests) < len(digests) && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	res.CachedAfterCold = countStored(dataDir, digests)
+	res.CachedAfterCold = countStored(dataDir, ref.Context().RepositoryStr(), digests)
 	if res.Cold.UpstreamBlobFetches, err = upstreamFetches(ctx, eng, spec.ContainerName(), since, digests); err != nil {
 		return res, err
 	}
@@ -206,15 +206,22 @@ func fetchAll(ctx context.Context, img v1.Image) (Pass, error) {
 	return p, nil
 }
 
-// countStored counts the blobs the registry's filesystem storage holds.
-func countStored(dataDir string, digests []v1.Hash) int {
+// countStored counts the blobs the registry's filesystem storage holds for
+// repo: the blob's data and the repository's link to it, which registry:2
+// writes last; a blob without its link is fetched from the upstream again.
+func countStored(dataDir, repo string, digests []v1.Hash) int {
 	if dataDir == "" {
 		return 0
 	}
+	root := filepath.Join(dataDir, "docker/registry/v2")
 	n := 0
 	for _, d := range digests {
-		p := filepath.Join(dataDir, "docker/registry/v2/blobs", d.Algorithm, d.Hex[:2], d.Hex, "data")
-		if _, err := os.Stat(p); err == nil {
+		data := filepath.Join(root, "blobs", d.Algorithm, d.Hex[:2], d.Hex, "data")
+		link := filepath.Join(root, "repositories", filepath.FromSlash(repo), "_layers", d.Algorithm, d.Hex, "link")
+		if _, err := os.Stat(data); err != nil {
+			continue
+		}
+		if _, err := os.Stat(link); err == nil {
 			n++
 		}
 	}

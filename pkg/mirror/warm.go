@@ -126,19 +126,24 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			for i, b := range repos {
-				n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
+			for _, b := range repos {
+				// A request that lands while registry:2 still holds the blob
+				// in flight is served without being stored: ask again.
+				for attempt := 1; ; attempt++ {
+					n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
+					mu.Lock()
+					report.BytesFetched += n
+					if err != nil {
+						report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
+					}
+					mu.Unlock()
+					if err != nil || waitLinked(ctx, opts.DataDir, b, storeWaitFor(b.desc.Size)) || attempt == 3 || ctx.Err() != nil {
+						break
+					}
+				}
 				mu.Lock()
-				report.BytesFetched += n
-				if err != nil {
-					report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
-				} else {
-					fetched = append(fetched, b)
-				}
+				fetched = append(fetched, b)
 				mu.Unlock()
-				if i < len(repos)-1 {
-					waitLinked(ctx, opts.DataDir, b, opts.StoreWait)
-				}
 			}
 		}(byDigest[d])
 	}
@@ -156,6 +161,12 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		return report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(report.Failed))
 	}
 	return report, nil
+}
+
+// storeWaitFor bounds the wait for registry:2 to store a blob it served: it
+// fetches it from the upstream a second time, so allow for a slow link.
+func storeWaitFor(size int64) time.Duration {
+	return 10*time.Second + time.Duration(size/(1<<20))*time.Second
 }
 
 // waitLinked waits up to wait for the cache to have stored b for its

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bkcache/bkcache/pkg/registrytest"
 )
 
 // The real kubectl, as an operator runs it.
@@ -89,6 +91,22 @@ func TestImagesThroughKubectl(t *testing.T) {
 	if !strings.Contains(out, "hub.bktencent.com/blueking/bk-paas:1.2.3") ||
 		!strings.Contains(errOut, `2 of 3 releases failed`) || !strings.Contains(errOut, `release "missing" (chart ../charts/does-not-exist)`) {
 		t.Errorf("--keep-going: stdout %q stderr %q", out, errOut)
+	}
+
+	// --check against a real registry on 127.0.0.1: the missing images on
+	// stdout, a non-zero exit while any is missing.
+	reg := registrytest.StartDistribution(t)
+	img, err := registrytest.Image(1, 64, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.PushTo(reg.Addr, "blueking/bk-paas:1.2.3", img); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = kubectl("", "bkcache", "images", "--from-chart", testdata+"charts/bkapp", "--check", reg.Addr)
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 || out != "hub.bktencent.com/blueking/bk-app-runtime:2.0\nhub.bktencent.com/blueking/bk-paas-clean:1.2.3\n" ||
+		!strings.Contains(errOut, "2 of 3 images missing from "+reg.Addr) {
+		t.Errorf("--check: err %v, stdout %q, stderr %q", err, out, errOut)
 	}
 
 	out, _, err = kubectl("", "bkcache", "images", "--help")

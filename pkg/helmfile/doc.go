@@ -8,8 +8,8 @@
 // helm binary anyway, which this plugin must not need. What a deployment like
 // BlueKing's uses of helmfile's state (bases, environments, nested helmfiles
 // with selectors, release values and set, .gotmpl templating with sprig and
-// helmfile's functions) is a few hundred lines over the helm v3 SDK, which we
-// link for rendering anyway; sprig comes with helm and adds nothing. Left out
+// helmfile's functions, release templates rendered per release) is a few
+// hundred lines over the helm v3 SDK, which we link for rendering anyway; sprig comes with helm and adds nothing. Left out
 // on purpose: secrets (sops), hooks that run commands, `exec`, kustomize and
 // jsonPatches; they are reported, not silently ignored.
 package helmfile

@@ -174,35 +174,60 @@ func (f *fetcher) get(ctx context.Context, u string) ([]byte, error) {
 	return b, nil
 }
 
-// pullOCI pulls a chart from an OCI registry; loopback registries speak plain HTTP.
+// pullOCI pulls a chart from an OCI registry. The reference may carry its tag
+// (oci://host/charts/name:1.2.3) instead of a version.
 func (f *fetcher) pullOCI(ctx context.Context, ref, version string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	host := strings.TrimPrefix(ref, "oci://")
-	opts := []registry.ClientOption{registry.ClientOptWriter(io.Discard)}
-	if isLoopback(host) {
-		opts = append(opts, registry.ClientOptPlainHTTP())
-	}
-	c, err := registry.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: registry client: %w", ref, err)
-	}
 	plain := strings.TrimPrefix(ref, "oci://")
+	if i := strings.LastIndex(plain, ":"); i > strings.LastIndex(plain, "/") {
+		tag := plain[i+1:]
+		if version != "" && version != tag {
+			return nil, fmt.Errorf("chart %s: the reference's tag %s and --version %s differ: give one of them", ref, tag, version)
+		}
+		plain, version = plain[:i], tag
+	}
+	c, err := newRegistryClient(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("chart %s: registry client: %w", ref, err)
+	}
 	if version == "" || isConstraint(version) {
 		tags, err := c.Tags(plain)
 		if err != nil {
-			return nil, fmt.Errorf("%s: list tags: %w", ref, err)
+			return nil, fmt.Errorf("chart %s: list its tags: %w (is the registry up, and is this a chart repository?)", ref, err)
 		}
 		if version, err = pickVersion(tags, version); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+			return nil, fmt.Errorf("chart %s: %w", ref, err)
 		}
 	}
 	res, err := c.Pull(plain+":"+version, registry.PullOptWithChart(true))
 	if err != nil {
-		return nil, fmt.Errorf("pull %s:%s: %w", ref, version, err)
+		return nil, fmt.Errorf("pull chart %s version %s: %w", ref, version, err)
 	}
 	return res.Chart.Data, nil
+}
+
+// newRegistryClient is helm's OCI client (credentials from helm's registry
+// config and ~/.docker/config.json) over a transport that speaks plain HTTP
+// to loopback registries, as a local or port-forwarded registry is, and ends
+// requests with ctx: the client itself uses context.Background.
+func newRegistryClient(ctx context.Context) (*registry.Client, error) {
+	hc := &http.Client{Transport: &registryTransport{ctx: ctx, base: registry.NewTransport(false)}}
+	return registry.NewClient(registry.ClientOptWriter(io.Discard), registry.ClientOptHTTPClient(hc))
+}
+
+type registryTransport struct {
+	ctx  context.Context
+	base http.RoundTripper
+}
+
+func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(t.ctx)
+	if r.URL.Scheme == "https" && isLoopback(r.URL.Host) {
+		r.URL.Scheme = "http"
+	}
+	return t.base.RoundTrip(r)
 }
 
 func isConstraint(v string) bool {
@@ -257,8 +282,7 @@ func (f *fetcher) buildDependencies(ctx context.Context, path string) (string, e
 	if err := copyDir(path, dst); err != nil {
 		return "", err
 	}
-	regOpts := []registry.ClientOption{registry.ClientOptWriter(io.Discard)}
-	rc, err := registry.NewClient(regOpts...)
+	rc, err := newRegistryClient(ctx)
 	if err != nil {
 		return "", err
 	}

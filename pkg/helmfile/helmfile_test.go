@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -231,5 +233,57 @@ func TestChartImages(t *testing.T) {
 	}
 	if _, err := ChartImages(context.Background(), ChartOptions{Chart: "testdata/charts/web", RenderOptions: RenderOptions{KubeVersion: "banana"}}); err == nil || !strings.Contains(err.Error(), "--kube-version") {
 		t.Errorf("bad kube version error = %v", err)
+	}
+}
+
+// TestReleaseTemplates: release fields rendered per release, as helmfile
+// renders release templates: .Release.Name in values paths, .Release.Labels in
+// the chart, .Release.Namespace in setTemplate, valuesTemplate,
+// installedTemplate, in a plain helmfile.yaml and an escaped .gotmpl one.
+func TestReleaseTemplates(t *testing.T) {
+	ctx := context.Background()
+	l, err := Images(ctx, "testdata/reltmpl/helmfile.yaml", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := lines(
+		"docker.io/library/alpine:3.19",
+		"docker.io/library/busybox@"+testDigest,
+		"quay.io/example/widget-from-crds:1.0",
+		"reg.example/bitnami/from-web-values:blueking-apps",
+		"reg.example/blueking/bk-app-runtime:2.0",
+		"reg.example/blueking/bk-paas-clean:1.2.3",
+		"reg.example/blueking/from-bk-app-values:blueking-apps",
+	)
+	if got := text(t, l, images.WriteOptions{}); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	img, _ := l.Why("reg.example/blueking/from-bk-app-values:blueking-apps")
+	if len(img.Sources) == 0 || img.Sources[0].Namespace != "blueking-apps" || img.Sources[0].Release != "bk-app" {
+		t.Errorf("sources = %+v", img.Sources)
+	}
+	// Labels are rendered before selection.
+	rels, err := LoadReleases(ctx, "testdata/reltmpl/helmfile.yaml", LoadOptions{Selectors: []string{"team=web-team"}})
+	if err != nil || len(rels) != 1 || rels[0].Name != "web" || rels[0].Namespace != "blueking-apps" {
+		t.Errorf("select by a templated label: %v %+v", err, rels)
+	}
+
+	l, err = Images(ctx, "testdata/reltmpl/escaped.yaml.gotmpl", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := text(t, l, images.WriteOptions{}); !strings.Contains(got, "hub.bktencent.com/blueking/from-bk-app-values:reg-example-default\n") {
+		t.Errorf("escaped release templates: got\n%s", got)
+	}
+
+	// A broken release template names the helmfile, the release and the field.
+	dir := t.TempDir()
+	bad := "releases:\n  - name: x\n    chart: ../charts/bkapp\n    values:\n      - values/{{ .Release.Nope }}.yaml\n"
+	if err := os.WriteFile(filepath.Join(dir, "helmfile.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Images(ctx, dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "helmfile.yaml") || !strings.Contains(err.Error(), `release "x": values[0]`) {
+		t.Errorf("template error = %v", err)
 	}
 }

@@ -82,16 +82,19 @@ func (s *subHelmfile) UnmarshalJSON(b []byte) error {
 }
 
 type releaseSpec struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Chart     string            `json:"chart"`
-	Version   string            `json:"version"`
-	Labels    map[string]string `json:"labels"`
-	Installed *bool             `json:"installed"`
-	Condition string            `json:"condition"`
-	Values    []any             `json:"values"`
-	Set       []setSpec         `json:"set"`
-	Secrets   []any             `json:"secrets"`
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace"`
+	Chart             string            `json:"chart"`
+	Version           string            `json:"version"`
+	Labels            map[string]string `json:"labels"`
+	Installed         *bool             `json:"installed"`
+	InstalledTemplate *string           `json:"installedTemplate"`
+	Condition         string            `json:"condition"`
+	Values            []any             `json:"values"`
+	ValuesTemplate    []any             `json:"valuesTemplate"`
+	Set               []setSpec         `json:"set"`
+	SetTemplate       []setSpec         `json:"setTemplate"`
+	Secrets           []any             `json:"secrets"`
 }
 
 type setSpec struct {
@@ -382,12 +385,8 @@ func (l *stateLoader) addPart(st *state, file, dir, part string, line, depth int
 		st.helmfiles = append(st.helmfiles, subEntry{dir: dir, spec: h})
 	}
 	for _, r := range doc.Releases {
-		r.Values = absValues(dir, r.Values)
-		for i := range r.Set {
-			if r.Set[i].File != "" && !filepath.IsAbs(r.Set[i].File) {
-				r.Set[i].File = filepath.Join(dir, r.Set[i].File)
-			}
-		}
+		// Paths are made absolute after the release's own templating, which
+		// may compute them (values/{{ .Release.Name }}.yaml).
 		st.releases = append(st.releases, releaseEntry{file: file, spec: r})
 	}
 	return nil
@@ -550,9 +549,15 @@ func (st *state) resolveValues(entries []valuesEntry, data any) (map[string]any,
 	return acc, nil
 }
 
-// release resolves one release: selection, installed/condition, values, set.
+// release resolves one release: its own templating, selection,
+// installed/condition, values, set.
 func (st *state) release(re releaseEntry, defaultNS string, sel selectorSet) (Release, bool, error) {
-	s := re.spec
+	dir := filepath.Dir(re.file)
+	s, err := st.executeReleaseTemplates(re.file, re.spec, defaultNS)
+	if err != nil {
+		// Unselectable without its labels: report it under its raw name.
+		return Release{Helmfile: re.file, Name: re.spec.Name, Namespace: re.spec.Namespace, Chart: re.spec.Chart}, true, err
+	}
 	ns := s.Namespace
 	if ns == "" {
 		ns = defaultNS
@@ -591,20 +596,175 @@ func (st *state) release(re releaseEntry, defaultNS string, sel selectorSet) (Re
 		return base, true, fmt.Errorf("secrets: need sops, which kubectl bkcache does not run: render with decrypted values files instead (values:)")
 	}
 	rd := &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
-	relVals, err := st.resolveValues(valuesList("", s.Values), st.templateData(rd))
+	relVals, err := st.resolveValues(valuesList(dir, s.Values), st.templateData(rd))
 	if err != nil {
 		return base, true, err
 	}
 	for _, set := range s.Set {
+		if set.File != "" && !filepath.IsAbs(set.File) {
+			set.File = filepath.Join(dir, set.File)
+		}
 		if err := applySet(relVals, set); err != nil {
 			return base, true, err
 		}
 	}
 	base.Values = relVals
-	if base.chart, err = resolveChart(filepath.Dir(re.file), s.Chart, s.Version, st.repos); err != nil {
+	if base.chart, err = resolveChart(dir, s.Chart, s.Version, st.repos); err != nil {
 		return base, true, err
 	}
 	return base, true, nil
+}
+
+// executeReleaseTemplates renders a release's own template expressions, as
+// helmfile does for release templates (`templates:` merged with YAML
+// anchors, or any release field holding {{ }} after the file's rendering):
+// name, namespace, chart, version and labels first, repeated until they stop
+// changing, since one may name another (.Release.Name in the namespace);
+// then installedTemplate, values paths, valuesTemplate maps and setTemplate
+// entries, which helmfile puts before values: and set:. Inline values maps
+// and set: entries are left as written, as helmfile leaves them.
+func (st *state) executeReleaseTemplates(file string, s releaseSpec, defaultNS string) (releaseSpec, error) {
+	if !hasTemplate(s) {
+		return s, nil
+	}
+	render := func(field, text string, rd *releaseData) (string, error) {
+		if !strings.Contains(text, "{{") {
+			return text, nil
+		}
+		out, err := renderTemplate(file, text, 1, st.templateData(rd), true)
+		if err != nil {
+			return "", fmt.Errorf("release %q: %s %q: %w", s.Name, field, text, err)
+		}
+		return string(out), nil
+	}
+	data := func() *releaseData {
+		ns := s.Namespace
+		if ns == "" {
+			ns = defaultNS
+		}
+		return &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
+	}
+	labels := make(map[string]string, len(s.Labels))
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	s.Labels = labels
+	for range 5 {
+		prev, rd := s, data()
+		var err error
+		if s.Name, err = render("name", s.Name, rd); err != nil {
+			return s, err
+		}
+		if s.Namespace, err = render("namespace", s.Namespace, rd); err != nil {
+			return s, err
+		}
+		if s.Chart, err = render("chart", s.Chart, rd); err != nil {
+			return s, err
+		}
+		if s.Version, err = render("version", s.Version, rd); err != nil {
+			return s, err
+		}
+		changed := false
+		for k, v := range s.Labels {
+			if s.Labels[k], err = render("labels."+k, v, rd); err != nil {
+				return s, err
+			}
+			changed = changed || s.Labels[k] != v
+		}
+		if !changed && s.Name == prev.Name && s.Namespace == prev.Namespace && s.Chart == prev.Chart && s.Version == prev.Version {
+			break
+		}
+	}
+	rd := data()
+	if s.InstalledTemplate != nil {
+		v, err := render("installedTemplate", *s.InstalledTemplate, rd)
+		if err != nil {
+			return s, err
+		}
+		b := strings.TrimSpace(v) == "true"
+		s.Installed = &b
+	}
+	var vals []any
+	for i, v := range s.ValuesTemplate {
+		m, ok := v.(map[string]any)
+		if !ok {
+			vals = append(vals, v)
+			continue
+		}
+		y, err := yaml.Marshal(m)
+		if err != nil {
+			return s, fmt.Errorf("release %q: valuesTemplate[%d]: %w", s.Name, i, err)
+		}
+		out, err := render(fmt.Sprintf("valuesTemplate[%d]", i), string(y), rd)
+		if err != nil {
+			return s, err
+		}
+		rendered := map[string]any{}
+		if err := yaml.Unmarshal([]byte(out), &rendered); err != nil {
+			return s, fmt.Errorf("release %q: valuesTemplate[%d] rendered to invalid YAML: %w\n%s", s.Name, i, err, out)
+		}
+		vals = append(vals, rendered)
+	}
+	for i, v := range s.Values {
+		if p, ok := v.(string); ok {
+			var err error
+			if v, err = render(fmt.Sprintf("values[%d]", i), p, rd); err != nil {
+				return s, err
+			}
+		}
+		vals = append(vals, v)
+	}
+	s.Values = vals
+	var sets []setSpec
+	for i, set := range s.SetTemplate {
+		var err error
+		field := fmt.Sprintf("setTemplate[%d]", i)
+		if set.Name, err = render(field+".name", set.Name, rd); err != nil {
+			return s, err
+		}
+		if v, ok := set.Value.(string); ok {
+			if set.Value, err = render(field+".value", v, rd); err != nil {
+				return s, err
+			}
+		}
+		if set.File, err = render(field+".file", set.File, rd); err != nil {
+			return s, err
+		}
+		vs := make([]string, len(set.Values))
+		for j, v := range set.Values {
+			if vs[j], err = render(fmt.Sprintf("%s.values[%d]", field, j), v, rd); err != nil {
+				return s, err
+			}
+		}
+		set.Values = vs
+		sets = append(sets, set)
+	}
+	s.Set = append(sets, s.Set...)
+	return s, nil
+}
+
+// hasTemplate says whether a release has anything to render: most have not,
+// and skip the work.
+func hasTemplate(s releaseSpec) bool {
+	if len(s.ValuesTemplate) > 0 || len(s.SetTemplate) > 0 || s.InstalledTemplate != nil {
+		return true
+	}
+	for _, f := range []string{s.Name, s.Namespace, s.Chart, s.Version} {
+		if strings.Contains(f, "{{") {
+			return true
+		}
+	}
+	for _, v := range s.Labels {
+		if strings.Contains(v, "{{") {
+			return true
+		}
+	}
+	for _, v := range s.Values {
+		if p, ok := v.(string); ok && strings.Contains(p, "{{") {
+			return true
+		}
+	}
+	return false
 }
 
 // applySet applies a `set:` entry as helm's --set, --set-file and list forms do.

@@ -51,6 +51,8 @@ type imagesOptions struct {
 	RewriteRegistry string
 	Why             string
 	KeepGoing       bool
+	Check           string
+	Insecure        bool
 }
 
 func newImagesCommand(streams genericiooptions.IOStreams, kube *genericclioptions.ConfigFlags) *cobra.Command {
@@ -77,7 +79,9 @@ The text output pipes into the docker plugin: one reference per line, # comments
   helm template x ./chart | kubectl bkcache images --from-manifests -
   kubectl bkcache images --from-cluster -A
   kubectl bkcache images --from-helmfile . --rewrite-registry 10.0.0.1:5500
-  kubectl bkcache images --from-helmfile . | docker bkcache warm -f -`,
+  kubectl bkcache images --from-helmfile . | docker bkcache warm -f -
+  # which images the intranet registry lacks (listed on stdout; exit 1 if any)
+  kubectl bkcache images --from-helmfile . --check 10.0.0.1:5000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runImages(cmd.Context(), streams, kube, o)
@@ -107,6 +111,8 @@ The text output pipes into the docker plugin: one reference per line, # comments
 	f.StringVar(&o.RewriteRegistry, "rewrite-registry", "", "print references as pulled through HOST:PORT (a cache or intranet registry)")
 	f.StringVar(&o.Why, "why", "", "print every place IMAGE came from instead of the list")
 	f.BoolVar(&o.KeepGoing, "keep-going", false, "list what renders, then exit non-zero with a summary of the failures")
+	f.StringVar(&o.Check, "check", "", "ask REGISTRY (HOST[:PORT]) for each listed image's manifest (HEAD, repointed at it); list the missing ones and exit non-zero if any")
+	f.BoolVar(&o.Insecure, "insecure", false, "with --check: plain HTTP or an unverified certificate for any registry (loopback and private addresses try plain HTTP anyway)")
 	return cmd
 }
 
@@ -132,6 +138,17 @@ func (o *imagesOptions) validate() error {
 	}
 	if !known {
 		return fmt.Errorf("unknown output format %q: use one of %s", o.Output, strings.Join(images.Formats, ", "))
+	}
+	if o.Insecure && o.Check == "" {
+		return errors.New("--insecure goes with --check")
+	}
+	if o.Check != "" {
+		if o.Why != "" {
+			return errors.New("--check and --why do not go together: --why prints sources, not a list")
+		}
+		if err := images.ValidateRegistry(o.Check); err != nil {
+			return fmt.Errorf("--check: %w", err)
+		}
 	}
 	if o.RewriteRegistry != "" {
 		return images.ValidateRegistry(o.RewriteRegistry)
@@ -182,8 +199,34 @@ func runImages(ctx context.Context, streams genericiooptions.IOStreams, kube *ge
 		}
 		return errors.Join(images.WriteWhy(streams.Out, img), err)
 	}
-	werr := images.Write(streams.Out, list, images.WriteOptions{Format: o.Output, IncludeMaybe: o.IncludeMaybe, Registry: o.RewriteRegistry})
+	wopts := images.WriteOptions{Format: o.Output, IncludeMaybe: o.IncludeMaybe, Registry: o.RewriteRegistry}
+	if o.Check != "" {
+		return errors.Join(checkImages(ctx, streams, list, o.Check, o.Insecure, wopts), err)
+	}
+	werr := images.Write(streams.Out, list, wopts)
 	return errors.Join(werr, err)
+}
+
+// checkImages asks the registry for every listed image and prints the
+// missing ones, in the chosen format, for a pipe into push or warm.
+func checkImages(ctx context.Context, streams genericiooptions.IOStreams, list *images.List, registry string, insecure bool, wopts images.WriteOptions) error {
+	var refs []string
+	for _, img := range list.Images(wopts.IncludeMaybe) {
+		refs = append(refs, img.Reference)
+	}
+	results := images.Check(ctx, refs, registry, 8, headManifest(insecure))
+	var missing []string
+	for _, r := range results {
+		if r.Missing {
+			missing = append(missing, r.Reference)
+		}
+	}
+	werr := images.Write(streams.Out, list.Only(missing), wopts)
+	if cerr := images.CheckSummary(registry, results); cerr != nil {
+		return errors.Join(cerr, werr)
+	}
+	fmt.Fprintf(streams.ErrOut, "all %d images present in %s\n", len(results), registry)
+	return werr
 }
 
 // namespace is -n as kubectl resolves it (flag, then kubeconfig context), "default" without a kubeconfig.

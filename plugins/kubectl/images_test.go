@@ -3,11 +3,17 @@ package kubectl
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/registry"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/bkcache/bkcache/pkg/registrytest"
 )
 
 const bk = "../../pkg/helmfile/testdata/bk/base.yaml.gotmpl"
@@ -89,5 +95,91 @@ func TestInvalidReferenceWarns(t *testing.T) {
 	}
 	if !strings.Contains(errOut, `warning: invalid image reference "{{ .Values.oops }}"`) || !strings.Contains(errOut, "file=testdata/pods.yaml:9") {
 		t.Errorf("stderr = %s", errOut)
+	}
+}
+
+// TestImagesFromOCIChart: `--from-chart oci://…` against a real registry on
+// 127.0.0.1 (plain HTTP), the chart pushed as `helm push` does.
+func TestImagesFromOCIChart(t *testing.T) {
+	reg := registrytest.StartDistribution(t)
+	rc, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptCredentialsFile(filepath.Join(t.TempDir(), "config.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := loader.Load("../../pkg/helmfile/testdata/charts/bkapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := chartutil.Save(c, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Push(data, reg.Addr+"/charts/bkapp:"+c.Metadata.Version); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := run(t, "", "images", "--from-chart", "oci://"+reg.Addr+"/charts/bkapp", "--version", "1.2.3", "--set", "image.tag=7", "-n", "blueking")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	want := "hub.bktencent.com/blueking/bk-app-runtime:2.0\nhub.bktencent.com/blueking/bk-paas-clean:1.2.3\nhub.bktencent.com/blueking/bk-paas:7\n"
+	if out != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// TestImagesCheck: --check asks a real registry on 127.0.0.1 (plain HTTP) for
+// each listed image, repointed at it, lists the missing ones on stdout and
+// fails while any is missing.
+func TestImagesCheck(t *testing.T) {
+	reg := registrytest.StartDistribution(t)
+	push := func(repoTag string) {
+		t.Helper()
+		img, err := registrytest.Image(1, 64, "amd64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := registrytest.PushTo(reg.Addr, repoTag, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chart := "../../pkg/helmfile/testdata/charts/bkapp"
+	push("blueking/bk-paas:1.2.3")
+	push("blueking/bk-paas:other-tag") // the repository exists, the tag is what counts
+
+	out, errOut, err := run(t, "", "images", "--from-chart", chart, "--check", reg.Addr)
+	if err == nil || !strings.Contains(err.Error(), "2 of 3 images missing from "+reg.Addr) ||
+		!strings.Contains(err.Error(), "missing "+reg.Addr+"/blueking/bk-paas-clean:1.2.3") {
+		t.Errorf("error = %v", err)
+	}
+	if want := "hub.bktencent.com/blueking/bk-app-runtime:2.0\nhub.bktencent.com/blueking/bk-paas-clean:1.2.3\n"; out != want {
+		t.Errorf("stdout = %q, want the missing ones %q (stderr %s)", out, want, errOut)
+	}
+
+	push("blueking/bk-app-runtime:2.0")
+	push("blueking/bk-paas-clean:1.2.3")
+	out, errOut, err = run(t, "", "images", "--from-chart", chart, "--check", reg.Addr)
+	if err != nil || out != "" || !strings.Contains(errOut, "all 3 images present in "+reg.Addr) {
+		t.Errorf("all present: err %v, stdout %q, stderr %q", err, out, errOut)
+	}
+
+	// An unreachable registry is not "missing": it says it could not ask.
+	reg.Stop()
+	_, _, err = run(t, "", "images", "--from-chart", chart, "--check", reg.Addr)
+	if err == nil || !strings.Contains(err.Error(), "3 could not be checked") || strings.Contains(err.Error(), "listed on stdout") {
+		t.Errorf("registry down: %v", err)
+	}
+
+	for _, args := range [][]string{
+		{"images", "--from-chart", chart, "--insecure"},
+		{"images", "--from-chart", chart, "--check", "http://x"},
+		{"images", "--from-chart", chart, "--check", "x:1", "--why", "y"},
+	} {
+		if _, _, err := run(t, "", args...); err == nil {
+			t.Errorf("%v: no error", args)
+		}
 	}
 }

@@ -29,7 +29,7 @@ containerd on every node at a bkcache pull-through cache.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(newVersionCommand(streams), newImagesCommand(streams, flags))
+	root.AddCommand(newVersionCommand(streams), newImagesCommand(streams, flags), newMirrorCommand(streams, flags))
 	return root
 }
 

@@ -1,0 +1,340 @@
+//go:build e2e
+
+// The mirror logic against a real containerd (Debian's 1.6, started here with its own root,
+// state and socket beside any other): config.toml patched and restarted, the CRI plugin still
+// loading, hosts.toml accepted by containerd's own parser (a pull through the cache with
+// `ctr --hosts-dir`), revert to the exact bytes, legacy mirrors refused or migrated.
+//
+//	go test -tags e2e -run RealContainerd -v ./pkg/nodes/
+package nodes
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bkcache/bkcache/pkg/registrytest"
+)
+
+// localNode is this machine as a Node, running its own containerd.
+type localNode struct {
+	t      *testing.T
+	dir    string
+	config string
+	sock   string
+	cmd    *exec.Cmd
+	log    *os.File
+}
+
+func (n *localNode) Name() string { return "local" }
+func (n *localNode) ReadFile(_ context.Context, p string) ([]byte, bool, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	return b, err == nil, err
+}
+func (n *localNode) WriteFile(_ context.Context, p string, data []byte) error {
+	mode := os.FileMode(0o644)
+	if st, err := os.Stat(p); err == nil {
+		mode = st.Mode().Perm()
+	}
+	tmp := p + ".bkcache-tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+func (n *localNode) Remove(_ context.Context, p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+func (n *localNode) MkdirAll(_ context.Context, dir string) ([]string, error) {
+	var created []string
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			created = append([]string{d}, created...)
+		}
+	}
+	return created, os.MkdirAll(dir, 0o755)
+}
+func (n *localNode) RemoveDirIfEmpty(_ context.Context, dir string) error {
+	_ = os.Remove(dir) // fails when not empty: kept, as wanted
+	return nil
+}
+func (n *localNode) List(_ context.Context, dir string) ([]string, error) {
+	es, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out, err
+}
+func (n *localNode) Rename(_ context.Context, from, to string) error { return os.Rename(from, to) }
+
+func (n *localNode) ctr(args ...string) (string, error) {
+	out, err := exec.Command("ctr", append([]string{"-a", n.sock}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (n *localNode) start() error {
+	n.cmd = exec.Command("containerd", "--config", n.config)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := n.cmd.Start(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := n.ctr("version"); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerd did not answer on %s", n.sock)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *localNode) stop() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = n.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-done
+	}
+	n.cmd = nil
+}
+
+// RestartContainerd restarts the test's containerd and waits until it answers.
+func (n *localNode) RestartContainerd(context.Context, string) (time.Duration, error) {
+	start := time.Now()
+	n.stop()
+	if err := n.start(); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// criStatus is the CRI plugin's status as `ctr plugins ls` shows it: ok or error.
+func (n *localNode) criStatus() string {
+	out, err := n.ctr("plugins", "ls")
+	if err != nil {
+		return "ctr failed: " + err.Error()
+	}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri" {
+			return f[len(f)-1]
+		}
+	}
+	return "missing"
+}
+
+func startContainerd(t *testing.T, registrySection string) *localNode {
+	t.Helper()
+	if _, err := exec.LookPath("containerd"); err != nil {
+		t.Fatalf("containerd is needed (apt-get install containerd): %v", err)
+	}
+	dir, err := os.MkdirTemp("/tmp", "bkcache-ctrd-") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &localNode{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), sock: filepath.Join(dir, "c.sock")}
+	t.Cleanup(func() {
+		n.stop()
+		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
+		_ = os.RemoveAll(dir)
+	})
+	cfg := fmt.Sprintf(`# test containerd (bkcache pkg/nodes e2e)
+version = 2
+root = "%[1]s/root"
+state = "%[1]s/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "%[1]s/c.sock"
+[ttrpc]
+  address = "%[1]s/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "%[1]s/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "%[1]s/cni"
+    conf_dir = "%[1]s/cni"
+%[2]s`, dir, registrySection)
+	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.criStatus(); st != "ok" {
+		t.Fatalf("CRI plugin %s before any change; log:\n%s", st, n.logText())
+	}
+	return n
+}
+
+func (n *localNode) logText() string { b, _ := os.ReadFile(n.log.Name()); return string(b) }
+
+func closedPort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestRealContainerdApplyRevert(t *testing.T) {
+	ctx := context.Background()
+	n := startContainerd(t, `  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = ""
+`)
+	original, _ := os.ReadFile(n.config)
+
+	cache := registrytest.Start(t)
+	img, err := registrytest.Image(1, 2048, runtime.GOARCH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.Push("blueking/app:1", img); err != nil {
+		t.Fatal(err)
+	}
+	upstream := fmt.Sprintf("127.0.0.1:%d", closedPort(t)) // refuses: only the cache can serve
+	certs := filepath.Join(n.dir, "certs.d")
+	o := MirrorOptions{Registry: cache.Addr, Upstreams: []string{upstream}, ContainerdConfig: n.config,
+		CertsRoot: certs, BackupDir: filepath.Join(n.dir, "backups")}
+	o.Access.RunID = NewRunID()
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	pull := func() error {
+		out, err := n.ctr("-n", "bkcache-test", "images", "pull", "--hosts-dir", certs, upstream+"/blueking/app:1")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		_, _ = n.ctr("-n", "bkcache-test", "images", "rm", upstream+"/blueking/app:1")
+		return nil
+	}
+	if err := pull(); err == nil {
+		t.Fatal("pull succeeded before the mirror was configured")
+	}
+
+	r := NodeReport{Runtime: "containerd://1.6.20"}
+	if err := applyNode(ctx, o, n, &r); err != nil {
+		t.Fatalf("apply: %v\n%s", err, n.logText())
+	}
+	if !r.ConfigChanged || !r.Restarted {
+		t.Fatalf("report %+v: want config.toml changed and containerd restarted", r)
+	}
+	t.Logf("apply: restart + answering %.2fs", r.RestartSeconds)
+	if st := n.criStatus(); st != "ok" {
+		t.Fatalf("CRI plugin %s after the patch; log:\n%s", st, n.logText())
+	}
+	// containerd's own hosts.toml parser accepted the file: the pull went through the cache.
+	if err := pull(); err != nil {
+		t.Fatalf("pull through the cache: %v", err)
+	}
+
+	o.Revert = true
+	r = NodeReport{Runtime: "containerd://1.6.20"}
+	if err := revertNode(ctx, o, n, &r); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	if got, _ := os.ReadFile(n.config); !bytes.Equal(got, original) || !r.Restarted {
+		t.Fatalf("after revert (restarted %v) config.toml:\n%s", r.Restarted, got)
+	}
+	if _, err := os.Stat(certs); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("revert left %s: %v", certs, err)
+	}
+	if st := n.criStatus(); st != "ok" {
+		t.Fatalf("CRI plugin %s after revert", st)
+	}
+	if err := pull(); err == nil {
+		t.Error("pull still succeeds after revert")
+	}
+}
+
+func TestRealContainerdLegacyMirrors(t *testing.T) {
+	ctx := context.Background()
+	n := startContainerd(t, `  [plugins."io.containerd.grpc.v1.cri".registry]
+    [plugins."io.containerd.grpc.v1.cri".registry.mirrors]
+      [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+        endpoint = ["http://127.0.0.1:5999"]
+`)
+	original, _ := os.ReadFile(n.config)
+	o := MirrorOptions{Registry: "127.0.0.1:5500", ContainerdConfig: n.config,
+		CertsRoot: filepath.Join(n.dir, "certs.d"), BackupDir: filepath.Join(n.dir, "backups")}
+	o.Access.RunID = NewRunID()
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"})
+	if err == nil || !strings.Contains(err.Error(), "--migrate-legacy") {
+		t.Fatalf("legacy mirrors: err = %v", err)
+	}
+	if got, _ := os.ReadFile(n.config); !bytes.Equal(got, original) {
+		t.Fatal("refused run changed config.toml")
+	}
+	// Negative control: the combination bkcache refuses does break the CRI plugin here.
+	broken := strings.Replace(string(original), "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n",
+		"[plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"/etc/containerd/certs.d\"\n", 1)
+	if err := os.WriteFile(n.config, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.RestartContainerd(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.criStatus(); st != "error" {
+		t.Errorf("config_path + mirrors: CRI plugin %s, want error (FACTS.md)", st)
+	}
+	if err := os.WriteFile(n.config, original, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	o.MigrateLegacy = true
+	r := NodeReport{Runtime: "containerd://1.6.20"}
+	if err := applyNode(ctx, o, n, &r); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	// The combination that breaks the CRI plugin was not written: it loads.
+	if st := n.criStatus(); st != "ok" || !r.Restarted {
+		t.Fatalf("CRI plugin %s after migration (restarted %v); log:\n%s", st, r.Restarted, n.logText())
+	}
+	if b, err := os.ReadFile(filepath.Join(n.dir, "certs.d", "docker.io", "hosts.toml")); err != nil || !strings.Contains(string(b), "http://127.0.0.1:5999") {
+		t.Errorf("migrated docker.io hosts.toml: %v\n%s", err, b)
+	}
+}

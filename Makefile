@@ -34,13 +34,16 @@ setup:
 
 test: setup lint
 	$(GO) test $(TEST_FLAGS) -tags e2e ./...
-	$(MAKE) fuzz FUZZTIME=10s
+	$(MAKE) fuzz FUZZTIME=8s
 
-# Brief fuzzing of the reference parser and the values scanner.
+# Brief fuzzing of the parsers that take user input: image references, values,
+# containerd's config.toml and hosts.toml.
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzValues -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzEnsureConfigPath -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzMergeHosts -fuzztime $(FUZZTIME)
 
 unit:
 	$(GO) test $(TEST_FLAGS) ./...
@@ -53,6 +56,7 @@ e2e:
 bench: setup
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -10,6 +10,8 @@ import (
 
 	"github.com/bkcache/bkcache/pkg/mirror"
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newSaveCommand(dockerCli command.Cli) *cobra.Command {
@@ -83,7 +85,7 @@ before anything is pushed.`,
 			o.Progress = progress
 			rep, err := loadInto(ctx, dockerCli, archive, cache, o)
 			progress.Close()
-			if ok, werr := writeData(dockerCli.Out(), output, rep); ok {
+			if ok, werr := printer.Structured(dockerCli.Out(), output, rep); ok {
 				if werr != nil {
 					return werr
 				}

@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 type downOptions struct {
@@ -56,7 +58,7 @@ is already gone is not an error.`,
 				}
 				results = append(results, res)
 			}
-			if ok, err := writeData(dockerCli.Out(), o.output, results); ok {
+			if ok, err := printer.Structured(dockerCli.Out(), o.output, results); ok {
 				return err
 			}
 			for _, r := range results {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newTestRoot(t *testing.T, stdin string) (*cobra.Command, *bytes.Buffer) {
@@ -96,7 +98,7 @@ func TestVersionOutput(t *testing.T) {
 	if !strings.Contains(out.String(), `"plugin": "docker-bkcache"`) {
 		t.Errorf("version -o json = %s", out)
 	}
-	if _, err := writeData(io.Discard, "xml", nil); err == nil || !strings.Contains(err.Error(), "-o") {
+	if _, err := printer.Structured(io.Discard, "xml", nil); err == nil || !strings.Contains(err.Error(), "-o") {
 		t.Errorf("an unknown -o format was accepted: %v", err)
 	}
 }

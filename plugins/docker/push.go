@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/mirror"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newPushCommand(dockerCli command.Cli) *cobra.Command {
@@ -43,7 +45,7 @@ Credentials come from the Docker config and its credential helpers.`,
 			o.Progress = progress
 			report, pushErr := mirror.Push(cmd.Context(), entries, o)
 			progress.Close()
-			if ok, err := writeData(dockerCli.Out(), output, report); ok {
+			if ok, err := printer.Structured(dockerCli.Out(), output, report); ok {
 				if err != nil {
 					return err
 				}

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/version"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // NewRootCommand builds `docker bkcache`.
@@ -54,7 +56,7 @@ func newVersionCommand(dockerCli command.Cli) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := map[string]string{"plugin": "docker-bkcache", "version": version.Version}
-			if ok, err := writeData(dockerCli.Out(), output, info); ok {
+			if ok, err := printer.Structured(dockerCli.Out(), output, info); ok {
 				return err
 			}
 			_, err := fmt.Fprintf(dockerCli.Out(), "docker-bkcache %s\n", version.Version)

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newStatusCommand(dockerCli command.Cli) *cobra.Command {
@@ -28,7 +30,7 @@ measures blob fetches per image.`,
 			if err != nil {
 				return err
 			}
-			if ok, err := writeData(dockerCli.Out(), output, sts); ok {
+			if ok, err := printer.Structured(dockerCli.Out(), output, sts); ok {
 				return err
 			}
 			if len(sts) == 0 {

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 type upOptions struct {
@@ -121,7 +123,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 		}
 		results = append(results, res)
 	}
-	if ok, err := writeData(dockerCli.Out(), o.output, results); ok {
+	if ok, err := printer.Structured(dockerCli.Out(), o.output, results); ok {
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newVerifyCommand(dockerCli command.Cli) *cobra.Command {
@@ -45,7 +47,7 @@ it was. IMAGE may name the upstream (hub.bktencent.com/blueking/x:1), the cache
 				}
 				results = append(results, res)
 			}
-			if ok, err := writeData(dockerCli.Out(), output, results); ok {
+			if ok, err := printer.Structured(dockerCli.Out(), output, results); ok {
 				if err != nil {
 					return err
 				}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/bkcache/bkcache/pkg/mirror"
 	"github.com/bkcache/bkcache/pkg/proxy"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 type warmOptions struct {
@@ -91,7 +93,7 @@ func runWarm(ctx context.Context, dockerCli command.Cli, o warmOptions) error {
 			failures = append(failures, mirror.ImageResult{Source: "cache " + g.label, Error: err.Error()})
 		}
 	}
-	if ok, err := writeData(dockerCli.Out(), o.output, reports); ok {
+	if ok, err := printer.Structured(dockerCli.Out(), o.output, reports); ok {
 		if err != nil {
 			return err
 		}

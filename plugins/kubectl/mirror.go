@@ -1,7 +1,6 @@
 package kubectl
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +13,10 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/pkg/nodes"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // DefaultNodeImage is the node-access pod's image: it needs sh, base64, sha256sum, chroot.
@@ -173,28 +173,8 @@ func newMirrorStatusCommand(streams genericiooptions.IOStreams, kube *genericcli
 	return cmd
 }
 
-func printStructured(w io.Writer, format string, v any) (bool, error) {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return true, err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return true, err
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return true, err
-		}
-		_, err = w.Write(b)
-		return true, err
-	}
-	return false, nil
-}
-
 func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun bool) error {
-	if done, err := printStructured(w, format, reports); done {
+	if done, err := printer.Structured(w, format, reports); done {
 		return err
 	}
 	if dryRun {
@@ -245,7 +225,7 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 }
 
 func printStatus(w io.Writer, format string, st []nodes.NodeStatus) error {
-	if done, err := printStructured(w, format, st); done {
+	if done, err := printer.Structured(w, format, st); done {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

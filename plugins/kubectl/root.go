@@ -2,14 +2,13 @@
 package kubectl
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
+	"github.com/bkcache/bkcache/pkg/printer"
 	"github.com/bkcache/bkcache/pkg/version"
 )
 
@@ -42,21 +41,11 @@ func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := map[string]string{"version": version.Version, "plugin": "kubectl-bkcache"}
-			switch output {
-			case "":
-				_, err := fmt.Fprintf(streams.Out, "kubectl-bkcache %s\n", version.Version)
+			if handled, err := printer.Structured(streams.Out, output, info); handled {
 				return err
-			case "json":
-				b, _ := json.MarshalIndent(info, "", "  ")
-				_, err := fmt.Fprintln(streams.Out, string(b))
-				return err
-			case "yaml":
-				b, _ := yaml.Marshal(info)
-				_, err := streams.Out.Write(b)
-				return err
-			default:
-				return fmt.Errorf("unknown output format %q: use -o json or -o yaml", output)
 			}
+			_, err := fmt.Fprintf(streams.Out, "kubectl-bkcache %s\n", version.Version)
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")

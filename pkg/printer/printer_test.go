@@ -1,0 +1,28 @@
+package printer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestStructured(t *testing.T) {
+	v := map[string]any{"name": "bkhub", "port": 5500}
+	tests := []struct {
+		format, want, wantErr string
+		handled               bool
+	}{
+		{"json", "{\n  \"name\": \"bkhub\",\n  \"port\": 5500\n}\n", "", true},
+		{"yaml", "name: bkhub\nport: 5500\n", "", true},
+		{"", "", "", false},
+		{"table", "", "", false},
+		{"xml", "", "unknown output format \"xml\"", true},
+	}
+	for _, tc := range tests {
+		var buf bytes.Buffer
+		handled, err := Structured(&buf, tc.format, v)
+		if handled != tc.handled || buf.String() != tc.want || (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("-o %q: handled %v, %q, %v", tc.format, handled, buf.String(), err)
+		}
+	}
+}

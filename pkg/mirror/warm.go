@@ -71,7 +71,10 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 
 	var blobs []blob
 	seen := map[string]bool{}
-	for _, e := range entries {
+	// For progress: which images wait on each blob, and how many blobs each waits on.
+	waiting := map[string][]int{}
+	left := map[int]int{}
+	for i, e := range entries {
 		imgs, manifests, err := resolve(e.Ref, opts.Platforms, ropts)
 		report.Manifests += manifests
 		if err != nil {
@@ -88,6 +91,8 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 			}
 			for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
 				key := e.Ref.Context().RepositoryStr() + "@" + d.Digest.String()
+				waiting[key] = append(waiting[key], i)
+				left[i]++
 				if seen[key] {
 					continue
 				}
@@ -102,6 +107,15 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 	// in flight until its background store ends, and serves a second request
 	// for it meanwhile straight from the upstream without storing it for the
 	// second repository.
+	var mu sync.Mutex
+	// done marks a blob finished and prints each image it completes; mu held.
+	done := func(b blob) {
+		for _, i := range waiting[b.repo.RepositoryStr()+"@"+b.desc.Digest.String()] {
+			if left[i]--; left[i] == 0 {
+				fmt.Fprintf(progress, "warmed  %s\n", entries[i].Ref)
+			}
+		}
+	}
 	byDigest := map[v1.Hash][]blob{}
 	var order []v1.Hash
 	for _, b := range blobs {
@@ -109,6 +123,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		if linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
 			report.BlobsCached++
 			report.BytesCached += b.desc.Size
+			done(b)
 			continue
 		}
 		if _, ok := byDigest[b.desc.Digest]; !ok {
@@ -116,7 +131,6 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 		byDigest[b.desc.Digest] = append(byDigest[b.desc.Digest], b)
 	}
-	var mu sync.Mutex
 	sem := make(chan struct{}, opts.Jobs)
 	var wg sync.WaitGroup
 	var fetched []blob
@@ -143,6 +157,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 				}
 				mu.Lock()
 				fetched = append(fetched, b)
+				done(b)
 				mu.Unlock()
 			}
 		}(byDigest[d])

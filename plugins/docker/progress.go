@@ -51,7 +51,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 
 // isImageLine tells the lines that end one image's work.
 func isImageLine(line string) bool {
-	for _, prefix := range []string{"copied ", "FAILED ", "would copy ", "saved ", "loaded "} {
+	for _, prefix := range []string{"copied ", "FAILED ", "would copy ", "saved ", "loaded ", "warmed "} {
 		if strings.HasPrefix(line, prefix) {
 			return true
 		}

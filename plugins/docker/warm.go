@@ -233,7 +233,11 @@ func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platfo
 		popts.SourceAuth = &authn.Basic{Username: user, Password: pass}
 	}
 	up, pushErr := mirror.Push(ctx, g.entries, popts)
+	progress.Close()
 	// Then the cache itself fetches the (small) manifests and links what is stored.
+	manifests := newProgress(dockerCli, len(viaCache))
+	defer manifests.Close()
+	wopts.Progress = manifests
 	rep, err := mirror.WarmThroughCache(ctx, viaCache, wopts)
 	rep.Mode, rep.Upstream = "storage", &up
 	for _, r := range up.Images {

@@ -45,8 +45,14 @@ func ParseList(r io.Reader, opts ...name.Option) ([]Entry, []error) {
 			line = line[:i]
 		}
 		fields := strings.Fields(line)
-		if len(fields) >= 3 && !looksLikeReference(fields[0]) {
+		switch {
+		case len(fields) <= 1:
+		case len(fields) >= 3 && !looksLikeReference(fields[0]):
 			fields = fields[2:] // chart-images: chart name and version first
+		default:
+			// Guessing here could send a typo to Docker Hub: refuse the line.
+			errs = append(errs, &LineError{Line: n, Text: strings.TrimSpace(line), Err: fmt.Errorf("want one reference per line, or the chart-images form `chart version image…`")})
+			continue
 		}
 		for _, f := range fields {
 			ref, err := name.ParseReference(f, opts...)

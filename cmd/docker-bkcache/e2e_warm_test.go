@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -192,4 +193,52 @@ func TestSaveThenLoadIntoCache(t *testing.T) {
 	if bad.code == 0 || !strings.Contains(bad.stderr, "truncated or damaged") {
 		t.Errorf("a truncated archive was not refused:\n%s", bad)
 	}
+}
+
+// The two plugins meet in a pipe: kubectl bkcache images | docker bkcache warm -f -.
+func TestImagesPipeIntoWarm(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, _ := warmSet(t, up)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+	// Manifests that run the set, as a deployment's render would.
+	data, _ := os.ReadFile(list)
+	var manifests strings.Builder
+	for i, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		fmt.Fprintf(&manifests, "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d%d}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: c, image: %q}\n", i, line)
+	}
+	rendered := filepath.Join(t.TempDir(), "rendered.yaml")
+	os.WriteFile(rendered, []byte(manifests.String()), 0o644)
+
+	kubectlPlugin := filepath.Join(t.TempDir(), "kubectl-bkcache")
+	build := exec.Command("go", "build", "-o", kubectlPlugin, "../kubectl-bkcache")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build kubectl-bkcache: %v\n%s", err, out)
+	}
+	images := exec.Command(kubectlPlugin, "images", "--from-manifests", rendered)
+	warm := exec.Command("docker", "bkcache", "warm", "-f", "-", "--cache", c.name)
+	warm.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
+	pipe, err := images.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Stdin = pipe
+	var out strings.Builder
+	warm.Stdout, warm.Stderr = &out, &out
+	if err := images.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Run(); err != nil {
+		t.Fatalf("kubectl bkcache images | docker bkcache warm -f -: %v\n%s", err, out.String())
+	}
+	if err := images.Wait(); err != nil {
+		t.Fatalf("kubectl bkcache images: %v", err)
+	}
+	if !strings.Contains(out.String(), "4 images") {
+		t.Errorf("warm did not get the 4 images from the pipe:\n%s", out.String())
+	}
+	pullAllWarm(t, c, up, list)
 }

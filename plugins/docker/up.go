@@ -196,19 +196,39 @@ func printUp(w io.Writer, results []proxy.UpResult) {
 }
 
 // nodeFacingHost guesses the address nodes reach this host on: the bind address
-// when one was given, else the first non-loopback IPv4 of this host.
+// when one was given, else the first IPv4 of an interface that is up and is not
+// loopback or a container bridge.
 func nodeFacingHost(addr string) string {
 	host, _, _ := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
 		return host
 	}
-	ifaces, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range ifaces {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "HOST"
+	}
+	for _, iface := range ifaces {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 || isContainerBridge(iface.Name) {
+			continue
+		}
+		addrs, err := iface.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
 				return n.IP.String()
 			}
 		}
 	}
 	return "HOST"
+}
+
+func isContainerBridge(name string) bool {
+	for _, prefix := range []string{"docker", "br-", "veth", "cni", "flannel", "cali", "vxlan", "kube", "tunl", "virbr"} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -228,6 +228,7 @@ func TestEnsureConfigPath(t *testing.T) {
 			if err != nil || p2.Changed {
 				t.Errorf("second pass: changed %v err %v", p2.Changed, err)
 			}
+			checkNodeHosts(t, p.Migrated)
 		})
 	}
 }
@@ -297,5 +298,42 @@ func TestWarningsAndVersions(t *testing.T) {
 	info, _ = InspectConfig([]byte(cfg16), "/etc/containerd/config.toml", 1)
 	if len(info.Warnings) != 0 {
 		t.Errorf("1.6 default: unexpected warnings: %q", info.Warnings)
+	}
+}
+
+// checkNodeHosts builds every hosts.toml a node with this config gets (migrated legacy mirrors,
+// then the cache merged in for hub.bktencent.com, docker.io and its own name, as pkg/nodes
+// does) and has containerd's own loader read each one.
+func checkNodeHosts(t *testing.T, migrated map[string][]string) {
+	t.Helper()
+	files := map[string][]byte{}
+	others := map[string][]string{} // registry dir -> migrated hosts, after ours
+	for name, endpoints := range migrated {
+		b, err := RenderLegacyHosts(name, endpoints)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := LegacyHostsDir(name)
+		files[dir] = b
+		for _, e := range endpoints {
+			if e = strings.TrimSuffix(e, "/"); e != UpstreamServer(name) {
+				others[dir] = append(others[dir], e)
+			}
+		}
+	}
+	for _, spec := range []HostsSpec{{Upstream: "hub.bktencent.com", Mirror: cache}, {Upstream: "docker.io", Mirror: cache}, CacheSpec(cache)} {
+		b, err := MergeHosts(files[spec.Upstream], spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[spec.Upstream] = b
+		others[spec.Upstream] = append([]string{cache.URL()}, others[spec.Upstream]...)
+	}
+	for dir, b := range files {
+		server := UpstreamServer(dir)
+		if dir == cache.Host {
+			server = cache.URL()
+		}
+		checkContainerd(t, dir, b, server, others[dir])
 	}
 }

@@ -66,6 +66,7 @@ func TestRenderHosts(t *testing.T) {
 			if hf.Server != tc.wantServer || !slices.Equal(hf.Hosts, tc.wantHosts) {
 				t.Errorf("got server %q hosts %v, want %q %v\n%s", hf.Server, hf.Hosts, tc.wantServer, tc.wantHosts, out)
 			}
+			checkContainerd(t, tc.spec.Upstream, out, tc.wantServer, tc.wantHosts)
 			if !strings.Contains(string(out), `capabilities = ["pull", "resolve"]`) {
 				t.Errorf("no pull+resolve capabilities:\n%s", out)
 			}
@@ -173,6 +174,7 @@ ca = "/etc/pki/site-ca.pem"
 			if !slices.Equal(hf.Hosts, tc.wantHosts) || hf.Server != "https://hub.bktencent.com" {
 				t.Errorf("server %q hosts %v, want hosts %v\n%s", hf.Server, hf.Hosts, tc.wantHosts, out)
 			}
+			checkContainerd(t, "hub.bktencent.com", out, "https://hub.bktencent.com", tc.wantHosts)
 			for _, c := range tc.contains {
 				if !strings.Contains(string(out), c) {
 					t.Errorf("output lacks %q:\n%s", c, out)
@@ -206,6 +208,13 @@ func TestRenderLegacyHosts(t *testing.T) {
 	if err != nil || hf.Server != "https://registry-1.docker.io" || !slices.Equal(hf.Hosts, []string{"http://mirror.local:5000"}) {
 		t.Fatalf("got %+v %v\n%s", hf, err, out)
 	}
+	checkContainerd(t, "docker.io", out, "https://registry-1.docker.io", []string{"http://mirror.local:5000"})
+	star, err := RenderLegacyHosts("*", []string{"http://any.local:5000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// _default has no server line: containerd falls back to the registry itself.
+	checkContainerd(t, "_default", star, "https://_default", []string{"http://any.local:5000"})
 	if _, err := RenderLegacyHosts("x", []string{"ftp://x"}); err == nil {
 		t.Fatal("ftp endpoint accepted")
 	}

@@ -392,3 +392,14 @@ func (s *Session) RestartContainerd(ctx context.Context, command string) (time.D
 	}
 	return time.Since(start), nil
 }
+
+// RunOnHost runs command with the host's root (chroot /host sh -c): it is a fixed command line
+// from a flag or a constant, never built from node data.
+func (s *Session) RunOnHost(ctx context.Context, command string) ([]byte, error) {
+	out, err := s.Exec(ctx, "chroot", hostMount, "sh", "-c", command)
+	var ee *ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return nil, err
+	}
+	return out, err
+}

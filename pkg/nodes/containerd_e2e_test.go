@@ -2,8 +2,9 @@
 
 // The mirror logic against a real containerd (Debian's 1.6, started here with its own root,
 // state and socket beside any other): config.toml patched and restarted, the CRI plugin still
-// loading, hosts.toml accepted by containerd's own parser (a pull through the cache with
-// `ctr --hosts-dir`), revert to the exact bytes, legacy mirrors refused or migrated.
+// loading, hosts.toml accepted by containerd's own parser (a pull through a real pull-through
+// cache with `crictl pull`, the CRI path kubelet uses, and with `ctr --hosts-dir`), revert to
+// the exact bytes, legacy mirrors refused or migrated.
 //
 //	go test -tags e2e -run RealContainerd -v ./pkg/nodes/
 package nodes
@@ -14,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,6 +129,11 @@ func (n *localNode) stop() {
 	n.cmd = nil
 }
 
+// RunOnHost is only used on Docker-runtime nodes; this node runs containerd.
+func (n *localNode) RunOnHost(_ context.Context, command string) ([]byte, error) {
+	return nil, fmt.Errorf("localNode: unexpected host command %q", command)
+}
+
 // RestartContainerd restarts the test's containerd and waits until it answers.
 func (n *localNode) RestartContainerd(context.Context, string) (time.Duration, error) {
 	start := time.Now()
@@ -225,14 +232,18 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 `)
 	original, _ := os.ReadFile(n.config)
 
-	cache := registrytest.Start(t)
+	// The image lives only in a loopback registry that the image's name does not point at;
+	// a real registry:2 pull-through cache (Debian's docker-registry, proxy.remoteurl) fronts it.
+	origin := registrytest.Start(t)
 	img, err := registrytest.Image(1, 2048, runtime.GOARCH)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cache.Push("blueking/app:1", img); err != nil {
+	if _, err := origin.Push("blueking/app:1", img); err != nil {
 		t.Fatal(err)
 	}
+	cache := startProxyCache(t, "http://"+origin.Addr)
+	crictl := crictlBinary(t)
 	upstream := fmt.Sprintf("127.0.0.1:%d", closedPort(t)) // refuses: only the cache can serve
 	certs := filepath.Join(n.dir, "certs.d")
 	o := MirrorOptions{Registry: cache.Addr, Upstreams: []string{upstream}, ContainerdConfig: n.config,
@@ -241,16 +252,33 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	if err := o.defaults(); err != nil {
 		t.Fatal(err)
 	}
-	pull := func() error {
-		out, err := n.ctr("-n", "bkcache-test", "images", "pull", "--hosts-dir", certs, upstream+"/blueking/app:1")
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		_, _ = n.ctr("-n", "bkcache-test", "images", "rm", upstream+"/blueking/app:1")
-		return nil
+	image := upstream + "/blueking/app:1"
+	cri := func(args ...string) (string, error) {
+		ep := "unix://" + n.sock
+		out, err := exec.Command(crictl, append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "30s"}, args...)...).CombinedOutput()
+		return string(out), err
 	}
-	if err := pull(); err == nil {
-		t.Fatal("pull succeeded before the mirror was configured")
+	// pull tries both clients: crictl (CRI: config.toml's config_path, as kubelet pulls) and
+	// ctr --hosts-dir; both must agree.
+	pull := func() error {
+		var errs []error
+		if out, err := cri("pull", image); err != nil {
+			errs = append(errs, fmt.Errorf("crictl pull: %v: %s", err, out))
+		} else {
+			_, _ = cri("rmi", image)
+		}
+		if out, err := n.ctr("-n", "bkcache-test", "images", "pull", "--hosts-dir", certs, image); err != nil {
+			errs = append(errs, fmt.Errorf("ctr pull: %v: %s", err, out))
+		} else {
+			_, _ = n.ctr("-n", "bkcache-test", "images", "rm", image)
+		}
+		return errors.Join(errs...)
+	}
+	if out, err := cri("pull", image); err == nil {
+		t.Fatalf("crictl pull succeeded before the mirror was configured: %s", out)
+	}
+	if out, err := n.ctr("-n", "bkcache-test", "images", "pull", "--hosts-dir", certs, image); err == nil {
+		t.Fatalf("ctr pull succeeded before the mirror was configured: %s", out)
 	}
 
 	r := NodeReport{Runtime: "containerd://1.6.20"}
@@ -266,7 +294,11 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	}
 	// containerd's own hosts.toml parser accepted the file: the pull went through the cache.
 	if err := pull(); err != nil {
-		t.Fatalf("pull through the cache: %v", err)
+		t.Fatalf("pull through the cache: %v\ncache log:\n%s", err, cache.logText())
+	}
+	// The cache saw containerd's mirror requests (they carry ?ns=<original registry>).
+	if l := cache.logText(); !strings.Contains(l, "ns="+url.QueryEscape(upstream)) {
+		t.Errorf("the cache's access log has no request for ns=%s:\n%s", upstream, l)
 	}
 
 	o.Revert = true
@@ -283,9 +315,74 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	if st := n.criStatus(); st != "ok" {
 		t.Fatalf("CRI plugin %s after revert", st)
 	}
-	if err := pull(); err == nil {
-		t.Error("pull still succeeds after revert")
+	if out, err := cri("pull", image); err == nil {
+		t.Errorf("crictl pull still succeeds after revert: %s", out)
 	}
+	if out, err := n.ctr("-n", "bkcache-test", "images", "pull", "--hosts-dir", certs, image); err == nil {
+		t.Errorf("ctr pull still succeeds after revert: %s", out)
+	}
+}
+
+// proxyCache is Debian's docker-registry (distribution 2.8, what registry:2 runs) as a
+// pull-through cache of one loopback upstream, with its access log in a file.
+type proxyCache struct {
+	Addr string
+	log  string
+}
+
+func (c *proxyCache) logText() string { b, _ := os.ReadFile(c.log); return string(b) }
+
+func startProxyCache(t *testing.T, remote string) *proxyCache {
+	t.Helper()
+	const bin = registrytest.DistributionBinary
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s is missing: apt-get install docker-registry", bin)
+	}
+	dir := t.TempDir()
+	c := &proxyCache{Addr: fmt.Sprintf("127.0.0.1:%d", closedPort(t)), log: filepath.Join(dir, "registry.log")}
+	cfg := fmt.Sprintf("version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: %s/data}}\nhttp: {addr: %s}\nproxy: {remoteurl: %s}\n", dir, c.Addr, remote)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(30 * time.Millisecond) {
+		if conn, err := net.Dial("tcp", c.Addr); err == nil {
+			conn.Close()
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pull-through cache on %s did not start:\n%s", c.Addr, c.logText())
+		}
+	}
+}
+
+// crictlBinary builds crictl v1.37.0 (its own module graph, not this module's) once and keeps
+// it in the user cache directory.
+func crictlBinary(t *testing.T) string {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	bin := filepath.Join(cache, "bkcache-test", "crictl-v1.37.0", "crictl")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	cmd := exec.Command("go", "install", "sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0")
+	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(bin), "GOFLAGS=", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build crictl: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func TestRealContainerdLegacyMirrors(t *testing.T) {

@@ -20,8 +20,8 @@ import (
 	"github.com/bkcache/bkcache/pkg/containerd"
 )
 
-// Node is what the mirror logic needs of a node: its files and a containerd restart. A
-// *Session provides it through the API; tests use an in-memory node.
+// Node is what the mirror logic needs of a node: its files, a containerd restart and host
+// commands (docker reload). A *Session provides it through the API; tests use an in-memory node.
 type Node interface {
 	Name() string
 	ReadFile(ctx context.Context, p string) ([]byte, bool, error)
@@ -32,6 +32,9 @@ type Node interface {
 	List(ctx context.Context, dir string) ([]string, error)
 	Rename(ctx context.Context, from, to string) error
 	RestartContainerd(ctx context.Context, command string) (time.Duration, error)
+	// RunOnHost runs a fixed command line in the host's root (chroot) and returns its stdout;
+	// a non-zero exit is an *ExitError.
+	RunOnHost(ctx context.Context, command string) ([]byte, error)
 }
 
 // Defaults for MirrorOptions.
@@ -64,7 +67,13 @@ type MirrorOptions struct {
 	MigrateLegacy bool     // turn legacy registry.mirrors into hosts.toml instead of refusing
 	Verify        string   // after configuring, pull this image on each node by its name and by the cache's
 
+	// DockerReloadCmd makes dockerd re-read daemon.json (default systemctl reload docker: SIGHUP,
+	// which applies insecure-registries and registry-mirrors live).
+	DockerReloadCmd string
+	ReloadTimeout   time.Duration // how long dockerd may take to show the reloaded keys (default 20s)
+
 	ContainerdConfig string // config.toml on the nodes (default /etc/containerd/config.toml)
+	DaemonJSON       string // dockerd's config on Docker-runtime nodes (default /etc/docker/daemon.json)
 	CertsRoot        string // where an empty config_path is pointed (default /etc/containerd/certs.d)
 	BackupDir        string // backups on the nodes (default /var/lib/bkcache/backups)
 
@@ -94,6 +103,8 @@ type NodeReport struct {
 	ConfigChanged  bool         `json:"configChanged"`
 	RestartNeeded  bool         `json:"restartNeeded"`
 	Restarted      bool         `json:"restarted"`
+	ReloadNeeded   bool         `json:"reloadNeeded,omitempty"` // Docker runtime: daemon.json changed
+	Reloaded       bool         `json:"reloaded,omitempty"`     // dockerd reloaded and shows the new keys
 	RestartSeconds float64      `json:"restartSeconds,omitempty"`
 	Backup         string       `json:"backup,omitempty"`
 	Verified       []PullResult `json:"verified,omitempty"`
@@ -127,6 +138,15 @@ func (o *MirrorOptions) defaults() error {
 	if o.RestartCmd == "" {
 		o.RestartCmd = DefaultRestartCommand
 	}
+	if o.DaemonJSON == "" {
+		o.DaemonJSON = containerd.DefaultDaemonJSON
+	}
+	if o.DockerReloadCmd == "" {
+		o.DockerReloadCmd = DefaultDockerReloadCommand
+	}
+	if o.ReloadTimeout <= 0 {
+		o.ReloadTimeout = 20 * time.Second
+	}
 	if o.Restart == "" {
 		o.Restart = "auto"
 	}
@@ -145,7 +165,7 @@ func (o *MirrorOptions) defaults() error {
 	if o.Restart != "auto" && o.Restart != "never" {
 		return fmt.Errorf("--restart %q: want auto or never", o.Restart)
 	}
-	for _, p := range []string{o.ContainerdConfig, o.CertsRoot, o.BackupDir} {
+	for _, p := range []string{o.ContainerdConfig, o.DaemonJSON, o.CertsRoot, o.BackupDir} {
 		if err := CheckPath(p); err != nil {
 			return err
 		}
@@ -220,9 +240,9 @@ func forEachNode(ctx context.Context, o MirrorOptions, nodes []corev1.Node, fn f
 			r := &reports[i]
 			r.Node, r.Runtime = n.Name, n.Status.NodeInfo.ContainerRuntimeVersion
 			err := func() error {
-				if !strings.HasPrefix(r.Runtime, "containerd://") {
+				if !strings.HasPrefix(r.Runtime, "containerd://") && !isDocker(r.Runtime) {
 					r.Status = "skipped"
-					r.Warnings = append(r.Warnings, fmt.Sprintf("runtime %q: only containerd is supported", r.Runtime))
+					r.Warnings = append(r.Warnings, fmt.Sprintf("runtime %q: only containerd and docker are supported", r.Runtime))
 					return nil
 				}
 				if !nodeReady(n) {
@@ -425,6 +445,7 @@ func describe(c change) FileChange {
 type backup struct {
 	RunID       string        `json:"runID"`
 	Node        string        `json:"node"`
+	Runtime     string        `json:"runtime,omitempty"` // "docker": ConfigFile is daemon.json (reload, not restart)
 	Created     string        `json:"created"`
 	ConfigFile  string        `json:"configFile"`
 	CertsRoot   string        `json:"certsRoot"`
@@ -441,7 +462,12 @@ type backupEntry struct {
 }
 
 func applyNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) error {
-	changes, err := planNode(ctx, o, s, r)
+	docker := isDocker(r.Runtime)
+	plan := planNode
+	if docker {
+		plan = planDocker
+	}
+	changes, err := plan(ctx, o, s, r)
 	if err != nil {
 		return err
 	}
@@ -459,6 +485,9 @@ func applyNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) erro
 	// Backup first: old bytes and the manifest exist before any file changes.
 	dir := path.Join(o.BackupDir, o.Access.RunID)
 	b := backup{RunID: o.Access.RunID, Node: s.Name(), Created: time.Now().UTC().Format(time.RFC3339), ConfigFile: r.ConfigFile, CertsRoot: r.CertsRoot}
+	if docker {
+		b.Runtime = dockerRuntime
+	}
 	if _, err := s.MkdirAll(ctx, dir); err != nil {
 		return err
 	}
@@ -499,11 +528,14 @@ func applyNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) erro
 	if !r.ConfigChanged {
 		return nil
 	}
+	cfg := changes[len(changes)-1]
+	if docker {
+		return reloadOrRollBack(ctx, o, s, r, cfg, dir)
+	}
 	if o.Restart == "never" {
 		r.Warnings = append(r.Warnings, "config.toml changed but --restart never: restart containerd on this node for it to take effect")
 		return nil
 	}
-	cfg := changes[len(changes)-1]
 	if err := restart(ctx, o, s, r); err != nil {
 		// Put config.toml back and bring containerd up on the old file.
 		var werr error
@@ -521,6 +553,33 @@ func applyNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) erro
 		return fmt.Errorf("%v; restored the previous %s and restarted containerd", err, cfg.path)
 	}
 	return nil
+}
+
+// reloadOrRollBack reloads dockerd after daemon.json changed; when dockerd does not take the
+// new file up, the old bytes go back and dockerd is reloaded on them.
+func reloadOrRollBack(ctx context.Context, o MirrorOptions, s Node, r *NodeReport, cfg change, dir string) error {
+	if o.Restart == "never" {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s changed but --restart never: run %q on this node for it to take effect", cfg.path, o.DockerReloadCmd))
+		return nil
+	}
+	err := reloadDocker(ctx, o, s, r, cfg.new)
+	if err == nil {
+		return nil
+	}
+	var werr error
+	if cfg.old == nil {
+		werr = s.Remove(ctx, cfg.path)
+	} else {
+		werr = s.WriteFile(ctx, cfg.path, cfg.old)
+	}
+	if werr != nil {
+		return fmt.Errorf("%v; restoring %s also failed: %v: restore it from %s by hand", err, cfg.path, werr, dir)
+	}
+	if rerr := reloadDocker(ctx, o, s, r, cfg.old); rerr != nil {
+		return fmt.Errorf("%v; restored %s, but the reload on it failed too: %v", err, cfg.path, rerr)
+	}
+	r.Reloaded = false
+	return fmt.Errorf("%v; restored the previous %s and reloaded dockerd", err, cfg.path)
 }
 
 func restart(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) error {
@@ -596,6 +655,8 @@ func revertNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) err
 		}
 		changes = append(changes, change{path: e.Path, old: cur, new: old})
 	}
+	docker := b.Runtime == dockerRuntime
+	var restored []byte // the config file's bytes after the revert (nil: removed)
 	for _, c := range changes {
 		fc := describe(c)
 		if c.new != nil {
@@ -603,7 +664,8 @@ func revertNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) err
 		}
 		r.Files = append(r.Files, fc)
 		if c.path == b.ConfigFile {
-			r.ConfigChanged, r.RestartNeeded = true, true
+			r.ConfigChanged, restored = true, c.new
+			r.RestartNeeded, r.ReloadNeeded = !docker, docker
 		}
 	}
 	if o.DryRun {
@@ -629,7 +691,13 @@ func revertNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) err
 		return fmt.Errorf("mark backup %s reverted: %v", dir, err)
 	}
 	r.Status = "reverted"
-	if r.ConfigChanged && o.Restart == "auto" {
+	switch {
+	case !r.ConfigChanged:
+	case o.Restart != "auto":
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s restored but --restart never: restart or reload the runtime on this node for it to take effect", b.ConfigFile))
+	case docker:
+		return reloadDocker(ctx, o, s, r, restored)
+	default:
 		return restart(ctx, o, s, r)
 	}
 	return nil
@@ -641,7 +709,8 @@ type NodeStatus struct {
 	Runtime    string                          `json:"runtime"`
 	ConfigFile string                          `json:"configFile,omitempty"`
 	Config     *containerd.ConfigInfo          `json:"config,omitempty"`
-	Hosts      map[string]containerd.HostsFile `json:"hosts,omitempty"` // registry dir -> parsed hosts.toml
+	Hosts      map[string]containerd.HostsFile `json:"hosts,omitempty"`  // registry dir -> parsed hosts.toml
+	Docker     *containerd.DockerConfig        `json:"docker,omitempty"` // Docker runtime: daemon.json's registry keys
 	Backups    []string                        `json:"backups,omitempty"`
 	Error      string                          `json:"error,omitempty"`
 }
@@ -661,16 +730,28 @@ func Status(ctx context.Context, o MirrorOptions) ([]NodeStatus, error) {
 	var mu sync.Mutex
 	reports := forEachNode(ctx, o, nodes, func(ctx context.Context, s *Session, r *NodeReport) error {
 		st := NodeStatus{Node: r.Node, Runtime: r.Runtime, Hosts: map[string]containerd.HostsFile{}}
-		cfgPath, cfg, err := readConfig(ctx, o, s)
-		if err != nil {
-			return err
+		info := containerd.ConfigInfo{}
+		if isDocker(r.Runtime) {
+			data, _, err := s.ReadFile(ctx, o.DaemonJSON)
+			if err != nil {
+				return err
+			}
+			dc, err := containerd.ParseDaemonJSON(data)
+			if err != nil {
+				return fmt.Errorf("%s: %v", o.DaemonJSON, err)
+			}
+			st.ConfigFile, st.Docker = o.DaemonJSON, &dc
+		} else {
+			cfgPath, cfg, err := readConfig(ctx, o, s)
+			if err != nil {
+				return err
+			}
+			st.ConfigFile = cfgPath
+			if info, err = containerd.InspectConfig(cfg, cfgPath, containerd.RuntimeMajor(r.Runtime)); err != nil {
+				return err
+			}
+			st.Config = &info
 		}
-		st.ConfigFile = cfgPath
-		info, err := containerd.InspectConfig(cfg, cfgPath, containerd.RuntimeMajor(r.Runtime))
-		if err != nil {
-			return err
-		}
-		st.Config = &info
 		if info.CertsRoot != "" {
 			dirs, err := s.List(ctx, info.CertsRoot)
 			if err != nil {
@@ -691,6 +772,7 @@ func Status(ctx context.Context, o MirrorOptions) ([]NodeStatus, error) {
 				st.Hosts[d] = hf
 			}
 		}
+		var err error
 		if st.Backups, err = s.List(ctx, o.BackupDir); err != nil {
 			return err
 		}

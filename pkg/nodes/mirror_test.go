@@ -2,8 +2,10 @@ package nodes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
+	"net"
 	"path"
 	"sort"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/manifests"
+	"github.com/bkcache/bkcache/pkg/containerd"
 )
 
 // memNode is a node's file system in memory: path -> bytes; dirs is the set of directories.
@@ -22,6 +25,8 @@ type memNode struct {
 	dirs       map[string]bool
 	restarts   int
 	restartErr error
+	hostCmds   []string
+	dockerd    *memDockerd // nil: no docker on the node
 }
 
 func newMemNode(files map[string]string) *memNode {
@@ -112,6 +117,60 @@ func (n *memNode) Rename(_ context.Context, from, to string) error {
 func (n *memNode) RestartContainerd(context.Context, string) (time.Duration, error) {
 	n.restarts++
 	return time.Millisecond, n.restartErr
+}
+
+// memDockerd stands in for dockerd: a reload takes up daemon.json unless refuse is set, and
+// `docker info` shows what was last taken up.
+type memDockerd struct {
+	running []byte
+	refuse  bool // like dockerd with a conflicting flag: the reload "succeeds" and changes nothing
+	noCLI   bool
+}
+
+func (n *memNode) RunOnHost(_ context.Context, cmd string) ([]byte, error) {
+	n.hostCmds = append(n.hostCmds, cmd)
+	d := n.dockerd
+	switch {
+	case d != nil && cmd == DefaultDockerReloadCommand:
+		if !d.refuse {
+			d.running = n.files[containerd.DefaultDaemonJSON]
+		}
+		return nil, nil
+	case d != nil && cmd == dockerInfoCommand && !d.noCLI:
+		return registryConfig(d.running), nil
+	}
+	return nil, &ExitError{Code: 127, Stderr: "sh: not found"}
+}
+
+// registryConfig is `docker info --format '{{json .RegistryConfig}}'` for a daemon.json.
+func registryConfig(daemon []byte) []byte {
+	c, err := containerd.ParseDaemonJSON(daemon)
+	if err != nil {
+		panic(err)
+	}
+	type index struct {
+		Name    string
+		Mirrors []string
+		Secure  bool
+	}
+	rc := struct {
+		IndexConfigs          map[string]index
+		InsecureRegistryCIDRs []string
+		Mirrors               []string
+	}{IndexConfigs: map[string]index{}, InsecureRegistryCIDRs: []string{"127.0.0.0/8"}, Mirrors: []string{}}
+	for _, m := range c.RegistryMirrors {
+		rc.Mirrors = append(rc.Mirrors, strings.TrimSuffix(m, "/")+"/")
+	}
+	rc.IndexConfigs["docker.io"] = index{Name: "docker.io", Mirrors: rc.Mirrors, Secure: true}
+	for _, r := range c.InsecureRegistries {
+		if _, nw, err := net.ParseCIDR(r); err == nil {
+			rc.InsecureRegistryCIDRs = append(rc.InsecureRegistryCIDRs, nw.String())
+		} else {
+			rc.IndexConfigs[r] = index{Name: r, Secure: false}
+		}
+	}
+	j, _ := json.Marshal(rc)
+	return j
 }
 
 func (n *memNode) snapshot() map[string]string {

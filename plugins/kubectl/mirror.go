@@ -14,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/bkcache/bkcache/pkg/containerd"
 	"github.com/bkcache/bkcache/pkg/nodes"
 
 	"github.com/bkcache/bkcache/pkg/printer"
@@ -42,6 +43,14 @@ resolve) and the upstream as server, and certs.d/<HOST:PORT>/hosts.toml so the c
 pullable by its own name. Existing hosts and keys in those files are kept. When config.toml has
 no config_path, one line is added (nothing else changes) and containerd is restarted
 (--restart auto). Legacy registry.mirrors are refused, or converted with --migrate-legacy.
+
+On Docker-runtime nodes (docker://…) it adds the cache to /etc/docker/daemon.json instead:
+HOST:PORT to insecure-registries (unless --tls/--ca-file; a CA goes to
+/etc/docker/certs.d/HOST:PORT/) and, when docker.io is an --upstream, the cache first in
+registry-mirrors (dockerd mirrors docker.io only). Every other key is kept. dockerd re-reads
+these keys on a reload (--docker-reload-command, default systemctl reload docker: SIGHUP, no
+container is touched), and the run waits until docker info shows them. Other runtimes are
+reported as skipped.
 
 Every file is backed up first on the node (--backup-dir/<run id>/); writes are atomic and
 verified by sha256. --revert restores the newest backup's exact bytes and removes what was added.
@@ -97,6 +106,7 @@ The RBAC a user needs is manifests/mirror-rbac.yaml (ClusterRole bkcache-mirror)
 	fl.StringVar(&f.caFile, "ca-file", "", "CA certificate of the cache (implies --tls); copied to each node")
 	fl.StringVar(&o.Restart, "restart", "auto", "restart containerd when config.toml changed: auto|never")
 	fl.StringVar(&o.RestartCmd, "restart-command", nodes.DefaultRestartCommand, "command run on the node (chroot) to restart containerd")
+	fl.StringVar(&o.DockerReloadCmd, "docker-reload-command", nodes.DefaultDockerReloadCommand, "command run on Docker-runtime nodes (chroot) to make dockerd re-read daemon.json")
 	fl.BoolVar(&o.Revert, "revert", false, "put each node back as the newest backup recorded it")
 	fl.BoolVar(&o.MigrateLegacy, "migrate-legacy", false, "convert legacy registry.mirrors in config.toml into hosts.toml files")
 	fl.StringVar(&o.Verify, "verify", "", "after configuring, pull this image on each node (kubelet/CRI) by the cache's name and by its own")
@@ -114,6 +124,7 @@ func addNodeFlags(cmd *cobra.Command, f *mirrorFlags) {
 	fl.IntVar(&o.Parallel, "parallel", 10, "nodes handled at once")
 	fl.DurationVar(&o.NodeTimeout, "node-timeout", 0, "time allowed per node (default 5m)")
 	fl.StringVar(&o.ContainerdConfig, "containerd-config", nodes.DefaultContainerdConfig, "containerd config.toml on the nodes (k3s/RKE2 paths are probed when the default is missing)")
+	fl.StringVar(&o.DaemonJSON, "daemon-json", containerd.DefaultDaemonJSON, "dockerd's daemon.json on Docker-runtime nodes")
 	fl.StringVar(&o.CertsRoot, "certs-dir", "/etc/containerd/certs.d", "config_path to set when config.toml has none")
 	fl.StringVar(&o.BackupDir, "backup-dir", nodes.DefaultBackupDir, "backup directory on the nodes")
 	fl.StringVarP(&f.output, "output", "o", "", "output format: json|yaml (default a table)")
@@ -179,7 +190,11 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 	}
 	if dryRun {
 		for _, r := range reports {
-			fmt.Fprintf(w, "# node %s (%s): %d file(s), restart needed: %v\n", r.Node, r.Runtime, len(r.Files), r.RestartNeeded)
+			need := fmt.Sprintf("restart needed: %v", r.RestartNeeded)
+			if r.ReloadNeeded {
+				need = "dockerd reload needed: true"
+			}
+			fmt.Fprintf(w, "# node %s (%s): %d file(s), %s\n", r.Node, r.Runtime, len(r.Files), need)
 			for _, fc := range r.Files {
 				fmt.Fprint(w, fc.Diff)
 			}
@@ -201,11 +216,16 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 		if r.ConfigChanged {
 			cfg = "changed"
 		}
+		if isDockerReport(r) {
+			cfg = "daemon.json " + cfg
+		}
 		restarted := "no"
 		switch {
 		case r.Restarted:
 			restarted = fmt.Sprintf("yes (%.1fs)", r.RestartSeconds)
-		case r.RestartNeeded && dryRun:
+		case r.Reloaded:
+			restarted = fmt.Sprintf("reloaded (%.1fs)", r.RestartSeconds)
+		case (r.RestartNeeded || r.ReloadNeeded) && dryRun:
 			restarted = "would"
 		}
 		verified := "-"
@@ -224,6 +244,8 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 	return tw.Flush()
 }
 
+func isDockerReport(r nodes.NodeReport) bool { return strings.HasPrefix(r.Runtime, "docker://") }
+
 func printStatus(w io.Writer, format string, st []nodes.NodeStatus) error {
 	if done, err := printer.Structured(w, format, st); done {
 		return err
@@ -241,6 +263,15 @@ func printStatus(w io.Writer, format string, st []nodes.NodeStatus) error {
 			}
 		}
 		var mirrors []string
+		if d := s.Docker; d != nil {
+			cp = "-"
+			if len(d.InsecureRegistries) > 0 {
+				mirrors = append(mirrors, "insecure:"+strings.Join(d.InsecureRegistries, ","))
+			}
+			if len(d.RegistryMirrors) > 0 {
+				mirrors = append(mirrors, "docker.io->"+strings.Join(d.RegistryMirrors, ","))
+			}
+		}
 		for _, reg := range sortedNames(s.Hosts) {
 			first := s.Hosts[reg].Server
 			if len(s.Hosts[reg].Hosts) > 0 {

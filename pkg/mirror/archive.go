@@ -77,7 +77,7 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 	if err != nil {
 		return SaveReport{}, err
 	}
-	ropts := append(commonOptions(ctx, 4, remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}),
+	ropts := append(commonOptions(ctx, 4, defaultBackoff()),
 		remote.WithTransport(cache), remote.WithAuthFromKeychain(opts.Keychain))
 	var report SaveReport
 	var list []string
@@ -217,16 +217,7 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 	if opts.To == "" {
 		return Report{}, errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
 	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = 4
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
-	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
+	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
 	dir, err := os.MkdirTemp("", "bkcache-load-")
 	if err != nil {
 		return Report{}, err
@@ -250,7 +241,7 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 	if err != nil {
 		return Report{}, fmt.Errorf("archive %s: %w", archive, err)
 	}
-	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}),
+	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
 		remote.WithAuthFromKeychain(opts.Keychain))...)
 	if err != nil {
 		return Report{}, err

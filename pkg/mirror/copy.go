@@ -84,16 +84,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	if opts.To == "" {
 		return Report{}, errors.New("no target registry: pass --to HOST[:PORT]")
 	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = 4
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
-	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
+	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
 	base := opts.Transport
 	if base == nil {
 		base = http.DefaultTransport
@@ -112,7 +103,8 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		return Report{}, err
 	}
 	if opts.Backoff == nil {
-		opts.Backoff = &remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}
+		b := defaultBackoff()
+		opts.Backoff = &b
 	}
 	pusherOpts := append(commonOptions(ctx, opts.Jobs, *opts.Backoff), remote.WithTransport(base), remote.WithAuthFromKeychain(opts.Keychain))
 	pusher, err := remote.NewPusher(pusherOpts...)
@@ -187,6 +179,25 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		return report, fmt.Errorf("%d of %d images failed; run the same command again to retry them (what was copied is kept)", report.Failed, len(entries))
 	}
 	return report, nil
+}
+
+// defaultBackoff paces retries: 0.5 s doubling, 6 tries (about 30 s in all).
+func defaultBackoff() remote.Backoff {
+	return remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}
+}
+
+// withDefaults fills the options Push and Load share and returns the progress writer.
+func withDefaults(jobs *int, keychain *authn.Keychain, progress io.Writer) io.Writer {
+	if *jobs <= 0 {
+		*jobs = 4
+	}
+	if *keychain == nil {
+		*keychain = authn.DefaultKeychain
+	}
+	if progress == nil {
+		return io.Discard
+	}
+	return progress
 }
 
 // commonOptions retry what a busy or flaky registry answers.

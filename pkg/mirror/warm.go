@@ -67,7 +67,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 	}
 	report := WarmReport{Mode: "proxy"}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(http.DefaultTransport),
-		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5})}
+		remote.WithRetryBackoff(defaultBackoff())}
 
 	var blobs []blob
 	seen := map[string]bool{}

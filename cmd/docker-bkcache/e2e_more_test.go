@@ -52,9 +52,12 @@ func TestDownAndPurge(t *testing.T) {
 		t.Errorf("second down:\n%s", again)
 	}
 
-	mustDocker(t, c.upArgs(up.URL)...)
+	mustDocker(t, c.upArgs(up.URL, "--metrics-port", itoa(freePort(t)))...) // a config change: the old one is kept as .bak
+	if _, err := os.Stat(cfg + ".bak"); err != nil {
+		t.Errorf("a changed config was not backed up: %v", err)
+	}
 	p := mustDocker(t, "bkcache", "down", "--purge", "--yes", "--config-dir", c.configDir, c.name)
-	for _, path := range []string{cfg, c.dataDir} {
+	for _, path := range []string{cfg, cfg + ".bak", c.dataDir} {
 		if _, err := os.Stat(path); !os.IsNotExist(err) {
 			t.Errorf("down --purge left %s (%v):\n%s", path, err, p)
 		}

@@ -224,6 +224,9 @@ proxy:
 	if strings.Contains(string(cfg), "secret: "+c.name+"-"+itoa(c.port)) {
 		t.Errorf("adopted config kept the guide's guessable http secret")
 	}
+	if bak, err := os.ReadFile(cfgPath + ".bak"); err != nil || string(bak) != guideConfig {
+		t.Errorf("the guide's config was not kept as %s.bak: %v", cfgPath, err)
+	}
 	before := up.BlobGets()
 	v := mustDocker(t, "bkcache", "verify", "--cache", c.name, "-o", "json", "blueking/app:2")
 	var res []proxy.VerifyResult

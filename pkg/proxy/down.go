@@ -53,6 +53,7 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 			paths[1] = src
 		}
 	}
+	paths = append(paths, paths[0]+".bak") // the previous config Up kept, if any
 	if opts.Purge {
 		for _, p := range paths {
 			if !filepath.IsAbs(p) || filepath.Clean(p) == "/" || filepath.Dir(filepath.Clean(p)) == "/" {

@@ -60,6 +60,7 @@ type UpResult struct {
 	Address    string   `json:"address"`
 	Upstream   string   `json:"upstream"`
 	ConfigPath string   `json:"configPath"`
+	Backup     string   `json:"backup,omitempty"` // the previous config, when Up replaced it
 	DataDir    string   `json:"dataDir"`
 }
 
@@ -166,6 +167,13 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		return result, err
 	}
 	if string(old) != string(config) {
+		if len(old) > 0 {
+			// The previous config (maybe the guide's) stays beside it, 0600: it may hold a password.
+			if err := writeFileAtomic(spec.ConfigPath()+".bak", old, 0o600); err != nil {
+				return result, fmt.Errorf("back up %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
+			}
+			result.Backup = spec.ConfigPath() + ".bak"
+		}
 		if err := writeFileAtomic(spec.ConfigPath(), config, 0o600); err != nil {
 			return result, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
 		}
@@ -392,17 +400,8 @@ func waitReady(ctx context.Context, eng Engine, spec Spec, wait time.Duration, p
 	httpc.Timeout = 2 * time.Second
 	fmt.Fprintf(progress, "cache %s: waiting for %s\n", spec.Name, url)
 	var lastErr error
+	restarts := -1 // restarts seen at the first look: older ones are history, not this start
 	for {
-		c, ok, err := inspect(ctx, eng, spec.ContainerName())
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("container %s disappeared while starting; run \"docker bkcache up\" again", spec.ContainerName())
-		}
-		if c.State != nil && (c.State.Restarting || c.RestartCount > 0 || c.State.Status == container.StateExited || c.State.Status == container.StateDead) {
-			return crashError(ctx, eng, spec, c)
-		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := httpc.Do(req)
 		if err == nil {
@@ -413,6 +412,19 @@ func waitReady(ctx context.Context, eng Engine, spec Spec, wait time.Duration, p
 			err = fmt.Errorf("GET %s answered %s", url, resp.Status)
 		}
 		lastErr = err
+		c, ok, err := inspect(ctx, eng, spec.ContainerName())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("container %s disappeared while starting; run \"docker bkcache up\" again", spec.ContainerName())
+		}
+		if restarts < 0 {
+			restarts = c.RestartCount
+		}
+		if c.State != nil && (c.State.Restarting || c.RestartCount > restarts || c.State.Status == container.StateExited || c.State.Status == container.StateDead) {
+			return crashError(ctx, eng, spec, c)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cache %s did not answer %s within %s (last error: %v); last log lines of %s:\n%s",
 				spec.Name, url, wait, lastErr, spec.ContainerName(), tailLogs(ctx, eng, spec.ContainerName(), 20))

@@ -183,6 +183,9 @@ func printUp(w io.Writer, results []proxy.UpResult) {
 		}
 		fmt.Fprintf(w, "  upstream  %s\n", r.Upstream)
 		fmt.Fprintf(w, "  serving   %s  (config %s, data %s)\n", r.Address, r.ConfigPath, r.DataDir)
+		if r.Backup != "" {
+			fmt.Fprintf(w, "  backup    %s  (the previous config)\n", r.Backup)
+		}
 	}
 	if len(results) == 0 {
 		return

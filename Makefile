@@ -53,7 +53,8 @@ e2e:
 	scripts/cluster up
 	$(GO) test $(TEST_FLAGS) -tags cluster ./...; rc=$$?; scripts/cluster down; exit $$rc
 
-bench: setup
+bench:
+	bash scripts/setup.sh --bench
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/

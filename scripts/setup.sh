@@ -6,12 +6,16 @@
 #
 #   scripts/setup.sh            engine only (what `docker bkcache up` needs)
 #   scripts/setup.sh --test     also the local registry image the tests run
+#   scripts/setup.sh --bench    also the peers the benchmarks compare with (skopeo)
 set -euo pipefail
 
 want_image=false
-[ "${1:-}" = "--test" ] && want_image=true
-
 need=()
+case "${1:-}" in
+  --test) want_image=true ;;
+  --bench) want_image=true; command -v skopeo >/dev/null 2>&1 || need+=(skopeo) ;;
+esac
+
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v go >/dev/null 2>&1 || { echo "setup: Go 1.26 or newer is needed on PATH (https://go.dev/doc/install)" >&2; exit 1; }

@@ -120,22 +120,5 @@ releases:
 // oci:// repository on a loopback registry (plain HTTP) gets it, in scratch space.
 func TestOCIDependency(t *testing.T) {
 	addr := ociCharts(t)
-	chartDir := filepath.Join(t.TempDir(), "umbrella")
-	if err := os.MkdirAll(filepath.Join(chartDir, "templates"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	chartYAML := "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: bkapp\n    version: ~1.3\n    repository: oci://" + addr + "/charts\n"
-	if err := os.WriteFile(filepath.Join(chartDir, "Chart.yaml"), []byte(chartYAML), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := ChartImages(context.Background(), ChartOptions{Chart: chartDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := text(t, l, images.WriteOptions{}); !strings.Contains(got, "hub.bktencent.com/blueking/bk-paas:1.3.0\n") {
-		t.Errorf("got %s", got)
-	}
-	if _, err := os.Stat(filepath.Join(chartDir, "charts")); !os.IsNotExist(err) {
-		t.Errorf("the user's chart directory was written to: %v", err)
-	}
+	checkUmbrellaDependency(t, "oci://"+addr+"/charts", "~1.3")
 }

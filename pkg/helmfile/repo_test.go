@@ -112,11 +112,18 @@ releases:
 // that is not vendored gets it from the repository, in scratch space.
 func TestDependencyFromRepository(t *testing.T) {
 	url, _ := chartRepo(t)
+	checkUmbrellaDependency(t, url, "1.3.0")
+}
+
+// checkUmbrellaDependency renders a chart that depends on bkapp from repository
+// and checks the dependency's image is found and the user's chart dir stays untouched.
+func checkUmbrellaDependency(t *testing.T, repository, version string) {
+	t.Helper()
 	chartDir := filepath.Join(t.TempDir(), "umbrella")
 	if err := os.MkdirAll(filepath.Join(chartDir, "templates"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	chartYAML := "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: bkapp\n    version: 1.3.0\n    repository: " + url + "\n"
+	chartYAML := "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: bkapp\n    version: " + version + "\n    repository: " + repository + "\n"
 	if err := os.WriteFile(filepath.Join(chartDir, "Chart.yaml"), []byte(chartYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +131,7 @@ func TestDependencyFromRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := text(t, l, images.WriteOptions{}); !strings.Contains(got, "hub.bktencent.com/blueking/bk-paas:1.3.0") {
+	if got := text(t, l, images.WriteOptions{}); !strings.Contains(got, "hub.bktencent.com/blueking/bk-paas:1.3.0\n") {
 		t.Errorf("got %s", got)
 	}
 	if _, err := os.Stat(filepath.Join(chartDir, "charts")); !os.IsNotExist(err) {

@@ -206,19 +206,28 @@ func SelectNodes(ctx context.Context, o MirrorOptions) ([]corev1.Node, error) {
 	return out, nil
 }
 
+// prepare fills o's defaults, selects the nodes and removes node-access pods
+// a killed run left behind (an hour is longer than any run).
+func prepare(ctx context.Context, o *MirrorOptions) ([]corev1.Node, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	nodes, err := SelectNodes(ctx, *o)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = o.Access.CleanupLeftovers(ctx, time.Hour)
+	return nodes, nil
+}
+
 // Mirror configures (or with Revert, restores) containerd on every selected node, in
 // parallel, and returns one report per node in node order. An error means nothing ran
 // (bad options, nodes not listable); per-node failures are in the reports.
 func Mirror(ctx context.Context, o MirrorOptions) ([]NodeReport, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
-	nodes, err := SelectNodes(ctx, o)
+	nodes, err := prepare(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
-	// Pods a killed run left behind; an hour is longer than any run.
-	_, _ = o.Access.CleanupLeftovers(ctx, time.Hour)
 	return forEachNode(ctx, o, nodes, func(ctx context.Context, s *Session, r *NodeReport) error {
 		if o.Revert {
 			return revertNode(ctx, o, s, r)
@@ -718,14 +727,10 @@ type NodeStatus struct {
 // Status reads every selected node's containerd registry configuration.
 func Status(ctx context.Context, o MirrorOptions) ([]NodeStatus, error) {
 	o.Revert = true // no registry needed
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
-	nodes, err := SelectNodes(ctx, o)
+	nodes, err := prepare(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
-	_, _ = o.Access.CleanupLeftovers(ctx, time.Hour)
 	out := make([]NodeStatus, len(nodes))
 	var mu sync.Mutex
 	reports := forEachNode(ctx, o, nodes, func(ctx context.Context, s *Session, r *NodeReport) error {

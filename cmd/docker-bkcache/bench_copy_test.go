@@ -22,7 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 // BenchmarkCopy compares `docker bkcache push` with its peers on one image set

@@ -11,7 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 // BenchmarkPull measures, through the real docker CLI and engine, pulls of an

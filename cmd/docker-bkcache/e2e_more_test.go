@@ -22,7 +22,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 func TestDownAndPurge(t *testing.T) {

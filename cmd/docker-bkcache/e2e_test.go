@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bkcache/bkcache/internal/registrytest"
 	"github.com/bkcache/bkcache/pkg/proxy"
-	"github.com/bkcache/bkcache/pkg/registrytest"
 )
 
 func TestPluginIsListedByDocker(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/bkcache/bkcache/pkg/mirror"
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
+	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
 // warmSet pushes three images built on one base, and an index, to up; it
@@ -93,7 +93,7 @@ func TestWarmIntoStorageFetchesEachBlobOnce(t *testing.T) {
 
 	bytesBefore := up.BlobBytes()
 	r := mustDocker(t, "bkcache", "warm", "-f", list, "-o", "json")
-	var reps []mirror.WarmReport
+	var reps []transfer.WarmReport
 	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil {
 		t.Fatalf("warm -o json: %v\n%s", err, r)
 	}
@@ -160,7 +160,7 @@ func TestPushCopiesAList(t *testing.T) {
 		}
 	}
 	again := mustDocker(t, "bkcache", "push", "-f", list, "--to", target.Addr, "--prefix", "intra", "-o", "json")
-	var rep mirror.Report
+	var rep transfer.Report
 	if err := json.Unmarshal([]byte(again.stdout), &rep); err != nil || rep.BlobsFetched != 0 || rep.Failed != 0 {
 		t.Errorf("re-run of push fetched blobs again or failed: %v %+v", err, rep)
 	}

@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/bkcache/bkcache/pkg/clustertest"
+	"github.com/bkcache/bkcache/internal/clustertest"
 )
 
 // The real kubectl, as an operator runs it.

@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/bkcache/bkcache/pkg/clustertest"
+	"github.com/bkcache/bkcache/internal/clustertest"
 )
 
 // What the cluster runs now, read through the kubeconfig by the real kubectl.

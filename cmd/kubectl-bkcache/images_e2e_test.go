@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 // The real kubectl, as an operator runs it.

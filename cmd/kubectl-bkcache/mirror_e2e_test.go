@@ -33,9 +33,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/bkcache/bkcache/pkg/clustertest"
+	"github.com/bkcache/bkcache/internal/clustertest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 	"github.com/bkcache/bkcache/pkg/nodes"
-	"github.com/bkcache/bkcache/pkg/registrytest"
 )
 
 // pluginPath builds the plugin into the test's temp dir and returns the PATH entry that puts

@@ -262,7 +262,7 @@ func FuzzMergeHosts(f *testing.F) {
 	f.Add("server = \"https://x\"\n[host.\"http://a:1\"]\n  capabilities = [\"pull\"]\n")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, existing string) {
-		spec := HostsSpec{Upstream: "hub.bktencent.com", Mirror: cache}
+		spec := HostsSpec{Upstream: "hub.bktencent.com", Cache: cache}
 		out, err := MergeHosts([]byte(existing), spec)
 		if err != nil {
 			return
@@ -321,7 +321,7 @@ func checkNodeHosts(t *testing.T, migrated map[string][]string) {
 			}
 		}
 	}
-	for _, spec := range []HostsSpec{{Upstream: "hub.bktencent.com", Mirror: cache}, {Upstream: "docker.io", Mirror: cache}, CacheSpec(cache)} {
+	for _, spec := range []HostsSpec{{Upstream: "hub.bktencent.com", Cache: cache}, {Upstream: "docker.io", Cache: cache}, CacheSpec(cache)} {
 		b, err := MergeHosts(files[spec.Upstream], spec)
 		if err != nil {
 			t.Fatal(err)

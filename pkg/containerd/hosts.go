@@ -18,8 +18,8 @@ import (
 // DefaultUpstream is the registry BlueKing pulls from.
 const DefaultUpstream = "hub.bktencent.com"
 
-// Mirror is the cache a node should pull through.
-type Mirror struct {
+// Cache is the cache a node should pull through.
+type Cache struct {
 	Host   string // HOST:PORT of the cache, as nodes reach it
 	TLS    bool   // https:// instead of plain http://
 	CAPath string // CA file on the node that signs the cache's certificate ("" = system roots)
@@ -27,7 +27,7 @@ type Mirror struct {
 
 // URL is the cache's base URL as containerd wants it in hosts.toml: the scheme alone decides
 // plain HTTP (a plain-http key is silently ignored, FACTS.md).
-func (m Mirror) URL() string {
+func (m Cache) URL() string {
 	if m.TLS || m.CAPath != "" {
 		return "https://" + m.Host
 	}
@@ -37,7 +37,7 @@ func (m Mirror) URL() string {
 // HostsSpec says what certs.d/<Upstream>/hosts.toml must contain.
 type HostsSpec struct {
 	Upstream string // registry name as images name it: hub.bktencent.com, docker.io, HOST:PORT
-	Mirror   Mirror
+	Cache    Cache
 	// NoFallback makes the cache the only place pulls go: containerd always appends `server`
 	// (or, without it, the upstream itself) as the last host, so `server` becomes the cache.
 	NoFallback bool
@@ -45,8 +45,8 @@ type HostsSpec struct {
 
 // CacheSpec is the spec for the cache's own name: pulls of HOST:PORT/... use plain HTTP
 // (what BlueKing's insecure_registry.sh did, without push or skip_verify).
-func CacheSpec(m Mirror) HostsSpec {
-	return HostsSpec{Upstream: m.Host, Mirror: m, NoFallback: true}
+func CacheSpec(m Cache) HostsSpec {
+	return HostsSpec{Upstream: m.Host, Cache: m, NoFallback: true}
 }
 
 var registryName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
@@ -80,7 +80,7 @@ func UpstreamServer(upstream string) string {
 
 func (s HostsSpec) server() string {
 	if s.NoFallback {
-		return s.Mirror.URL()
+		return s.Cache.URL()
 	}
 	return UpstreamServer(s.Upstream)
 }
@@ -92,11 +92,11 @@ func (s HostsSpec) validate() error {
 	if err := ValidateRegistry(s.Upstream); err != nil {
 		return err
 	}
-	if err := ValidateRegistry(s.Mirror.Host); err != nil {
+	if err := ValidateRegistry(s.Cache.Host); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	if s.Mirror.CAPath != "" && (!strings.HasPrefix(s.Mirror.CAPath, "/") || strings.ContainsAny(s.Mirror.CAPath, "\"\\\n")) {
-		return fmt.Errorf("CA path %q: want an absolute path without quotes", s.Mirror.CAPath)
+	if s.Cache.CAPath != "" && (!strings.HasPrefix(s.Cache.CAPath, "/") || strings.ContainsAny(s.Cache.CAPath, "\"\\\n")) {
+		return fmt.Errorf("CA path %q: want an absolute path without quotes", s.Cache.CAPath)
 	}
 	return nil
 }
@@ -104,10 +104,10 @@ func (s HostsSpec) validate() error {
 // hostBlock is our [host."URL"] table.
 func (s HostsSpec) hostBlock() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[host.%q]\n", s.Mirror.URL())
+	fmt.Fprintf(&b, "[host.%q]\n", s.Cache.URL())
 	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
-	if s.Mirror.CAPath != "" {
-		fmt.Fprintf(&b, "  ca = %q\n", s.Mirror.CAPath)
+	if s.Cache.CAPath != "" {
+		fmt.Fprintf(&b, "  ca = %q\n", s.Cache.CAPath)
 	}
 	return b.String()
 }
@@ -169,7 +169,7 @@ func MergeHosts(existing []byte, spec HostsSpec) ([]byte, error) {
 	if len(bytes.TrimSpace(existing)) == 0 {
 		what := fmt.Sprintf("pulls of %s try the cache first", spec.Upstream)
 		switch {
-		case spec.Upstream == spec.Mirror.Host:
+		case spec.Upstream == spec.Cache.Host:
 			what = "the cache, pullable by its own name"
 		case spec.NoFallback:
 			what = fmt.Sprintf("pulls of %s go to the cache only (--no-fallback)", spec.Upstream)
@@ -186,9 +186,9 @@ func MergeHosts(existing []byte, spec HostsSpec) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("internal error: merged hosts.toml for %s does not parse: %v", spec.Upstream, err)
 	}
-	want := []string{spec.Mirror.URL()}
+	want := []string{spec.Cache.URL()}
 	for _, h := range before.Hosts {
-		if h != spec.Mirror.URL() {
+		if h != spec.Cache.URL() {
 			want = append(want, h)
 		}
 	}
@@ -244,7 +244,7 @@ var serverLine = regexp.MustCompile(`^\s*("server"|server)\s*=`)
 
 func mergeText(existing string, spec HostsSpec) (string, error) {
 	lines := splitLines(existing)
-	ours := spec.Mirror.URL()
+	ours := spec.Cache.URL()
 	var kept []string
 	firstHeader, firstHost := -1, -1
 	skipping, serverSet := false, false

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-var cache = Mirror{Host: "10.0.0.5:5500"}
+var cache = Cache{Host: "10.0.0.5:5500"}
 
 func TestRenderHosts(t *testing.T) {
 	for _, tc := range []struct {
@@ -18,7 +18,7 @@ func TestRenderHosts(t *testing.T) {
 	}{
 		{
 			name: "bkhub plain http",
-			spec: HostsSpec{Upstream: "hub.bktencent.com", Mirror: cache},
+			spec: HostsSpec{Upstream: "hub.bktencent.com", Cache: cache},
 			want: "# Written by kubectl bkcache mirror: pulls of hub.bktencent.com try the cache first.\n" +
 				"server = \"https://hub.bktencent.com\"\n\n" +
 				"[host.\"http://10.0.0.5:5500\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
@@ -26,23 +26,23 @@ func TestRenderHosts(t *testing.T) {
 		},
 		{
 			name:       "docker.io goes to registry-1",
-			spec:       HostsSpec{Upstream: "docker.io", Mirror: cache},
+			spec:       HostsSpec{Upstream: "docker.io", Cache: cache},
 			wantServer: "https://registry-1.docker.io", wantHosts: []string{"http://10.0.0.5:5500"},
 		},
 		{
 			name:       "tls",
-			spec:       HostsSpec{Upstream: "registry.k8s.io", Mirror: Mirror{Host: "cache.example:443", TLS: true}},
+			spec:       HostsSpec{Upstream: "registry.k8s.io", Cache: Cache{Host: "cache.example:443", TLS: true}},
 			wantServer: "https://registry.k8s.io", wantHosts: []string{"https://cache.example:443"},
 		},
 		{
 			name:       "ca file implies https and references the CA",
-			spec:       HostsSpec{Upstream: "quay.io", Mirror: Mirror{Host: "cache:5500", CAPath: "/etc/containerd/certs.d/cache:5500/bkcache-ca.crt"}},
+			spec:       HostsSpec{Upstream: "quay.io", Cache: Cache{Host: "cache:5500", CAPath: "/etc/containerd/certs.d/cache:5500/bkcache-ca.crt"}},
 			want:       "ca = \"/etc/containerd/certs.d/cache:5500/bkcache-ca.crt\"",
 			wantServer: "https://quay.io", wantHosts: []string{"https://cache:5500"},
 		},
 		{
 			name:       "no fallback: server is the cache",
-			spec:       HostsSpec{Upstream: "hub.bktencent.com", Mirror: cache, NoFallback: true},
+			spec:       HostsSpec{Upstream: "hub.bktencent.com", Cache: cache, NoFallback: true},
 			wantServer: "http://10.0.0.5:5500", wantHosts: []string{"http://10.0.0.5:5500"},
 		},
 		{
@@ -79,7 +79,7 @@ func TestRenderHosts(t *testing.T) {
 }
 
 func TestMergeHosts(t *testing.T) {
-	spec := HostsSpec{Upstream: "hub.bktencent.com", Mirror: cache}
+	spec := HostsSpec{Upstream: "hub.bktencent.com", Cache: cache}
 	for _, tc := range []struct {
 		name      string
 		existing  string

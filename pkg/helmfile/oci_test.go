@@ -11,8 +11,8 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/registry"
 
+	"github.com/bkcache/bkcache/internal/registrytest"
 	"github.com/bkcache/bkcache/pkg/images"
-	"github.com/bkcache/bkcache/pkg/registrytest"
 )
 
 // ociCharts pushes testdata/charts/bkapp as versions 1.2.3 and 1.3.0 into a

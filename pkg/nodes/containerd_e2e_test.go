@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 // localNode is this machine as a Node, running its own containerd.

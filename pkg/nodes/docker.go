@@ -12,7 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/dockerd"
 )
 
 // Docker-runtime nodes (containerRuntimeVersion docker://…, dockershim or cri-dockerd): the
@@ -47,8 +47,8 @@ func planDocker(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]
 	if err != nil {
 		return nil, err
 	}
-	spec := containerd.DockerSpec{Cache: o.Registry, TLS: o.TLS || len(o.CA) > 0, MirrorDockerIO: slices.Contains(o.Upstreams, "docker.io")}
-	next, err := containerd.PatchDaemonJSON(cur, spec)
+	spec := dockerd.Spec{Cache: o.Registry, TLS: o.TLS || len(o.CA) > 0, MirrorDockerIO: slices.Contains(o.Upstreams, "docker.io")}
+	next, err := dockerd.Patch(cur, spec)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %s: %v", s.Name(), o.DaemonJSON, err)
 	}
@@ -75,7 +75,7 @@ func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, d
 	if _, err := n.RunOnHost(ctx, o.DockerReloadCmd); err != nil {
 		return fmt.Errorf("node %s: reload dockerd (%q): %v; give the right command with --docker-reload-command", n.Name(), o.DockerReloadCmd, err)
 	}
-	want, err := containerd.ParseDaemonJSON(daemon)
+	want, err := dockerd.Parse(daemon)
 	if err != nil {
 		return fmt.Errorf("node %s: %s: %v", n.Name(), o.DaemonJSON, err)
 	}
@@ -91,7 +91,7 @@ func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, d
 			lastErr = err
 			return false, nil
 		}
-		missing, lastErr = containerd.DockerMissing(out, want)
+		missing, lastErr = dockerd.Missing(out, want)
 		return lastErr == nil && len(missing) == 0, nil
 	})
 	switch {

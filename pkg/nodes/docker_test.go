@@ -10,7 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/dockerd"
 )
 
 const (
@@ -19,9 +19,9 @@ const (
 	siteDaemon = "{\n    \"exec-opts\": [\"native.cgroupdriver=systemd\"],\n    \"log-driver\": \"json-file\",\n    \"log-opts\": {\"max-size\": \"100m\"},\n    \"registry-mirrors\": [\"https://mirror.site\"],\n    \"data-root\": \"/data/docker\"\n}\n"
 )
 
-func running(t *testing.T, n *memNode) containerd.DockerConfig {
+func running(t *testing.T, n *memNode) dockerd.Config {
 	t.Helper()
-	c, err := containerd.ParseDaemonJSON(n.dockerd.running)
+	c, err := dockerd.Parse(n.dockerd.running)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func running(t *testing.T, n *memNode) containerd.DockerConfig {
 
 func TestDockerApplySecondRunRevert(t *testing.T) {
 	ctx := context.Background()
-	n := newMemNode(map[string]string{containerd.DefaultDaemonJSON: siteDaemon, DefaultContainerdConfig: cfg16})
+	n := newMemNode(map[string]string{dockerd.DefaultPath: siteDaemon, DefaultContainerdConfig: cfg16})
 	n.dockerd = &memDockerd{running: []byte(siteDaemon)}
 	before := n.snapshot()
 	o := opts("20260101T000000Z-aaaaaa") // upstreams hub.bktencent.com and docker.io
@@ -40,7 +40,7 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 	if err := applyNode(ctx, o, n, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "planned" || !r.ReloadNeeded || r.RestartNeeded || len(r.Files) != 1 || r.Files[0].Path != containerd.DefaultDaemonJSON ||
+	if r.Status != "planned" || !r.ReloadNeeded || r.RestartNeeded || len(r.Files) != 1 || r.Files[0].Path != dockerd.DefaultPath ||
 		!strings.Contains(r.Files[0].Diff, `+        "10.0.0.5:5500"`) {
 		t.Fatalf("dry run: %+v", r)
 	}
@@ -60,7 +60,7 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 	if !slices.Equal(got.InsecureRegistries, []string{"10.0.0.5:5500"}) || !slices.Equal(got.RegistryMirrors, []string{"http://10.0.0.5:5500", "https://mirror.site"}) {
 		t.Errorf("dockerd runs with %+v", got)
 	}
-	daemon := string(n.files[containerd.DefaultDaemonJSON])
+	daemon := string(n.files[dockerd.DefaultPath])
 	for _, keep := range []string{`"native.cgroupdriver=systemd"`, `"max-size": "100m"`, `"data-root": "/data/docker"`} {
 		if !strings.Contains(daemon, keep) {
 			t.Errorf("daemon.json lost %s:\n%s", keep, daemon)
@@ -113,7 +113,7 @@ func TestDockerMissingFileTLSAndCA(t *testing.T) {
 	}
 	got := running(t, n)
 	if len(got.InsecureRegistries) != 0 || !slices.Equal(got.RegistryMirrors, []string{"https://10.0.0.5:5500"}) {
-		t.Errorf("with a CA: %+v\n%s", got, n.files[containerd.DefaultDaemonJSON])
+		t.Errorf("with a CA: %+v\n%s", got, n.files[dockerd.DefaultPath])
 	}
 	o.Revert = true
 	if err := revertNode(ctx, o, n, &NodeReport{Runtime: docker}); err != nil {
@@ -126,7 +126,7 @@ func TestDockerMissingFileTLSAndCA(t *testing.T) {
 
 func TestDockerRefusedReloadRollsBack(t *testing.T) {
 	ctx := context.Background()
-	n := newMemNode(map[string]string{containerd.DefaultDaemonJSON: siteDaemon})
+	n := newMemNode(map[string]string{dockerd.DefaultPath: siteDaemon})
 	n.dockerd = &memDockerd{running: []byte(siteDaemon), refuse: true}
 	o := opts("20260101T000000Z-aaaaaa")
 	o.ReloadTimeout = time.Second
@@ -134,12 +134,12 @@ func TestDockerRefusedReloadRollsBack(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "journalctl -u docker") || !strings.Contains(err.Error(), "restored the previous") {
 		t.Fatalf("refused reload: %v", err)
 	}
-	if string(n.files[containerd.DefaultDaemonJSON]) != siteDaemon {
-		t.Fatalf("daemon.json not restored:\n%s", n.files[containerd.DefaultDaemonJSON])
+	if string(n.files[dockerd.DefaultPath]) != siteDaemon {
+		t.Fatalf("daemon.json not restored:\n%s", n.files[dockerd.DefaultPath])
 	}
 
 	// A node without the docker CLI: applied and reloaded, with a warning that it is unconfirmed.
-	n = newMemNode(map[string]string{containerd.DefaultDaemonJSON: "{}"})
+	n = newMemNode(map[string]string{dockerd.DefaultPath: "{}"})
 	n.dockerd = &memDockerd{noCLI: true}
 	r := NodeReport{Runtime: docker}
 	if err := applyNode(ctx, o, n, &r); err != nil || !strings.Contains(strings.Join(r.Warnings, "\n"), "could not confirm") {
@@ -158,13 +158,13 @@ func TestDockerRefusedReloadRollsBack(t *testing.T) {
 
 func TestDockerInvalidDaemonJSON(t *testing.T) {
 	bad := "{\n  \"log-driver\": \"json-file\",\n}\n"
-	n := newMemNode(map[string]string{containerd.DefaultDaemonJSON: bad})
+	n := newMemNode(map[string]string{dockerd.DefaultPath: bad})
 	n.dockerd = &memDockerd{}
 	err := applyNode(context.Background(), opts("x"), n, &NodeReport{Runtime: docker})
 	if err == nil || !strings.Contains(err.Error(), "node-1: /etc/docker/daemon.json: not valid JSON") {
 		t.Fatalf("err %v", err)
 	}
-	if string(n.files[containerd.DefaultDaemonJSON]) != bad || len(n.hostCmds) != 0 || n.dirs[DefaultBackupDir] {
+	if string(n.files[dockerd.DefaultPath]) != bad || len(n.hostCmds) != 0 || n.dirs[DefaultBackupDir] {
 		t.Fatal("an invalid daemon.json led to changes")
 	}
 }

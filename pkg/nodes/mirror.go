@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/dockerd"
 )
 
 // Node is what the mirror logic needs of a node: its files, a containerd restart and host
@@ -139,7 +140,7 @@ func (o *MirrorOptions) defaults() error {
 		o.RestartCmd = DefaultRestartCommand
 	}
 	if o.DaemonJSON == "" {
-		o.DaemonJSON = containerd.DefaultDaemonJSON
+		o.DaemonJSON = dockerd.DefaultPath
 	}
 	if o.DockerReloadCmd == "" {
 		o.DockerReloadCmd = DefaultDockerReloadCommand
@@ -385,7 +386,7 @@ func planNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]ch
 			return nil, err
 		}
 	}
-	m := containerd.Mirror{Host: o.Registry, TLS: o.TLS}
+	m := containerd.Cache{Host: o.Registry, TLS: o.TLS}
 	if len(o.CA) > 0 {
 		m.CAPath = path.Join(root, o.Registry, caFileName)
 		if err := remember(m.CAPath); err != nil {
@@ -398,7 +399,7 @@ func planNode(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]ch
 	specs := []containerd.HostsSpec{}
 	for _, u := range o.Upstreams {
 		if u != o.Registry {
-			specs = append(specs, containerd.HostsSpec{Upstream: u, Mirror: m, NoFallback: o.NoFallback})
+			specs = append(specs, containerd.HostsSpec{Upstream: u, Cache: m, NoFallback: o.NoFallback})
 		}
 	}
 	specs = append(specs, containerd.CacheSpec(m))
@@ -719,7 +720,7 @@ type NodeStatus struct {
 	ConfigFile string                          `json:"configFile,omitempty"`
 	Config     *containerd.ConfigInfo          `json:"config,omitempty"`
 	Hosts      map[string]containerd.HostsFile `json:"hosts,omitempty"`  // registry dir -> parsed hosts.toml
-	Docker     *containerd.DockerConfig        `json:"docker,omitempty"` // Docker runtime: daemon.json's registry keys
+	Docker     *dockerd.Config                 `json:"docker,omitempty"` // Docker runtime: daemon.json's registry keys
 	Backups    []string                        `json:"backups,omitempty"`
 	Error      string                          `json:"error,omitempty"`
 }
@@ -741,7 +742,7 @@ func Status(ctx context.Context, o MirrorOptions) ([]NodeStatus, error) {
 			if err != nil {
 				return err
 			}
-			dc, err := containerd.ParseDaemonJSON(data)
+			dc, err := dockerd.Parse(data)
 			if err != nil {
 				return fmt.Errorf("%s: %v", o.DaemonJSON, err)
 			}

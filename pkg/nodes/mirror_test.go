@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/manifests"
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/dockerd"
 )
 
 // memNode is a node's file system in memory: path -> bytes; dirs is the set of directories.
@@ -133,7 +133,7 @@ func (n *memNode) RunOnHost(_ context.Context, cmd string) ([]byte, error) {
 	switch {
 	case d != nil && cmd == DefaultDockerReloadCommand:
 		if !d.refuse {
-			d.running = n.files[containerd.DefaultDaemonJSON]
+			d.running = n.files[dockerd.DefaultPath]
 		}
 		return nil, nil
 	case d != nil && cmd == dockerInfoCommand && !d.noCLI:
@@ -144,7 +144,7 @@ func (n *memNode) RunOnHost(_ context.Context, cmd string) ([]byte, error) {
 
 // registryConfig is `docker info --format '{{json .RegistryConfig}}'` for a daemon.json.
 func registryConfig(daemon []byte) []byte {
-	c, err := containerd.ParseDaemonJSON(daemon)
+	c, err := dockerd.Parse(daemon)
 	if err != nil {
 		panic(err)
 	}

@@ -8,14 +8,14 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/mirror"
 	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/transfer"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newSaveCommand(dockerCli command.Cli) *cobra.Command {
-	var o mirror.SaveOptions
+	var o transfer.SaveOptions
 	var file, out, platforms string
 	cmd := &cobra.Command{
 		Use:   "save -f LIST -o ARCHIVE",
@@ -42,7 +42,7 @@ blobs shared by images stored once, with the list it holds (bkcache-images.txt).
 			}
 			progress := newProgress(dockerCli, len(entries))
 			o.Progress = progress
-			rep, err := mirror.Save(cmd.Context(), entries, out, o)
+			rep, err := transfer.Save(cmd.Context(), entries, out, o)
 			progress.Close()
 			if err != nil {
 				return err
@@ -61,7 +61,7 @@ blobs shared by images stored once, with the list it holds (bkcache-images.txt).
 }
 
 func newLoadCommand(dockerCli command.Cli) *cobra.Command {
-	var o mirror.LoadOptions
+	var o transfer.LoadOptions
 	var archive, cache, output string
 	cmd := &cobra.Command{
 		Use:   "load -i ARCHIVE (--to REGISTRY | --cache NAME)",
@@ -91,7 +91,7 @@ before anything is pushed.`,
 				}
 			} else {
 				fmt.Fprintf(dockerCli.Out(), "loaded %d of %d images from %s in %.1fs\n", len(rep.Images)-rep.Failed, len(rep.Images), archive, rep.Seconds)
-				var failed []mirror.ImageResult
+				var failed []transfer.ImageResult
 				for _, r := range rep.Images {
 					if r.Error != "" {
 						failed = append(failed, r)
@@ -113,20 +113,20 @@ before anything is pushed.`,
 	return cmd
 }
 
-func loadInto(ctx context.Context, dockerCli command.Cli, archive, cache string, o mirror.LoadOptions) (mirror.Report, error) {
+func loadInto(ctx context.Context, dockerCli command.Cli, archive, cache string, o transfer.LoadOptions) (transfer.Report, error) {
 	if cache == "" {
-		return mirror.Load(ctx, archive, o)
+		return transfer.Load(ctx, archive, o)
 	}
 	c, err := proxy.Lookup(ctx, dockerCli.Client(), cache)
 	if err != nil {
-		return mirror.Report{}, err
+		return transfer.Report{}, err
 	}
 	writer, err := proxy.StartStorageWriter(ctx, dockerCli.Client(), c)
 	if err != nil {
-		return mirror.Report{}, err
+		return transfer.Report{}, err
 	}
 	defer writer.Stop(context.WithoutCancel(ctx))
 	// The cache serves what its upstream names: keep repository paths as saved.
 	o.To, o.Insecure, o.Prefix = writer.Addr, true, ""
-	return mirror.Load(ctx, archive, o)
+	return transfer.Load(ctx, archive, o)
 }

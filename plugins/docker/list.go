@@ -10,12 +10,12 @@ import (
 	"github.com/docker/cli/cli/command"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/bkcache/bkcache/pkg/mirror"
+	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
 // readList reads an image list from a file or "-" (stdin) and reports bad
 // lines with their numbers on stderr; it fails only when nothing is left.
-func readList(dockerCli command.Cli, file string) ([]mirror.Entry, []error, error) {
+func readList(dockerCli command.Cli, file string) ([]transfer.Entry, []error, error) {
 	if file == "" {
 		return nil, nil, errors.New("no image list: pass -f FILE (one reference per line) or -f - for stdin")
 	}
@@ -30,7 +30,7 @@ func readList(dockerCli command.Cli, file string) ([]mirror.Entry, []error, erro
 		defer f.Close()
 		r = f
 	}
-	entries, bad := mirror.ParseList(r)
+	entries, bad := transfer.ParseList(r)
 	for _, err := range bad {
 		fmt.Fprintf(dockerCli.Err(), "%s: %v\n", file, err)
 	}
@@ -56,7 +56,7 @@ func parsePlatforms(s string) ([]v1.Platform, error) {
 	return out, nil
 }
 
-func printFailures(w io.Writer, failed []mirror.ImageResult) {
+func printFailures(w io.Writer, failed []transfer.ImageResult) {
 	if len(failed) == 0 {
 		return
 	}

@@ -6,13 +6,13 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/mirror"
+	"github.com/bkcache/bkcache/pkg/transfer"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newPushCommand(dockerCli command.Cli) *cobra.Command {
-	var o mirror.PushOptions
+	var o transfer.PushOptions
 	var file, platforms, output string
 	cmd := &cobra.Command{
 		Use:   "push -f LIST --to REGISTRY",
@@ -43,7 +43,7 @@ Credentials come from the Docker config and its credential helpers.`,
 			o.SourceInsecure = o.Insecure
 			progress := newProgress(dockerCli, len(entries))
 			o.Progress = progress
-			report, pushErr := mirror.Push(cmd.Context(), entries, o)
+			report, pushErr := transfer.Push(cmd.Context(), entries, o)
 			progress.Close()
 			if ok, err := printer.Structured(dockerCli.Out(), output, report); ok {
 				if err != nil {
@@ -56,7 +56,7 @@ Credentials come from the Docker config and its credential helpers.`,
 				}
 				fmt.Fprintf(dockerCli.Out(), "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
 					verb, len(report.Images)-report.Failed, len(report.Images), o.To, report.Seconds, report.BlobsFetched, humanBytes(report.BytesFetched), humanBytes(report.BytesReused))
-				var failed []mirror.ImageResult
+				var failed []transfer.ImageResult
 				for _, r := range report.Images {
 					if r.Error != "" {
 						failed = append(failed, r)

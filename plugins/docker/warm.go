@@ -13,8 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/mirror"
 	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/transfer"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -80,17 +80,17 @@ func runWarm(ctx context.Context, dockerCli command.Cli, o warmOptions) error {
 	if err != nil {
 		return err
 	}
-	var reports []mirror.WarmReport
-	var failures []mirror.ImageResult
+	var reports []transfer.WarmReport
+	var failures []transfer.ImageResult
 	for _, u := range unserved {
-		failures = append(failures, mirror.ImageResult{Line: u.Line, Source: u.Ref.String(), Error: "no bkcache cache on this engine proxies " + u.Ref.Context().RegistryStr() + "; run \"docker bkcache up --upstream https://" + u.Ref.Context().RegistryStr() + " ...\" or pass --cache"})
+		failures = append(failures, transfer.ImageResult{Line: u.Line, Source: u.Ref.String(), Error: "no bkcache cache on this engine proxies " + u.Ref.Context().RegistryStr() + "; run \"docker bkcache up --upstream https://" + u.Ref.Context().RegistryStr() + " ...\" or pass --cache"})
 	}
 	for _, g := range groups {
 		rep, err := warmGroup(ctx, dockerCli, g, platforms, o)
 		reports = append(reports, rep)
 		failures = append(failures, rep.Failed...)
 		if err != nil && len(rep.Failed) == 0 {
-			failures = append(failures, mirror.ImageResult{Source: "cache " + g.label, Error: err.Error()})
+			failures = append(failures, transfer.ImageResult{Source: "cache " + g.label, Error: err.Error()})
 		}
 	}
 	if ok, err := printer.Structured(dockerCli.Out(), o.output, reports); ok {
@@ -113,7 +113,7 @@ func runWarm(ctx context.Context, dockerCli command.Cli, o warmOptions) error {
 	return nil
 }
 
-func upstreamLine(r mirror.WarmReport) string {
+func upstreamLine(r transfer.WarmReport) string {
 	if r.Upstream != nil {
 		return fmt.Sprintf("%s from the upstream in %.1fs", humanBytes(r.Upstream.BytesFetched), r.Seconds)
 	}
@@ -124,11 +124,11 @@ type cacheGroup struct {
 	label   string
 	cache   *proxy.Cache // nil for a HOST:PORT cache elsewhere
 	address string
-	entries []mirror.Entry // as named in the list (upstream registry)
+	entries []transfer.Entry // as named in the list (upstream registry)
 }
 
 // groupByCache assigns each image to the cache that proxies its registry.
-func groupByCache(ctx context.Context, dockerCli command.Cli, flag string, entries []mirror.Entry) ([]*cacheGroup, []mirror.Entry, error) {
+func groupByCache(ctx context.Context, dockerCli command.Cli, flag string, entries []transfer.Entry) ([]*cacheGroup, []transfer.Entry, error) {
 	if strings.Contains(flag, ":") {
 		return []*cacheGroup{{label: flag, address: flag, entries: entries}}, nil, nil
 	}
@@ -151,7 +151,7 @@ func groupByCache(ctx context.Context, dockerCli command.Cli, flag string, entri
 	}
 	byName := map[string]*cacheGroup{}
 	var groups []*cacheGroup
-	var unserved []mirror.Entry
+	var unserved []transfer.Entry
 	for _, e := range entries {
 		var match *proxy.Cache
 		for i := range caches {
@@ -185,15 +185,15 @@ func serves(spec proxy.Spec, ref name.Reference) bool {
 	return hub[reg] && hub[up]
 }
 
-func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platforms []v1.Platform, o warmOptions) (mirror.WarmReport, error) {
+func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platforms []v1.Platform, o warmOptions) (transfer.WarmReport, error) {
 	// The same images, named on the cache.
-	var viaCache []mirror.Entry
+	var viaCache []transfer.Entry
 	for _, e := range g.entries {
-		ref, err := mirror.TargetRef(e.Ref, g.address, "", true)
+		ref, err := transfer.TargetRef(e.Ref, g.address, "", true)
 		if err != nil {
-			return mirror.WarmReport{}, err
+			return transfer.WarmReport{}, err
 		}
-		viaCache = append(viaCache, mirror.Entry{Line: e.Line, Ref: ref})
+		viaCache = append(viaCache, transfer.Entry{Line: e.Line, Ref: ref})
 	}
 	dataDir := ""
 	if g.cache != nil {
@@ -201,26 +201,26 @@ func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platfo
 			dataDir = g.cache.DataDir
 		}
 		if !g.cache.Running {
-			return mirror.WarmReport{}, fmt.Errorf("cache %s is not running; run \"docker bkcache up --name %s\"", g.label, g.label)
+			return transfer.WarmReport{}, fmt.Errorf("cache %s is not running; run \"docker bkcache up --name %s\"", g.label, g.label)
 		}
 	}
 	storage := dataDir != "" && !o.throughProxy
 	if o.intoStorage && !storage {
-		return mirror.WarmReport{}, fmt.Errorf("cache %s: its data directory is not on this host, so --into-storage cannot write it; use --through-proxy", g.label)
+		return transfer.WarmReport{}, fmt.Errorf("cache %s: its data directory is not on this host, so --into-storage cannot write it; use --through-proxy", g.label)
 	}
 	progress := newProgress(dockerCli, len(g.entries))
 	defer progress.Close()
-	wopts := mirror.WarmOptions{Platforms: platforms, DataDir: dataDir, Jobs: o.jobs, Progress: progress}
+	wopts := transfer.WarmOptions{Platforms: platforms, DataDir: dataDir, Jobs: o.jobs, Progress: progress}
 	if !storage {
-		return mirror.WarmThroughCache(ctx, viaCache, wopts)
+		return transfer.WarmThroughCache(ctx, viaCache, wopts)
 	}
 
 	writer, err := proxy.StartStorageWriter(ctx, dockerCli.Client(), *g.cache)
 	if err != nil {
-		return mirror.WarmReport{}, err
+		return transfer.WarmReport{}, err
 	}
 	defer writer.Stop(context.WithoutCancel(ctx))
-	popts := mirror.PushOptions{
+	popts := transfer.PushOptions{
 		To: writer.Addr, Insecure: true, Platforms: platforms, Jobs: o.jobs, Progress: progress,
 		SourceInsecure: strings.HasPrefix(g.cache.Spec.Upstream, "http://"),
 		From:           g.cache.Spec.UpstreamHost(),
@@ -228,17 +228,17 @@ func warmGroup(ctx context.Context, dockerCli command.Cli, g *cacheGroup, platfo
 	if g.cache.Spec.Username != "" {
 		user, pass, err := proxy.UpstreamCredentials(g.cache.Spec)
 		if err != nil {
-			return mirror.WarmReport{}, err
+			return transfer.WarmReport{}, err
 		}
 		popts.SourceAuth = &authn.Basic{Username: user, Password: pass}
 	}
-	up, pushErr := mirror.Push(ctx, g.entries, popts)
+	up, pushErr := transfer.Push(ctx, g.entries, popts)
 	progress.Close()
 	// Then the cache itself fetches the (small) manifests and links what is stored.
 	manifests := newProgress(dockerCli, len(viaCache))
 	defer manifests.Close()
 	wopts.Progress = manifests
-	rep, err := mirror.WarmThroughCache(ctx, viaCache, wopts)
+	rep, err := transfer.WarmThroughCache(ctx, viaCache, wopts)
 	rep.Mode, rep.Upstream = "storage", &up
 	for _, r := range up.Images {
 		if r.Error != "" {

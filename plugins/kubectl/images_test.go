@@ -13,7 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 const bk = "../../pkg/helmfile/testdata/bk/base.yaml.gotmpl"

@@ -14,7 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/dockerd"
 	"github.com/bkcache/bkcache/pkg/nodes"
 
 	"github.com/bkcache/bkcache/pkg/printer"
@@ -124,7 +124,7 @@ func addNodeFlags(cmd *cobra.Command, f *mirrorFlags) {
 	fl.IntVar(&o.Parallel, "parallel", 10, "nodes handled at once")
 	fl.DurationVar(&o.NodeTimeout, "node-timeout", 0, "time allowed per node (default 5m)")
 	fl.StringVar(&o.ContainerdConfig, "containerd-config", nodes.DefaultContainerdConfig, "containerd config.toml on the nodes (k3s/RKE2 paths are probed when the default is missing)")
-	fl.StringVar(&o.DaemonJSON, "daemon-json", containerd.DefaultDaemonJSON, "dockerd's daemon.json on Docker-runtime nodes")
+	fl.StringVar(&o.DaemonJSON, "daemon-json", dockerd.DefaultPath, "dockerd's daemon.json on Docker-runtime nodes")
 	fl.StringVar(&o.CertsRoot, "certs-dir", "/etc/containerd/certs.d", "config_path to set when config.toml has none")
 	fl.StringVar(&o.BackupDir, "backup-dir", nodes.DefaultBackupDir, "backup directory on the nodes")
 	fl.StringVarP(&f.output, "output", "o", "", "output format: json|yaml (default a table)")

@@ -1,7 +1,7 @@
-// Package mirror copies images between registries with go-containerregistry:
+// Package transfer moves images between registries with go-containerregistry:
 // image lists, pushes into an intranet registry, cache warming and archives.
 // Each blob crosses the upstream link once per run (see BlobCache).
-package mirror
+package transfer
 
 import (
 	"bufio"

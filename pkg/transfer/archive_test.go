@@ -1,4 +1,4 @@
-package mirror
+package transfer
 
 import (
 	"archive/tar"
@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/bkcache/bkcache/pkg/registrytest"
+	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
 func TestSaveLoadRoundTrip(t *testing.T) {

@@ -1,4 +1,4 @@
-package containerd
+package dockerd
 
 import (
 	"encoding/json"
@@ -9,13 +9,13 @@ import (
 )
 
 func TestPatchDaemonJSON(t *testing.T) {
-	plain := DockerSpec{Cache: "10.0.0.5:5500"}
-	hub := DockerSpec{Cache: "10.0.0.5:5500", MirrorDockerIO: true}
+	plain := Spec{Cache: "10.0.0.5:5500"}
+	hub := Spec{Cache: "10.0.0.5:5500", MirrorDockerIO: true}
 	for _, tc := range []struct {
 		name         string
 		in           string // "" with missing: no file
 		missing      bool
-		spec         DockerSpec
+		spec         Spec
 		want         string // exact output, when set
 		wantNil      bool   // no file to write
 		wantInsecure []string
@@ -33,11 +33,11 @@ func TestPatchDaemonJSON(t *testing.T) {
 		},
 		{
 			name: "missing file, tls, no docker.io: nothing to write", missing: true,
-			spec: DockerSpec{Cache: "cache:443", TLS: true}, wantNil: true,
+			spec: Spec{Cache: "cache:443", TLS: true}, wantNil: true,
 		},
 		{
 			name: "tls with docker.io: https mirror, not insecure", in: "{}",
-			spec:        DockerSpec{Cache: "cache:443", TLS: true, MirrorDockerIO: true},
+			spec:        Spec{Cache: "cache:443", TLS: true, MirrorDockerIO: true},
 			wantMirrors: []string{"https://cache:443"},
 		},
 		{
@@ -72,14 +72,14 @@ func TestPatchDaemonJSON(t *testing.T) {
 		{name: "duplicate key", in: `{"debug": true, "debug": false}`, spec: plain, wantErr: `"debug" appears twice`},
 		{name: "wrong type", in: `{"insecure-registries": "10.0.0.5:5500"}`, spec: plain, wantErr: "not a list of strings"},
 		{name: "wrong mirror type", in: `{"registry-mirrors": [1]}`, spec: hub, wantErr: "not a list of strings"},
-		{name: "bad cache", in: `{}`, spec: DockerSpec{Cache: "a b"}, wantErr: "want HOST:PORT"},
+		{name: "bad cache", in: `{}`, spec: Spec{Cache: "a b"}, wantErr: "want HOST:PORT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var in []byte
 			if !tc.missing {
 				in = []byte(tc.in)
 			}
-			out, err := PatchDaemonJSON(in, tc.spec)
+			out, err := Patch(in, tc.spec)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q; out:\n%s", err, tc.wantErr, out)
@@ -98,7 +98,7 @@ func TestPatchDaemonJSON(t *testing.T) {
 			if tc.want != "" && string(out) != tc.want {
 				t.Errorf("got:\n%s\nwant:\n%s", out, tc.want)
 			}
-			got, err := ParseDaemonJSON(out)
+			got, err := Parse(out)
 			if err != nil {
 				t.Fatalf("output does not parse: %v\n%s", err, out)
 			}
@@ -119,7 +119,7 @@ func TestPatchDaemonJSON(t *testing.T) {
 					t.Errorf("key %q: %v became %v", k, v, after[k])
 				}
 			}
-			again, err := PatchDaemonJSON(out, tc.spec)
+			again, err := Patch(out, tc.spec)
 			if err != nil || string(again) != string(out) {
 				t.Errorf("second patch not a no-op (err %v):\n%s\n---\n%s", err, out, again)
 			}
@@ -131,18 +131,18 @@ func TestDockerMissing(t *testing.T) {
 	// As dockerd 20.10 prints `docker info --format '{{json .RegistryConfig}}'` (seen here).
 	before := `{"IndexConfigs":{"docker.io":{"Mirrors":[],"Name":"docker.io","Official":true,"Secure":true}},"InsecureRegistryCIDRs":["127.0.0.0/8"],"Mirrors":[]}`
 	after := `{"IndexConfigs":{"10.0.0.5:5500":{"Mirrors":[],"Name":"10.0.0.5:5500","Official":false,"Secure":false},"docker.io":{"Mirrors":["http://10.0.0.5:5500/"],"Name":"docker.io","Official":true,"Secure":true}},"InsecureRegistryCIDRs":["192.168.0.0/16","127.0.0.0/8"],"Mirrors":["http://10.0.0.5:5500/"]}`
-	want := DockerConfig{InsecureRegistries: []string{"10.0.0.5:5500", "192.168.0.0/16"}, RegistryMirrors: []string{"http://10.0.0.5:5500"}}
-	if m, err := DockerMissing([]byte(after), want); err != nil || len(m) != 0 {
+	want := Config{InsecureRegistries: []string{"10.0.0.5:5500", "192.168.0.0/16"}, RegistryMirrors: []string{"http://10.0.0.5:5500"}}
+	if m, err := Missing([]byte(after), want); err != nil || len(m) != 0 {
 		t.Errorf("after reload: missing %v, err %v", m, err)
 	}
-	m, err := DockerMissing([]byte(before), want)
+	m, err := Missing([]byte(before), want)
 	if err != nil || len(m) != 3 {
 		t.Errorf("before reload: missing %v, err %v", m, err)
 	}
-	if m, err := DockerMissing([]byte(before), DockerConfig{}); err != nil || len(m) != 0 {
+	if m, err := Missing([]byte(before), Config{}); err != nil || len(m) != 0 {
 		t.Errorf("nothing wanted: missing %v, err %v", m, err)
 	}
-	if _, err := DockerMissing([]byte("Error: no such command"), want); err == nil {
+	if _, err := Missing([]byte("Error: no such command"), want); err == nil {
 		t.Error("garbage accepted")
 	}
 }

@@ -1,8 +1,9 @@
-package containerd
-
+// Package dockerd patches dockerd's daemon.json for Docker-runtime nodes. Pure: bytes in, bytes out.
+//
 // Docker-runtime nodes: dockerd has no hosts.toml; it trusts a plain-HTTP registry through
 // `insecure-registries` and mirrors docker.io (and only docker.io) through `registry-mirrors`,
 // both in /etc/docker/daemon.json and both reloaded live on SIGHUP.
+package dockerd
 
 import (
 	"bytes"
@@ -13,18 +14,20 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/containerd"
 )
 
-// DefaultDaemonJSON is where dockerd reads its configuration.
-const DefaultDaemonJSON = "/etc/docker/daemon.json"
+// DefaultPath is where dockerd reads its configuration.
+const DefaultPath = "/etc/docker/daemon.json"
 
 const (
 	keyInsecure = "insecure-registries"
 	keyMirrors  = "registry-mirrors"
 )
 
-// DockerSpec says what daemon.json must contain for the cache.
-type DockerSpec struct {
+// Spec says what daemon.json must contain for the cache.
+type Spec struct {
 	Cache string // HOST:PORT of the cache
 	// TLS: dockerd verifies the cache (https, CA in /etc/docker/certs.d), so it is not made
 	// an insecure registry.
@@ -34,15 +37,15 @@ type DockerSpec struct {
 }
 
 // MirrorURL is the cache as a registry-mirrors entry.
-func (s DockerSpec) MirrorURL() string {
+func (s Spec) MirrorURL() string {
 	if s.TLS {
 		return "https://" + s.Cache
 	}
 	return "http://" + s.Cache
 }
 
-// DockerConfig is the part of daemon.json bkcache touches.
-type DockerConfig struct {
+// Config is the part of daemon.json bkcache touches.
+type Config struct {
 	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
 	RegistryMirrors    []string `json:"registryMirrors,omitempty"`
 }
@@ -113,13 +116,13 @@ func stringList(ms []member, key string) ([]string, bool, error) {
 	return l, true, nil
 }
 
-// ParseDaemonJSON reads the registry keys of a daemon.json (nil or empty: none).
-func ParseDaemonJSON(data []byte) (DockerConfig, error) {
+// Parse reads the registry keys of a daemon.json (nil or empty: none).
+func Parse(data []byte) (Config, error) {
 	ms, err := parseObject(data)
 	if err != nil {
-		return DockerConfig{}, err
+		return Config{}, err
 	}
-	var c DockerConfig
+	var c Config
 	if c.InsecureRegistries, _, err = stringList(ms, keyInsecure); err != nil {
 		return c, err
 	}
@@ -129,13 +132,13 @@ func ParseDaemonJSON(data []byte) (DockerConfig, error) {
 
 func sameMirror(a, b string) bool { return strings.TrimSuffix(a, "/") == strings.TrimSuffix(b, "/") }
 
-// PatchDaemonJSON adds the cache to daemon.json: HOST:PORT to insecure-registries (unless
+// Patch adds the cache to daemon.json: HOST:PORT to insecure-registries (unless
 // TLS) and, for docker.io, the cache's URL first in registry-mirrors. Every other key and value
 // is kept byte for byte and in order (only whitespace may change). When nothing is missing the
 // input comes back unchanged, so a second run is a no-op; nil in (no file) and nothing to add
 // is nil out (no file written).
-func PatchDaemonJSON(data []byte, spec DockerSpec) ([]byte, error) {
-	if err := ValidateRegistry(spec.Cache); err != nil || spec.Cache == "_default" {
+func Patch(data []byte, spec Spec) ([]byte, error) {
+	if err := containerd.ValidateRegistry(spec.Cache); err != nil || spec.Cache == "_default" {
 		return nil, fmt.Errorf("cache %q: want HOST:PORT", spec.Cache)
 	}
 	ms, err := parseObject(data)
@@ -189,7 +192,7 @@ func PatchDaemonJSON(data []byte, spec DockerSpec) ([]byte, error) {
 	}
 	out.WriteByte('\n')
 	// Re-read what will be written: it must parse and hold what was asked for.
-	got, err := ParseDaemonJSON(out.Bytes())
+	got, err := Parse(out.Bytes())
 	if err != nil || (!spec.TLS && !slices.Contains(got.InsecureRegistries, spec.Cache)) ||
 		(spec.MirrorDockerIO && (len(got.RegistryMirrors) == 0 || got.RegistryMirrors[0] != spec.MirrorURL())) {
 		return nil, fmt.Errorf("internal error: patched daemon.json does not read back (%v)", err)
@@ -207,11 +210,11 @@ func indentOf(data []byte) string {
 	return "  "
 }
 
-// DockerMissing compares dockerd's running registry configuration (`docker info --format
+// Missing compares dockerd's running registry configuration (`docker info --format
 // '{{json .RegistryConfig}}'`) with what daemon.json asks for and lists what dockerd has not
 // taken up: after a SIGHUP that means the reload has not happened yet or was refused (dockerd
 // logs why, e.g. a flag in its unit that sets the same key).
-func DockerMissing(info []byte, want DockerConfig) ([]string, error) {
+func Missing(info []byte, want Config) ([]string, error) {
 	var rc struct {
 		IndexConfigs map[string]struct {
 			Secure bool
@@ -246,3 +249,5 @@ func DockerMissing(info []byte, want DockerConfig) ([]string, error) {
 	}
 	return missing, nil
 }
+
+func leadingSpace(s string) string { return s[:len(s)-len(strings.TrimLeft(s, " \t"))] }

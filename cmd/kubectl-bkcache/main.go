@@ -4,19 +4,18 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/bkcache/bkcache/pkg/interrupt"
 	"github.com/bkcache/bkcache/plugins/kubectl"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, stop := interrupt.Context(context.Background(), os.Stderr)
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
-	if err := kubectl.NewRootCommand(streams).ExecuteContext(ctx); err != nil {
-		os.Exit(1)
-	}
+	err := kubectl.NewRootCommand(streams).ExecuteContext(ctx)
+	code := interrupt.ExitCode(ctx, err)
+	stop()
+	os.Exit(code)
 }

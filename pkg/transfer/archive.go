@@ -4,9 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -42,6 +38,8 @@ type SaveOptions struct {
 	Keychain  authn.Keychain
 	Insecure  bool
 	Progress  io.Writer
+	// Stdout receives the archive when the path is "-".
+	Stdout io.Writer
 }
 
 // SaveReport sums up a Save.
@@ -52,11 +50,24 @@ type SaveReport struct {
 	Seconds float64       `json:"seconds"`
 }
 
-// Save writes every image of the list into one archive at path, atomically.
-// Nothing is written when an image cannot be read: a partial archive would
-// fail at a disconnected site, where it is too late to fix.
+// Save writes every image of the list into one archive at path, atomically,
+// or to opts.Stdout when path is "-". The path is checked before anything is
+// downloaded (see CheckOutputPath). Nothing is written when an image cannot be
+// read: a partial archive would fail at a disconnected site, where it is too
+// late to fix.
 func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (SaveReport, error) {
 	start := time.Now()
+	target := path
+	if path == StdoutPath {
+		if opts.Stdout == nil {
+			return SaveReport{}, errors.New("save to standard output: no output stream")
+		}
+	} else {
+		var err error
+		if target, err = CheckOutputPath(path); err != nil {
+			return SaveReport{}, err
+		}
+	}
 	progress := opts.Progress
 	if progress == nil {
 		progress = io.Discard
@@ -119,19 +130,46 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 	if err := os.WriteFile(filepath.Join(dir, "layout", archiveListName), []byte(strings.Join(list, "\n")+"\n"), 0o644); err != nil {
 		return report, err
 	}
-	report.Blobs, report.Bytes, err = writeTar(ctx, filepath.Join(dir, "layout"), path, opts.Zstd)
+	if path == StdoutPath {
+		report.Blobs, report.Bytes, err = packTar(ctx, filepath.Join(dir, "layout"), opts.Stdout, opts.Zstd)
+	} else {
+		report.Blobs, report.Bytes, err = writeTar(ctx, filepath.Join(dir, "layout"), target, opts.Zstd)
+	}
 	report.Seconds = time.Since(start).Seconds()
 	return report, err
 }
 
-// writeTar packs dir into path (temp file, then rename), optionally zstd-compressed.
+// writeTar packs dir into path: a temp file beside it, then a rename over
+// what is there only if that is still a regular file (or nothing).
 func writeTar(ctx context.Context, dir, path string, compress bool) (blobs int, size int64, err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	bw := bufio.NewWriterSize(tmp, 1<<20)
+	defer tmp.Close()
+	if blobs, size, err = packTar(ctx, dir, tmp, compress); err != nil {
+		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
+	}
+	if err := checkReplaceable(path); err != nil {
+		return 0, 0, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
+	}
+	return blobs, size, nil
+}
+
+// packTar writes dir as a tar stream to out, optionally zstd-compressed, with
+// fixed modes and times so the same content gives the same bytes.
+func packTar(ctx context.Context, dir string, out io.Writer, compress bool) (blobs int, size int64, err error) {
+	bw := bufio.NewWriterSize(out, 1<<20)
 	var w io.Writer = bw
 	var zw *zstd.Encoder
 	if compress {
@@ -166,10 +204,10 @@ func writeTar(ctx context.Context, dir, path string, compress bool) (blobs int, 
 		if err != nil {
 			return 0, 0, err
 		}
-		_, err = io.Copy(tw, f)
+		_, err = io.Copy(tw, contextReader{ctx, f})
 		f.Close()
 		if err != nil {
-			return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
+			return 0, 0, err
 		}
 		if strings.HasPrefix(rel, "blobs"+string(filepath.Separator)) {
 			blobs++
@@ -187,185 +225,18 @@ func writeTar(ctx context.Context, dir, path string, compress bool) (blobs int, 
 	if err := bw.Flush(); err != nil {
 		return 0, 0, err
 	}
-	if err := tmp.Sync(); err != nil {
-		return 0, 0, err
-	}
-	if err := tmp.Close(); err != nil {
-		return 0, 0, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return 0, 0, fmt.Errorf("write archive %s: %w", path, err)
-	}
 	return blobs, size, nil
 }
 
-// LoadOptions tune Load; To, Prefix and Insecure as for Push.
-type LoadOptions struct {
-	To       string
-	Prefix   string
-	Insecure bool
-	Jobs     int
-	Keychain authn.Keychain
-	Progress io.Writer
+// contextReader stops a long copy when ctx ends (an interrupt), between reads.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
 }
 
-// Load checks every blob of an archive against its digest, then pushes each
-// image to the target. A truncated or corrupted archive is refused before
-// anything is pushed, so nothing half-loaded is left tagged.
-func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error) {
-	start := time.Now()
-	if opts.To == "" {
-		return Report{}, errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
 	}
-	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
-	dir, err := os.MkdirTemp("", "bkcache-load-")
-	if err != nil {
-		return Report{}, err
-	}
-	defer os.RemoveAll(dir)
-	if err := untar(ctx, archive, dir); err != nil {
-		return Report{}, err
-	}
-	if err := verifyBlobs(ctx, archive, dir); err != nil {
-		return Report{}, err
-	}
-	lp, err := layout.FromPath(dir)
-	if err != nil {
-		return Report{}, fmt.Errorf("archive %s is not an OCI image layout: %w", archive, err)
-	}
-	idx, err := lp.ImageIndex()
-	if err != nil {
-		return Report{}, fmt.Errorf("archive %s: %w", archive, err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return Report{}, fmt.Errorf("archive %s: %w", archive, err)
-	}
-	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
-		remote.WithAuthFromKeychain(opts.Keychain))...)
-	if err != nil {
-		return Report{}, err
-	}
-	var report Report
-	for _, desc := range im.Manifests {
-		refName := desc.Annotations[refNameAnnotation]
-		res := ImageResult{Source: refName, Digest: desc.Digest.String()}
-		ref, err := name.ParseReference(refName)
-		if err == nil {
-			var dst name.Reference
-			if dst, err = TargetRef(ref, opts.To, opts.Prefix, opts.Insecure); err == nil {
-				res.Target = dst.String()
-				var t remote.Taggable
-				if desc.MediaType.IsIndex() {
-					res.Kind = "index"
-					t, err = idx.ImageIndex(desc.Digest)
-				} else {
-					res.Kind = "image"
-					t, err = idx.Image(desc.Digest)
-				}
-				if err == nil {
-					err = pusher.Push(ctx, dst, t)
-				}
-			}
-		}
-		if err != nil {
-			res.Error = err.Error()
-			report.Failed++
-			fmt.Fprintf(progress, "FAILED  %s: %v\n", refName, err)
-		} else {
-			fmt.Fprintf(progress, "loaded  %s -> %s\n", refName, res.Target)
-		}
-		report.Images = append(report.Images, res)
-	}
-	report.Seconds = time.Since(start).Seconds()
-	if report.Failed > 0 {
-		return report, fmt.Errorf("%d of %d images failed to load; run the same command again to retry them", report.Failed, len(report.Images))
-	}
-	return report, nil
-}
-
-func untar(ctx context.Context, archive, dir string) error {
-	f, err := os.Open(archive)
-	if err != nil {
-		return fmt.Errorf("read archive: %w", err)
-	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	var r io.Reader = br
-	if magic, _ := br.Peek(4); len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd {
-		zr, err := zstd.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", archive, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	tr := tar.NewReader(r)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("archive %s is truncated or damaged (%v); copy it again from its source", archive, err)
-		}
-		clean := filepath.Clean(hdr.Name)
-		if hdr.Typeflag != tar.TypeReg || filepath.IsAbs(clean) || strings.HasPrefix(clean, "..") {
-			return fmt.Errorf("archive %s holds an unexpected entry %q; it was not written by docker bkcache save", archive, hdr.Name)
-		}
-		p := filepath.Join(dir, clean)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		out, err := os.Create(p)
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(out, tr)
-		out.Close()
-		if err != nil || n != hdr.Size {
-			return fmt.Errorf("archive %s is truncated or damaged at %s (%v); copy it again from its source", archive, hdr.Name, err)
-		}
-	}
-}
-
-// verifyBlobs checks every blob's content against the digest it is named by.
-func verifyBlobs(ctx context.Context, archive, dir string) error {
-	root := filepath.Join(dir, "blobs", "sha256")
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		return fmt.Errorf("archive %s has no blobs: %w", archive, err)
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		f, err := os.Open(filepath.Join(root, e.Name()))
-		if err != nil {
-			return err
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != e.Name() {
-			return fmt.Errorf("archive %s is corrupted: blob sha256:%s has content sha256:%s; nothing was loaded, copy the archive again", archive, e.Name(), got)
-		}
-	}
-	var index struct {
-		Manifests []json.RawMessage `json:"manifests"`
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
-	if err == nil {
-		err = json.Unmarshal(data, &index)
-	}
-	if err != nil || len(index.Manifests) == 0 {
-		return fmt.Errorf("archive %s has no usable index.json (%v); it was not written by docker bkcache save", archive, err)
-	}
-	return nil
+	return c.r.Read(p)
 }

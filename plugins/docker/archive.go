@@ -22,13 +22,23 @@ func newSaveCommand(dockerCli command.Cli) *cobra.Command {
 		Short: "Write a list of images into one archive for a disconnected site",
 		Long: `Writes every listed image into one archive: an OCI image layout in a tar,
 blobs shared by images stored once, with the list it holds (bkcache-images.txt).
---zstd compresses it. The archive is written whole or not at all.`,
+--zstd compresses it. The archive is written whole or not at all: into a
+temporary file beside ARCHIVE, renamed over it at the end. As with docker save,
+-o names the file; -o - writes the archive to standard output. ARCHIVE may be a
+new file or a regular file to replace; a directory, a device or a link to one is
+refused before anything is downloaded.`,
 		Example: `  docker bkcache save -f images.txt -o bk-images.tar
-  kubectl bkcache images --from-helmfile . | docker bkcache save -f - -o bk-images.tar.zst --zstd --platform linux/amd64`,
+  kubectl bkcache images --from-helmfile . | docker bkcache save -f - -o bk-images.tar.zst --zstd --platform linux/amd64
+  docker bkcache save -f images.txt -o - | ssh intranet-host 'cat > bk-images.tar'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return errors.New("no archive path: pass -o ARCHIVE")
+			if out == transfer.StdoutPath {
+				if dockerCli.Out().IsTerminal() {
+					return errors.New("refusing to write an archive to a terminal: redirect standard output, or pass -o FILE")
+				}
+				o.Stdout = dockerCli.Out()
+			} else if _, err := transfer.CheckOutputPath(out); err != nil {
+				return err
 			}
 			entries, bad, err := readList(dockerCli, file)
 			if err != nil {
@@ -47,13 +57,17 @@ blobs shared by images stored once, with the list it holds (bkcache-images.txt).
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(dockerCli.Out(), "saved %d images to %s: %d blobs, %s, in %.1fs\n", len(rep.Images), out, rep.Blobs, humanBytes(rep.Bytes), rep.Seconds)
+			summary := dockerCli.Out()
+			if out == transfer.StdoutPath {
+				summary = dockerCli.Err() // standard output carries the archive
+			}
+			fmt.Fprintf(summary, "saved %d images to %s: %d blobs, %s, in %.1fs\n", len(rep.Images), out, rep.Blobs, humanBytes(rep.Bytes), rep.Seconds)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&file, "file", "f", "", "image list, one reference per line (- for stdin)")
-	f.StringVarP(&out, "output", "o", "", "archive to write")
+	f.StringVarP(&out, "output", "o", "", "archive file to write (- for standard output), as with docker save")
 	f.StringVar(&platforms, "platform", "", "keep only these platforms of an index (default: whole index)")
 	f.BoolVar(&o.Zstd, "zstd", false, "compress the archive with zstd")
 	f.BoolVar(&o.Insecure, "insecure", false, "plain HTTP to the source registries")
@@ -89,7 +103,7 @@ before anything is pushed.`,
 				if werr != nil {
 					return werr
 				}
-			} else {
+			} else if len(rep.Images) > 0 { // a refused archive loaded nothing: its error says why
 				fmt.Fprintf(dockerCli.Out(), "loaded %d of %d images from %s in %.1fs\n", len(rep.Images)-rep.Failed, len(rep.Images), archive, rep.Seconds)
 				var failed []transfer.ImageResult
 				for _, r := range rep.Images {

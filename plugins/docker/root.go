@@ -4,10 +4,12 @@ package docker
 import (
 	"fmt"
 
+	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli-plugins/plugin"
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/bkcache/bkcache/pkg/interrupt"
 	"github.com/bkcache/bkcache/pkg/version"
 
 	"github.com/bkcache/bkcache/pkg/printer"
@@ -28,9 +30,21 @@ container proxy-bkhub.`,
   docker pull 127.0.0.1:5500/blueking/slug-app:v1.1.0-beta.27
   docker bkcache verify blueking/slug-app:v1.1.0-beta.27
   docker bkcache status`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		PersistentPreRunE: plugin.PersistentPreRunE,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if plugin.PersistentPreRunE != nil { // nil outside plugin.Run (unit tests)
+				if err := plugin.PersistentPreRunE(cmd, args); err != nil {
+					return err
+				}
+			}
+			// Ctrl-C and SIGTERM cancel the command's context, so it unwinds
+			// through its clean-ups (temp files, partial archives, helper
+			// containers) instead of dying where it stands.
+			ctx, _ := interrupt.Context(cmd.Context(), dockerCli.Err())
+			cmd.SetContext(ctx)
+			return nil
+		},
 	}
 	root.AddCommand(
 		newUpCommand(dockerCli),
@@ -44,7 +58,28 @@ container proxy-bkhub.`,
 		newLoadCommand(dockerCli),
 		newVersionCommand(dockerCli),
 	)
+	withInterruptExitCodes(root)
 	return root
+}
+
+// withInterruptExitCodes makes every command end as shells expect after an
+// interrupt: exit 130 (SIGINT) or 143 (SIGTERM), once its clean-ups have run.
+func withInterruptExitCodes(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		withInterruptExitCodes(c)
+	}
+	run := cmd.RunE
+	if run == nil {
+		return
+	}
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		err := run(c, args)
+		if code := interrupt.ExitCode(c.Context(), err); code > 1 {
+			return cli.StatusError{Cause: err, StatusCode: code,
+				Status: fmt.Sprintf("%s: interrupted; temporary files and helper containers were removed", c.CommandPath())}
+		}
+		return err
+	}
 }
 
 func newVersionCommand(dockerCli command.Cli) *cobra.Command {

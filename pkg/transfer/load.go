@@ -1,0 +1,485 @@
+package transfer
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/compress/zstd"
+)
+
+// LoadOptions tune Load; To, Prefix and Insecure as for Push.
+type LoadOptions struct {
+	To       string
+	Prefix   string
+	Insecure bool
+	Jobs     int
+	Keychain authn.Keychain
+	Progress io.Writer
+	// TempDir holds the blobs of a compressed archive while they are pushed
+	// (default: os.TempDir()). An uncompressed archive needs no temporary space.
+	TempDir string
+}
+
+// Load pushes each image of an archive written by Save to the target. Before
+// the first push it reads the whole archive once: every entry must be one Save
+// writes, every blob must match its digest, and every blob an image needs must
+// be there with the size its descriptor declares; a compressed archive's blobs
+// must also fit in the free temporary space. So a damaged, incomplete or
+// oversized archive is refused with nothing pushed. An uncompressed archive is
+// pushed straight from the file; a zstd one is unpacked blob by blob first.
+func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error) {
+	start := time.Now()
+	if opts.To == "" {
+		return Report{}, errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+	}
+	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
+	contents, err := scanArchive(ctx, archive)
+	if err != nil {
+		return Report{}, err
+	}
+	images, err := contents.images()
+	if err != nil {
+		return Report{}, err
+	}
+	src, cleanup, err := contents.open(ctx, opts.TempDir)
+	if err != nil {
+		return Report{}, err
+	}
+	defer cleanup()
+
+	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
+		remote.WithAuthFromKeychain(opts.Keychain))...)
+	if err != nil {
+		return Report{}, err
+	}
+	var report Report
+	for _, im := range images {
+		res := ImageResult{Source: im.ref.Name(), Digest: im.desc.Digest.String(), Kind: "image"}
+		if im.desc.MediaType.IsIndex() {
+			res.Kind = "index"
+		}
+		dst, err := TargetRef(im.ref, opts.To, opts.Prefix, opts.Insecure)
+		if err == nil {
+			res.Target = dst.String()
+			var t remote.Taggable
+			if t, err = src.taggable(im.desc); err == nil {
+				err = pusher.Push(ctx, dst, t)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return report, ctx.Err()
+			}
+			res.Error = err.Error()
+			report.Failed++
+			fmt.Fprintf(progress, "FAILED  %s: %v\n", res.Source, err)
+		} else {
+			fmt.Fprintf(progress, "loaded  %s -> %s\n", res.Source, res.Target)
+		}
+		report.Images = append(report.Images, res)
+	}
+	report.Seconds = time.Since(start).Seconds()
+	if report.Failed > 0 {
+		return report, fmt.Errorf("%d of %d images failed to load; run the same command again to retry them", report.Failed, len(report.Images))
+	}
+	return report, nil
+}
+
+// keptBlobMax: blobs up to this size that look like JSON (manifests, indexes,
+// configs) are kept in memory by the scan, so the graph can be checked before
+// anything is written.
+const keptBlobMax = 4 << 20
+
+// zstdMaxWindow lets `zstd --long=31` archives in (2 GiB window, zstd's limit).
+const zstdMaxWindow = 1 << 31
+
+var blobName = regexp.MustCompile(`^blobs/sha256/([a-f0-9]{64})$`)
+
+type archivedBlob struct {
+	size   int64
+	offset int64  // where its bytes start in an uncompressed archive
+	data   []byte // kept when small and JSON-shaped
+}
+
+// archiveContents is what one pass over an archive learned.
+type archiveContents struct {
+	path       string
+	compressed bool
+	index      []byte
+	blobs      map[v1.Hash]*archivedBlob
+}
+
+// countingReader tells how far into the file the tar reader is, so a blob's
+// bytes in an uncompressed archive can be read in place later.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func openArchive(archive string) (*os.File, io.Reader, func(), bool, error) {
+	f, err := os.Open(archive)
+	if err != nil {
+		return nil, nil, nil, false, fmt.Errorf("read archive: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, false, fmt.Errorf("read archive: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, nil, false, fmt.Errorf("%s is %s: give the archive file written by docker bkcache save (-i FILE)", archive, describeMode(info.Mode()))
+	}
+	magic := make([]byte, 4)
+	n, _ := io.ReadFull(f, magic)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, nil, false, fmt.Errorf("read archive %s: %w", archive, err)
+	}
+	if n == 4 && bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		zr, err := zstd.NewReader(bufio.NewReaderSize(f, 1<<20), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			f.Close()
+			return nil, nil, nil, false, fmt.Errorf("archive %s: %w", archive, err)
+		}
+		return f, zr, func() { zr.Close(); f.Close() }, true, nil
+	}
+	return f, f, func() { f.Close() }, false, nil
+}
+
+// scanArchive reads every entry once: names and types must be what Save
+// writes, blobs must match their digests. Nothing is written to disk.
+func scanArchive(ctx context.Context, archive string) (*archiveContents, error) {
+	_, r, closeFn, compressed, err := openArchive(archive)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	counter := &countingReader{r: r}
+	tr := tar.NewReader(counter)
+	c := &archiveContents{path: archive, compressed: compressed, blobs: map[v1.Hash]*archivedBlob{}}
+	damaged := func(err error) error {
+		return fmt.Errorf("archive %s is truncated or damaged (%v); copy it again from its source", archive, err)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, damaged(err)
+		}
+		if err := checkEntry(archive, hdr); err != nil {
+			return nil, err
+		}
+		offset := counter.n
+		switch m := blobName.FindStringSubmatch(hdr.Name); {
+		case m != nil:
+			h := v1.Hash{Algorithm: "sha256", Hex: m[1]}
+			if _, dup := c.blobs[h]; dup {
+				return nil, fmt.Errorf("archive %s holds blob %s twice; it was not written by docker bkcache save", archive, h)
+			}
+			b := &archivedBlob{size: hdr.Size, offset: offset}
+			sum := sha256.New()
+			var w io.Writer = sum
+			var kept bytes.Buffer
+			if hdr.Size <= keptBlobMax {
+				w = io.MultiWriter(sum, &kept)
+			}
+			n, err := io.Copy(w, contextReader{ctx, tr})
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if err != nil || n != hdr.Size {
+				return nil, damaged(fmt.Errorf("blob %s: %d of %d bytes: %v", h, n, hdr.Size, err))
+			}
+			if got := hex.EncodeToString(sum.Sum(nil)); got != h.Hex {
+				return nil, fmt.Errorf("archive %s is corrupted: blob %s has content sha256:%s; nothing was loaded, copy the archive again", archive, h, got)
+			}
+			if data := kept.Bytes(); len(data) > 0 && data[0] == '{' {
+				b.data = data
+			}
+			c.blobs[h] = b
+		case hdr.Name == "index.json":
+			if c.index, err = io.ReadAll(io.LimitReader(tr, keptBlobMax+1)); err != nil {
+				return nil, damaged(err)
+			}
+			if len(c.index) > keptBlobMax {
+				return nil, fmt.Errorf("archive %s: index.json is over %d bytes; it was not written by docker bkcache save", archive, keptBlobMax)
+			}
+		}
+	}
+	if c.index == nil {
+		return nil, fmt.Errorf("archive %s has no index.json; it was not written by docker bkcache save", archive)
+	}
+	return c, nil
+}
+
+// checkEntry refuses anything Save does not write: other names, directories,
+// links, devices, absolute or climbing paths.
+func checkEntry(archive string, hdr *tar.Header) error {
+	what := ""
+	switch hdr.Typeflag {
+	case tar.TypeReg:
+	case tar.TypeDir:
+		what = "a directory"
+	case tar.TypeSymlink:
+		what = "a symlink to " + hdr.Linkname
+	case tar.TypeLink:
+		what = "a hard link to " + hdr.Linkname
+	default:
+		what = fmt.Sprintf("an entry of tar type %q", hdr.Typeflag)
+	}
+	name := hdr.Name
+	known := name == "index.json" || name == "oci-layout" || name == archiveListName || blobName.MatchString(name)
+	switch {
+	case what != "":
+		return fmt.Errorf("archive %s holds %q, %s; docker bkcache save writes only regular files, so this archive was not written by it (nothing was loaded)", archive, name, what)
+	case !known:
+		return fmt.Errorf("archive %s holds an unexpected entry %q; it was not written by docker bkcache save (nothing was loaded)", archive, name)
+	}
+	return nil
+}
+
+type archivedImage struct {
+	ref  name.Reference
+	desc v1.Descriptor
+}
+
+// images checks the archive's graph: every image named in index.json, every
+// child of an index, every config and layer is present with its declared size.
+func (c *archiveContents) images() ([]archivedImage, error) {
+	var index v1.IndexManifest
+	if err := json.Unmarshal(c.index, &index); err != nil || len(index.Manifests) == 0 {
+		return nil, fmt.Errorf("archive %s has no usable index.json (%v); it was not written by docker bkcache save", c.path, err)
+	}
+	var out []archivedImage
+	for i, d := range index.Manifests {
+		refName := d.Annotations[refNameAnnotation]
+		ref, err := name.ParseReference(refName)
+		if err != nil {
+			return nil, fmt.Errorf("archive %s: image %d of index.json has no valid name (%q): %w", c.path, i+1, refName, err)
+		}
+		if err := c.checkGraph(refName, d, 0); err != nil {
+			return nil, err
+		}
+		out = append(out, archivedImage{ref: ref, desc: d})
+	}
+	return out, nil
+}
+
+func (c *archiveContents) need(image, what string, d v1.Descriptor) (*archivedBlob, error) {
+	b, ok := c.blobs[d.Digest]
+	if !ok {
+		return nil, fmt.Errorf("archive %s is incomplete: image %s needs %s %s (%d bytes), which the archive does not hold; it was altered or not written whole by docker bkcache save: make it again with save (nothing was loaded)", c.path, image, what, d.Digest, d.Size)
+	}
+	if b.size != d.Size {
+		return nil, fmt.Errorf("archive %s is inconsistent: %s %s of image %s is %d bytes, its descriptor says %d; make the archive again with save (nothing was loaded)", c.path, what, d.Digest, image, b.size, d.Size)
+	}
+	return b, nil
+}
+
+func (c *archiveContents) checkGraph(image string, d v1.Descriptor, depth int) error {
+	if depth > 2 {
+		return fmt.Errorf("archive %s: image %s nests indexes too deeply", c.path, image)
+	}
+	b, err := c.need(image, "manifest", d)
+	if err != nil {
+		return err
+	}
+	if b.data == nil {
+		return fmt.Errorf("archive %s: manifest %s of image %s is not a JSON manifest of at most %d bytes", c.path, d.Digest, image, keptBlobMax)
+	}
+	if d.MediaType.IsIndex() {
+		var idx v1.IndexManifest
+		if err := json.Unmarshal(b.data, &idx); err != nil {
+			return fmt.Errorf("archive %s: index %s of image %s: %w", c.path, d.Digest, image, err)
+		}
+		for _, child := range idx.Manifests {
+			if err := c.checkGraph(image, child, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(b.data, &m); err != nil {
+		return fmt.Errorf("archive %s: manifest %s of image %s: %w", c.path, d.Digest, image, err)
+	}
+	if _, err := c.need(image, "config", m.Config); err != nil {
+		return err
+	}
+	for _, l := range m.Layers {
+		if !l.MediaType.IsDistributable() {
+			continue // foreign layers are fetched by the node from their URLs
+		}
+		if _, err := c.need(image, "layer", l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blobSource hands out blob bytes for the push: in place in an uncompressed
+// archive, or from files unpacked from a compressed one.
+type blobSource struct {
+	contents *archiveContents
+	file     *os.File           // uncompressed archive
+	unpacked map[v1.Hash]string // compressed archive: blob -> temp file
+}
+
+func (s *blobSource) open(h v1.Hash) (io.ReadCloser, error) {
+	b, ok := s.contents.blobs[h]
+	if !ok {
+		return nil, fmt.Errorf("archive %s holds no blob %s", s.contents.path, h)
+	}
+	if b.data != nil {
+		return io.NopCloser(bytes.NewReader(b.data)), nil
+	}
+	if s.file != nil {
+		return io.NopCloser(io.NewSectionReader(s.file, b.offset, b.size)), nil
+	}
+	p, ok := s.unpacked[h]
+	if !ok {
+		return nil, fmt.Errorf("archive %s: blob %s was not unpacked", s.contents.path, h)
+	}
+	return os.Open(p)
+}
+
+// open prepares the blobs for pushing. A compressed archive is unpacked into
+// tempDir after checking the referenced blobs fit in its free space.
+func (c *archiveContents) open(ctx context.Context, tempDir string) (*blobSource, func(), error) {
+	if !c.compressed {
+		f, err := os.Open(c.path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read archive: %w", err)
+		}
+		return &blobSource{contents: c, file: f}, func() { f.Close() }, nil
+	}
+	if tempDir == "" {
+		tempDir = os.TempDir()
+	}
+	var need int64
+	for _, b := range c.blobs {
+		if b.data == nil {
+			need += b.size
+		}
+	}
+	if free, ok := freeSpace(tempDir); ok && need+64<<20 > free {
+		return nil, nil, fmt.Errorf("loading %s needs %s of temporary space in %s to unpack its blobs, but %s is free; free space there, point TMPDIR at a larger disk, or load an uncompressed archive (made by save without --zstd), which needs none (nothing was loaded)",
+			c.path, humanSize(need), tempDir, humanSize(free))
+	}
+	dir, err := os.MkdirTemp(tempDir, "bkcache-load-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load %s: temporary directory: %w", c.path, err)
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	src := &blobSource{contents: c, unpacked: map[v1.Hash]string{}}
+	if err := c.unpack(ctx, dir, src.unpacked); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return src, cleanup, nil
+}
+
+// unpack writes the blobs the scan did not keep, checking each digest again
+// (the file could have changed since the scan).
+func (c *archiveContents) unpack(ctx context.Context, dir string, into map[v1.Hash]string) error {
+	_, r, closeFn, _, err := openArchive(c.path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("archive %s changed while it was loaded (%v); copy it again", c.path, err)
+		}
+		m := blobName.FindStringSubmatch(hdr.Name)
+		if m == nil {
+			continue
+		}
+		h := v1.Hash{Algorithm: "sha256", Hex: m[1]}
+		if b, ok := c.blobs[h]; !ok || b.data != nil {
+			continue
+		}
+		p := filepath.Join(dir, h.Hex)
+		if err := writeVerified(ctx, p, tr, h); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("archive %s: unpack blob %s into %s: %w", c.path, h, dir, err)
+		}
+		into[h] = p
+	}
+}
+
+func writeVerified(ctx context.Context, p string, r io.Reader, h v1.Hash) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	sum := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, sum), contextReader{ctx, r})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != h.Hex {
+		return fmt.Errorf("content changed since it was checked (sha256:%s)", got)
+	}
+	return nil
+}
+
+func freeSpace(dir string) (int64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * int64(st.Bsize), true
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

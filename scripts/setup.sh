@@ -12,7 +12,7 @@ set -euo pipefail
 want_image=false
 need=()
 case "${1:-}" in
-  --test) want_image=true ;;
+  --test) want_image=true; command -v zstd >/dev/null 2>&1 || need+=(zstd) ;;
   --bench) want_image=true; command -v skopeo >/dev/null 2>&1 || need+=(skopeo) ;;
 esac
 

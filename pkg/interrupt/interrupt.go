@@ -23,10 +23,12 @@ func (s Signaled) Error() string { return "interrupted by " + s.Signal.String() 
 // ExitCode is what a shell reports for a process ended by this signal.
 func (s Signaled) ExitCode() int { return 128 + int(s.Signal) }
 
-// ExitInterrupted is the exit code when the work was cancelled from outside
-// without a signal of our own to name (the docker CLI closed the plugin socket
-// because it was interrupted).
-const ExitInterrupted = 130
+// ExitTerminated is the exit code when the work was cancelled from outside
+// without a signal of our own to name: off a terminal, the docker CLI closes
+// its plugin's socket when it is itself signalled, which there is nearly always
+// a SIGTERM (timeout, a service manager, a CI runner). On a terminal, Ctrl-C
+// reaches the plugin directly and is named.
+const ExitTerminated = 128 + int(syscall.SIGTERM)
 
 // Context returns a child of parent that is cancelled with cause Signaled on the
 // first SIGINT or SIGTERM. On the second, it writes a line to stderr and exits
@@ -62,7 +64,7 @@ func Context(parent context.Context, stderr io.Writer) (ctx context.Context, sto
 }
 
 // ExitCode says how a command that returned err under ctx should end: 0 on
-// success, 128 + signal when ctx was interrupted, ExitInterrupted when ctx was
+// success, 128 + signal when ctx was interrupted, ExitTerminated when ctx was
 // cancelled from outside, 1 for any other error.
 func ExitCode(ctx context.Context, err error) int {
 	if err == nil {
@@ -73,7 +75,7 @@ func ExitCode(ctx context.Context, err error) int {
 		return s.ExitCode()
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return ExitInterrupted
+		return ExitTerminated
 	}
 	return 1
 }

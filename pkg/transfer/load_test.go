@@ -215,7 +215,9 @@ func TestLoadRefusesEntriesSaveDoesNotWrite(t *testing.T) {
 		add  func(*tar.Writer)
 		want string
 	}{
-		{"directory", func(tw *tar.Writer) { tw.WriteHeader(&tar.Header{Name: "blobs/sha256/x/", Typeflag: tar.TypeDir, Mode: 0o755}) }, "a directory"},
+		{"directory", func(tw *tar.Writer) {
+			tw.WriteHeader(&tar.Header{Name: "blobs/sha256/x/", Typeflag: tar.TypeDir, Mode: 0o755})
+		}, "a directory"},
 		{"symlink", func(tw *tar.Writer) {
 			tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + strings.Repeat("a", 64), Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"})
 		}, "a symlink to /etc/passwd"},

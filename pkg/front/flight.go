@@ -95,7 +95,7 @@ func (fs *flights) decide(s *Server, repo, digest string, noStart bool) decision
 	}
 	fs.m[digest] = f
 	s.counters.blobFetches.Add(1)
-	s.goRun(func() { f.run(s.ctx) })
+	s.goRun(func() { f.run(s.fetchCtx, s.ctx) })
 	return decision{action: joinFlight, flight: f, file: file, started: true}
 }
 
@@ -165,11 +165,12 @@ func (f *flight) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// run downloads, verifies, stores and links the blob, then ends the flight.
-func (f *flight) run(ctx context.Context) {
+// run downloads (within fetchCtx), verifies, stores and links (within
+// ctx, which outlives fetchCtx at shutdown) the blob, then ends the flight.
+func (f *flight) run(fetchCtx, ctx context.Context) {
 	s := f.s
 	repo := f.repos[0] // set before the flight was published; never changes
-	err := f.download(ctx, repo)
+	err := f.download(fetchCtx, repo)
 	f.file.Close()
 	if err != nil {
 		f.end(err)

@@ -88,6 +88,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 			s.counters.offlineRefusals.Add(1)
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
 				s.unreachable()+"; blob "+digest+" of "+repo+" is not cached", digest)
+		case cannotStart:
+			s.logger.Printf("start download of %s: %v", digest, d.err)
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the cache cannot store blob "+digest+": "+d.err.Error(), digest)
 		case passThrough:
 			if s.passThrough(w, r, repo, digest) {
 				return

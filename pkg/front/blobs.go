@@ -139,12 +139,12 @@ func (s *Server) link(ctx context.Context, repo, digest string) error {
 		from, ok = s.store.findHolder(ctx, digest)
 	}
 	if ok {
-		if err := s.mount(ctx, repo, digest, from); err == nil {
+		err := s.mount(ctx, repo, digest, from)
+		if err == nil {
 			s.flights.setHolder(digest, repo)
 			return nil
-		} else {
-			s.logger.Printf("mount %s from %s into %s: %v; uploading the stored copy instead", digest, from, repo, err)
 		}
+		s.logger.Printf("mount %s from %s into %s: %v; uploading the stored copy instead", digest, from, repo, err)
 	}
 	if err := s.upload(ctx, repo, digest, s.store.dataPath(digest)); err != nil {
 		return err

@@ -1,11 +1,13 @@
 package helmfile
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -40,6 +42,17 @@ type Rendered struct {
 	// Annotations and ImagesLocks of the chart and its enabled subcharts.
 	Annotations map[string]string
 	ImagesLocks map[string][]byte // by chart name
+	// Charts are the chart and its enabled subcharts, for completing split
+	// maps of the values as their templates would.
+	Charts []chartNode
+}
+
+// chartNode is one chart of a rendered release.
+type chartNode struct {
+	name, appVersion string
+	valuesPath       string // where its values sit in the release's: "" for the chart, "redis" for a subchart
+	templatePrefix   string // its templates' names in helm's "# Source:" lines
+	templates        [][]byte
 }
 
 // renderChart renders a loaded chart client-side, as `helm template
@@ -87,7 +100,29 @@ func renderChart(ctx context.Context, chrt *chart.Chart, releaseName, namespace 
 	}
 	// rel.Chart has the disabled subcharts removed by helm: collect from it.
 	collectChartFiles(rel.Chart, out)
+	collectCharts(rel.Chart, "", out)
 	return out, nil
+}
+
+func collectCharts(c *chart.Chart, valuesPath string, out *Rendered) {
+	if c == nil {
+		return
+	}
+	n := chartNode{name: c.Name(), appVersion: c.Metadata.AppVersion, valuesPath: valuesPath, templatePrefix: c.ChartFullPath() + "/templates/"}
+	for _, t := range c.Templates {
+		n.templates = append(n.templates, t.Data)
+	}
+	out.Charts = append(out.Charts, n)
+	for _, d := range c.Dependencies() {
+		collectCharts(d, join(valuesPath, d.Name()), out)
+	}
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
 }
 
 func isTestHook(h *release.Hook) bool {
@@ -118,26 +153,31 @@ func collectChartFiles(c *chart.Chart, out *Rendered) {
 	}
 }
 
-// findImages extracts the images of a rendered release.
+// findImages extracts the images of a rendered release. src.ImageRegistry,
+// when empty, becomes the registry override of the release's values.
 func findImages(r *Rendered, src images.Source) (*images.List, error) {
 	src.Chart, src.ChartVersion = r.Chart, r.Version
 	list := images.NewList()
-	found, err := images.FromManifests([]byte(r.Manifests), images.ManifestOptions{Source: src})
-	list.Add(found...)
-	if err != nil {
-		return list, fmt.Errorf("rendered manifests: %w", err)
-	}
 	vals, err := yaml.Marshal(r.Values)
 	if err != nil {
 		return list, fmt.Errorf("values: %w", err)
 	}
+	override, _ := images.ValuesRegistry(vals)
+	if src.ImageRegistry == "" {
+		src.ImageRegistry = override
+	}
+	found, err := images.FromManifests([]byte(r.Manifests), images.ManifestOptions{Source: src, Registry: override})
+	list.Add(found...)
+	if err != nil {
+		return list, fmt.Errorf("rendered manifests: %w", err)
+	}
 	vsrc := src
 	vsrc.File = "values"
-	found, err = images.FromValues(vals, vsrc)
+	vfound, err := images.FromValues(vals, images.ValuesOptions{Source: vsrc, DefaultTag: defaultTag(r.Charts, found)})
 	if err != nil {
 		return list, err
 	}
-	list.Add(found...)
+	list.Add(vfound...)
 	for k, v := range r.Annotations {
 		chartName, key, _ := strings.Cut(k, " ")
 		s := src
@@ -158,6 +198,87 @@ func findImages(r *Rendered, src images.Source) (*images.List, error) {
 		list.Add(found...)
 	}
 	return list, nil
+}
+
+// defaultTag completes a split map of the values whose tag is empty as the
+// map's chart completes it: with its appVersion, "v"-prefixed when that is
+// what the chart renders. The evidence is the images the chart rendered
+// (a tag equal to appVersion or "v" + appVersion), else its templates
+// (an action defaulting a tag to .Chart.AppVersion). No evidence, no tag:
+// the map is dropped rather than given one.
+func defaultTag(charts []chartNode, rendered []images.Found) func(string) (string, string) {
+	return func(path string) (string, string) {
+		var n *chartNode
+		for i := range charts {
+			c := &charts[i]
+			if c.valuesPath == "" || path == c.valuesPath || strings.HasPrefix(path, c.valuesPath+".") {
+				if n == nil || len(c.valuesPath) > len(n.valuesPath) {
+					n = c
+				}
+			}
+		}
+		if n == nil || n.appVersion == "" {
+			return "", ""
+		}
+		a := n.appVersion
+		plain, v := false, false
+		for _, f := range rendered {
+			if f.Source.Certainty == images.Maybe || !strings.HasPrefix(f.Source.File, n.templatePrefix) {
+				continue
+			}
+			ref, err := images.Normalize(f.Raw)
+			if err != nil {
+				continue
+			}
+			switch tagOf(ref) {
+			case a:
+				plain = true
+			case "v" + a:
+				v = true
+			}
+		}
+		if !plain && !v {
+			plain, v = templateIdiom(n.templates)
+		}
+		switch {
+		case v && !plain:
+			return "v" + a, fmt.Sprintf("%q + appVersion %s of chart %s, as its templates render it", "v", a, n.name)
+		case plain && !v:
+			return a, fmt.Sprintf("appVersion %s of chart %s, as its templates render it", a, n.name)
+		}
+		return "", ""
+	}
+}
+
+func tagOf(ref string) string {
+	ref, _, _ = strings.Cut(ref, "@")
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	_, tag, _ := strings.Cut(last, ":")
+	return tag
+}
+
+var (
+	actionRe = regexp.MustCompile(`(?s)(.?)\{\{-?(.*?)-?\}\}`)
+	vQuoted  = regexp.MustCompile(`"v"|"v%s"|printf\s+"v`)
+)
+
+// templateIdiom finds a template action that defaults an image tag to the
+// chart's appVersion, and whether it prefixes a "v".
+func templateIdiom(templates [][]byte) (plain, v bool) {
+	for _, t := range templates {
+		for _, m := range actionRe.FindAllSubmatch(t, -1) {
+			action := m[2]
+			if !bytes.Contains(action, []byte("AppVersion")) || !bytes.Contains(bytes.ToLower(action), []byte("tag")) {
+				continue
+			}
+			if string(m[1]) == "v" || vQuoted.Match(action) {
+				v = true
+			} else {
+				plain = true
+			}
+		}
+	}
+	return plain, v
 }
 
 // loadLocalChart loads a chart directory or .tgz. A chart whose Chart.yaml

@@ -82,7 +82,7 @@ func FuzzValues(f *testing.F) {
 	f.Add([]byte("x: &a {image: nginx}\ny: *a\n"))
 	f.Add([]byte("- hub.bktencent.com/a/b:1\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		found, _ := FromValues(b, Source{})
+		found, _ := FromValues(b, ValuesOptions{})
 		NewList().Add(found...)
 		_, _ = FromManifests(b, ManifestOptions{})
 	})

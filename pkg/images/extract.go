@@ -512,7 +512,11 @@ func (w *walker) splitMaybe(n *yaml.Node, m imageMap, path string, src Source, w
 		m.tag = tag
 		reason += "; tag " + why
 	}
-	if m.registry == "" && w.registry != "" && !hasRegistry(name) {
+	// A global override (Bitnami's global.imageRegistry, BlueKing's
+	// imageRegistry) wins over the map's own registry, as those charts
+	// render it; a component registry (cmdb's image.registry) only fills in.
+	global := w.registryKey == "global.imageRegistry" || w.registryKey == "imageRegistry"
+	if w.registry != "" && m.registry != w.registry && (m.registry == "" && !hasRegistry(name) || global && m.registry != "") {
 		m.registry = w.registry
 		reason += "; registry " + w.registry
 		if w.registryKey != "" {

@@ -93,8 +93,12 @@ func writeRegistries(w io.Writer, uses []RegistryUse) error {
 		if len(u.Escaped) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n%d images come from %s although their releases are configured with imageRegistry %s:\n",
-			len(u.Escaped), u.Registry, strings.Join(u.EscapedFrom, ", "))
+		verb := "come"
+		if len(u.Escaped) == 1 {
+			verb = "comes"
+		}
+		fmt.Fprintf(&b, "\n%s %s from %s although their releases are configured with imageRegistry %s:\n",
+			plural(len(u.Escaped), "image"), verb, u.Registry, strings.Join(u.EscapedFrom, ", "))
 		for _, ref := range u.Escaped {
 			b.WriteString("  " + ref + "\n")
 		}
@@ -117,7 +121,7 @@ func Summary(uses []RegistryUse) string {
 			}
 		}
 	}
-	s := fmt.Sprintf("%d images from %d registries: %s", total, len(uses), strings.Join(regs, ", "))
+	s := fmt.Sprintf("%s from %s: %s", plural(total, "image"), plural(len(uses), "registry"), strings.Join(regs, ", "))
 	if esc > 0 {
 		s += fmt.Sprintf("; %d escape imageRegistry %s", esc, strings.Join(from, ", "))
 	}
@@ -156,11 +160,12 @@ func WriteUpstreams(w io.Writer, uses []RegistryUse, opts UpstreamOptions) error
 		host = "CACHE_HOST"
 	}
 	var f cachesFile
-	var mirror []string
+	var mirror, skipped []string
 	names := map[string]bool{}
 	for _, u := range uses {
 		if u.Registry == host || strings.HasPrefix(u.Registry, host+":") {
-			continue // already pulled through a cache on that host
+			skipped = append(skipped, fmt.Sprintf("# %s from %s: already pulled through a cache on %s\n", plural(u.Images, "image"), u.Registry, host))
+			continue
 		}
 		port := opts.FirstPort + len(f.Caches)
 		e := cacheEntry{Name: cacheName(u.Registry), Upstream: "https://" + u.Registry, Port: port}
@@ -181,8 +186,8 @@ func WriteUpstreams(w io.Writer, uses []RegistryUse, opts UpstreamOptions) error
 	if err != nil {
 		return err
 	}
-	head := fmt.Sprintf("# %d caches for the registries this deployment pulls from. Save this as caches.yaml, then\n#   docker bkcache up -f caches.yaml\n# and point the nodes at them:\n%s\n",
-		len(f.Caches), strings.Join(mirror, "\n"))
+	head := fmt.Sprintf("# %s for the registries this deployment pulls from. Save this as caches.yaml, then\n#   docker bkcache up -f caches.yaml\n# and point the nodes at them:\n%s\n%s",
+		plural(len(f.Caches), "cache"), strings.Join(mirror, "\n"), strings.Join(skipped, ""))
 	_, err = io.WriteString(w, head+string(b))
 	return err
 }
@@ -204,4 +209,14 @@ func cacheName(registry string) string {
 		name = name[:63]
 	}
 	return name
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	if strings.HasSuffix(word, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(word, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

@@ -39,7 +39,7 @@ quay.io            2       0      1
   docker.io/bitnami/redis:7.2
   docker.io/library/busybox:1.36
 
-1 images come from quay.io although their releases are configured with imageRegistry hub.bktencent.com:
+1 image comes from quay.io although their releases are configured with imageRegistry hub.bktencent.com:
   quay.io/jetstack/cert-manager-controller:v1.14.4
 `
 	if b.String() != want {

@@ -193,6 +193,9 @@ func (w *walker) firstVisit(n *yaml.Node) bool {
 }
 
 func (w *walker) emit(n *yaml.Node, raw, path string, src Source) {
+	if path == "" {
+		path = "." // the document itself
+	}
 	src.Path = path
 	if w.lines && n != nil {
 		src.Line = n.Line
@@ -522,6 +525,9 @@ func (w *walker) splitMaybe(n *yaml.Node, m imageMap, path string, src Source, w
 		if w.registryKey != "" {
 			reason += " from " + w.registryKey
 		}
+	}
+	if !plausible(m.ref()) {
+		return
 	}
 	src.Certainty, src.Reason = Maybe, reason
 	w.emit(n, m.ref(), path, src)

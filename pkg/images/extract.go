@@ -22,6 +22,8 @@ type ManifestOptions struct {
 	// (global.imageRegistry and the like): a maybe written without a
 	// registry is pulled from there, not from Docker Hub.
 	Registry string
+	// SkipTestHooks leaves out objects annotated `helm.sh/hook: test`.
+	SkipTestHooks bool
 }
 
 // FromManifests finds the images of every object in a YAML or JSON stream of
@@ -32,31 +34,77 @@ type ManifestOptions struct {
 // look like images and image keys in YAML or JSON held in ConfigMap values
 // are maybes.
 func FromManifests(data []byte, opts ManifestOptions) ([]Found, error) {
-	w := &walker{lines: opts.Lines, registry: opts.Registry}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for i := 0; ; i++ {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			where := opts.Source.File
-			if where == "" {
-				where = "manifest"
-			}
-			return w.out, fmt.Errorf("%s: document %d: %w", where, i+1, err)
-		}
-		if len(doc.Content) == 0 {
+	w := &walker{lines: opts.Lines, registry: opts.Registry, skipTests: opts.SkipTestHooks}
+	where := opts.Source.File
+	if where == "" {
+		where = "manifest"
+	}
+	n := 0
+	for _, chunk := range splitDocuments(data) {
+		// Kinds that hold no image are not parsed: on a large chart they are
+		// a third of the output, and CRDs can be megabytes of schema.
+		if noImages.Match(chunk.text) {
+			n++
 			continue
 		}
-		src := opts.Source
-		if file := helmSource(&doc); file != "" {
-			src.File = file
+		dec := yaml.NewDecoder(bytes.NewReader(chunk.text))
+		for {
+			var doc yaml.Node
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			n++
+			if err != nil {
+				return w.out, fmt.Errorf("%s: document %d (from line %d): %w", where, n, chunk.line, err)
+			}
+			if len(doc.Content) == 0 {
+				continue
+			}
+			src := opts.Source
+			if file := helmSource(&doc); file != "" {
+				src.File = file
+			}
+			w.lineOffset = chunk.line - 1
+			w.object(doc.Content[0], src)
 		}
-		w.object(doc.Content[0], src)
 	}
 	return w.out, nil
+}
+
+// noImages matches a document whose kind holds no image: no pod spec, no
+// image field, no configuration.
+var noImages = regexp.MustCompile(`(?m)^kind:[ \t]*["']?(Service|ServiceAccount|Role|RoleBinding|ClusterRole|ClusterRoleBinding|PersistentVolumeClaim|PersistentVolume|PodDisruptionBudget|NetworkPolicy|Ingress|IngressClass|HorizontalPodAutoscaler|PriorityClass|StorageClass|Endpoints|EndpointSlice|Namespace|ResourceQuota|LimitRange|CustomResourceDefinition|APIService|ValidatingWebhookConfiguration|MutatingWebhookConfiguration|Lease)["']?[ \t]*(#.*)?$`)
+
+type docChunk struct {
+	text []byte
+	line int // of the chunk's first line in the stream
+}
+
+// splitDocuments cuts a YAML stream at its `---` lines (a line starting
+// with --- always starts a document: block scalars are indented).
+func splitDocuments(data []byte) []docChunk {
+	var out []docChunk
+	start, line, startLine := 0, 1, 1
+	for i := 0; i < len(data); {
+		j := bytes.IndexByte(data[i:], '\n')
+		end := len(data)
+		if j >= 0 {
+			end = i + j + 1
+		}
+		l := data[i:end]
+		if bytes.HasPrefix(l, []byte("---")) && (len(l) == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\n' || l[3] == '\r') {
+			if i > start {
+				out = append(out, docChunk{data[start:i], startLine})
+			}
+			start, startLine = i, line
+		}
+		i, line = end, line+1
+	}
+	if start < len(data) {
+		out = append(out, docChunk{data[start:], startLine})
+	}
+	return out
 }
 
 // ValuesOptions says how to read chart values.
@@ -82,7 +130,20 @@ func FromValues(data []byte, opts ValuesOptions) ([]Found, error) {
 	if len(doc.Content) == 0 {
 		return nil, nil
 	}
-	root := doc.Content[0]
+	return fromValues(doc.Content[0], opts), nil
+}
+
+// FromValuesTree is FromValues of values already decoded (helm's merged
+// values), without a round trip through YAML text.
+func FromValuesTree(values map[string]any, opts ValuesOptions) ([]Found, error) {
+	var root yaml.Node
+	if err := root.Encode(values); err != nil {
+		return nil, fmt.Errorf("values: %w", err)
+	}
+	return fromValues(&root, opts), nil
+}
+
+func fromValues(root *yaml.Node, opts ValuesOptions) []Found {
 	reg, key := opts.Registry, ""
 	if reg == "" {
 		reg, key = valuesRegistry(root)
@@ -91,19 +152,19 @@ func FromValues(data []byte, opts ValuesOptions) ([]Found, error) {
 	src := opts.Source
 	src.Certainty = Maybe
 	w.values(root, "", "", src, "the chart values")
-	return w.out, nil
+	return w.out
 }
 
 // ValuesRegistry returns the registry override chart values set and its key:
 // global.imageRegistry (Bitnami, BlueKing), imageRegistry, or image.registry
 // when `image` holds only a registry (cmdb). Charts that repoint images with
 // one value leave the registry out of their split maps.
-func ValuesRegistry(data []byte) (registry, key string) {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+func ValuesRegistry(values map[string]any) (registry, key string) {
+	var root yaml.Node
+	if root.Encode(values) != nil {
 		return "", ""
 	}
-	return valuesRegistry(doc.Content[0])
+	return valuesRegistry(&root)
 }
 
 func valuesRegistry(root *yaml.Node) (string, string) {
@@ -169,8 +230,10 @@ type walker struct {
 	lines       bool
 	// inData: walking the maps of a ConfigMap's data, where image-shaped
 	// strings under other keys are maybes.
-	inData bool
-	out    []Found
+	inData     bool
+	skipTests  bool
+	lineOffset int // of the document being walked, in the stream
+	out        []Found
 	// aliased holds the anchors already walked: each is walked once, so nested
 	// aliases ("billion laughs") cannot make a walk exponential.
 	aliased map[*yaml.Node]bool
@@ -198,7 +261,7 @@ func (w *walker) emit(n *yaml.Node, raw, path string, src Source) {
 	}
 	src.Path = path
 	if w.lines && n != nil {
-		src.Line = n.Line
+		src.Line = n.Line + w.lineOffset
 	}
 	w.out = append(w.out, Found{Raw: raw, Source: src})
 }
@@ -246,6 +309,9 @@ func (w *walker) object(n *yaml.Node, src Source) {
 	}
 	kind := scalar(get(n, "kind"))
 	meta := get(n, "metadata")
+	if w.skipTests && isTestHook(scalar(get(get(meta, "annotations"), "helm.sh/hook"))) {
+		return
+	}
 	src.Kind, src.Name = kind, scalar(get(meta, "name"))
 	if ns := scalar(get(meta, "namespace")); ns != "" {
 		src.Namespace = ns // else the release's namespace, if any
@@ -282,6 +348,17 @@ func (w *walker) object(n *yaml.Node, src Source) {
 		}
 		w.generic(n.Content[i+1], k, k, src)
 	}
+}
+
+// isTestHook: helm's test hooks, run by `helm test`, not by a deployment.
+func isTestHook(hook string) bool {
+	for _, h := range strings.Split(hook, ",") {
+		switch strings.TrimSpace(h) {
+		case "test", "test-success", "test-failure":
+			return true
+		}
+	}
+	return false
 }
 
 // configMap reads a ConfigMap's data: maps and `image` keys are sure, as in

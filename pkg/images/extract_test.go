@@ -134,6 +134,20 @@ data:
 			"maybe blueking/slug-app:1 ConfigMap/cm data.SLUG_IMAGE",
 			"maybe hub.bktencent.com/blueking/runner:2 ConfigMap/cm data.other",
 		}},
+		{"kinds that hold no image are not read", `
+apiVersion: v1
+kind: Service
+metadata: {name: s, annotations: {image: not/read:1}}
+spec: {image: not/read:2}
+--- # a CRD: megabytes of schema in the field
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+spec: {versions: [{schema: {openAPIV3Schema: {properties: {image: {type: string, default: "x:1"}}}}}]}
+---
+kind: Pod
+metadata: {name: p}
+spec: {containers: [{name: c, image: read:1}]}
+`, []string{"sure read:1 Pod/p spec.containers[0].image"}},
 		{"list", `
 apiVersion: v1
 kind: List

@@ -409,6 +409,14 @@ charts:
 	if !strings.Contains(got, "hub.bktencent.com/blueking/named:1.2.3\n") {
 		t.Errorf("escaped release template {{`{{ .Release.Name }}`}}: got\n%s", got)
 	}
+
+	// A plain .yaml of today's helmfile whose {{ }} is text for a chart's tpl
+	// (no such state value): read as written, not refused.
+	write("v1/helmfile.yaml", "releases:\n  - name: tpl\n    chart: "+chart+"\n    values:\n      - note: \"{{ .Values.chartOnly.key }}\"\n        image: {repository: blueking/tpl}\n")
+	l, err = Images(ctx, filepath.Join(dir, "v1/helmfile.yaml"), Options{})
+	if err != nil || !strings.Contains(text(t, l, images.WriteOptions{}), "hub.bktencent.com/blueking/tpl:1.2.3\n") {
+		t.Errorf("today's plain helmfile with chart text in {{ }}: %v", err)
+	}
 }
 
 // TestNestedHelmfilesMemoised: the 615-byte chain of issue 14 (each of 18

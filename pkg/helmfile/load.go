@@ -463,9 +463,9 @@ var escapedAction = regexp.MustCompile("\\{\\{-?\\s*`[^`]*`\\s*-?\\}\\}")
 // renderedAsTemplate says whether a part is Go-templated as a whole before
 // it is read. Today's helmfile renders only .gotmpl files; helmfile 0.142
 // (BlueKing's) rendered every helmfile, so a plain .yaml with {{ }} is
-// rendered too, unless it uses .Release outside escapes: then it was written
-// for today's helmfile, where such fields are release templates, rendered
-// per release (release.go).
+// rendered too, unless it uses .Release outside escapes or does not render:
+// then it was written for today's helmfile, where such fields are release
+// templates, rendered per release (release.go), or text for a chart.
 func renderedAsTemplate(file, part string) bool {
 	if isTemplate(file) {
 		return true
@@ -480,6 +480,7 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 	// Padding keeps YAML error lines equal to the file's lines.
 	data := []byte(strings.Repeat("\n", line-1) + part)
 	templated := renderedAsTemplate(file, part)
+	headAdded := false
 	if templated {
 		// First pass, forgiving: find bases and environments, which the
 		// values of the second pass come from.
@@ -493,16 +494,24 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 				if err := l.addHead(st, head, depth); err != nil {
 					return err
 				}
+				headAdded = true
 			}
 		}
 		if known, err = l.stateValues(st); err != nil {
 			return err
 		}
 		out, err := renderTemplate(file, part, line, templateData(st.envName, known, nil), true)
-		if err != nil {
+		switch {
+		case err == nil:
+			data = out
+		case isTemplate(file):
 			return fmt.Errorf("helmfile %s (environment %q): %w%s", file, st.envName, err, st.skippedHint())
+		default:
+			// A plain .yaml that does not render as a whole was written for
+			// today's helmfile, which passes its {{ }} on (release
+			// templates, or text for a chart's tpl): read it as written.
+			templated = false
 		}
-		data = out
 	}
 	var doc stateDoc
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -512,7 +521,7 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 		}
 		return fmt.Errorf("%s %s: %w", what, file, err)
 	}
-	if !templated {
+	if !headAdded {
 		if err := l.addHead(st, doc, depth); err != nil {
 			return err
 		}

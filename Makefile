@@ -15,7 +15,8 @@ help:
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
-	@echo "bench    pull benchmark (direct vs cold vs warm cache) and copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache)"
+	@echo "bench    pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile)"
+	@echo "fuzz     fuzz the input parsers, 100k executions per target (FUZZTIME=10m for a deeper run)"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
 
@@ -34,11 +35,14 @@ setup:
 
 test: setup lint
 	$(GO) test $(TEST_FLAGS) -tags e2e ./...
-	$(MAKE) fuzz FUZZTIME=8s
+	$(MAKE) fuzz
 
-# Brief fuzzing of the parsers that take user input: image references, values,
-# containerd's config.toml and hosts.toml.
-FUZZTIME ?= 30s
+# Fuzzing of the parsers that take user input: image references, values and
+# manifests, containerd's config.toml and hosts.toml. Each target checks an
+# invariant (fixed point, idempotence, round trip), not only "no panic".
+# 100000x = 100k executions per target: 6-40 s each on 2 cores (measured
+# 15k, 3.6k, 2.7k and 3k execs/s); deeper runs: make fuzz FUZZTIME=10m.
+FUZZTIME ?= 100000x
 fuzz:
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzValues -fuzztime $(FUZZTIME)
@@ -57,7 +61,7 @@ bench:
 	bash scripts/setup.sh --bench
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 10x -timeout 60m ./pkg/helmfile/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

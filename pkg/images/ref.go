@@ -37,7 +37,17 @@ func Normalize(raw string) (string, error) {
 	if reg == name.DefaultRegistry {
 		reg = "docker.io"
 	}
+	for _, c := range strings.Split(tag.RepositoryStr(), "/") {
+		if c == "" || c == "." || c == ".." {
+			return "", fmt.Errorf("invalid image reference %q: path component %q (empty, . and .. are no names)", raw, c)
+		}
+	}
 	out := reg + "/" + tag.RepositoryStr()
+	// Docker Hub's library/ can push a name over the limit: refuse it here,
+	// as containerd would, so that a normalised reference is always valid.
+	if len(out) > maxNameLength {
+		return "", fmt.Errorf("invalid image reference %q: name %s… is %d characters, over the %d registries and containerd accept", raw, out[:40], len(out), maxNameLength)
+	}
 	if explicitTag || !hasDigest {
 		out += ":" + tag.TagStr()
 	}
@@ -46,6 +56,10 @@ func Normalize(raw string) (string, error) {
 	}
 	return out, nil
 }
+
+// maxNameLength is distribution's NameTotalLengthMax: registry and
+// repository together.
+const maxNameLength = 255
 
 // Registry returns the registry host of a normalised reference.
 func Registry(ref string) string {

@@ -15,7 +15,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/images"
 )
 
 // DefaultPath is where dockerd reads its configuration.
@@ -67,9 +67,9 @@ func parseObject(data []byte) ([]member, error) {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
-			return nil, fmt.Errorf("not valid JSON (line %d: %v); dockerd cannot load it either: fix it by hand first", line, se)
+			return nil, fmt.Errorf("not valid JSON (line %d: %w); dockerd cannot load it either: fix it by hand first", line, se)
 		}
-		return nil, fmt.Errorf("not valid JSON (%v); fix it by hand first", err)
+		return nil, fmt.Errorf("not valid JSON (%w); fix it by hand first", err)
 	}
 	if _, ok := anyv.(map[string]any); !ok {
 		return nil, errors.New("not a JSON object; fix it by hand first")
@@ -138,8 +138,8 @@ func sameMirror(a, b string) bool { return strings.TrimSuffix(a, "/") == strings
 // input comes back unchanged, so a second run is a no-op; nil in (no file) and nothing to add
 // is nil out (no file written).
 func Patch(data []byte, spec Spec) ([]byte, error) {
-	if err := containerd.ValidateRegistry(spec.Cache); err != nil || spec.Cache == "_default" {
-		return nil, fmt.Errorf("cache %q: want HOST:PORT", spec.Cache)
+	if err := images.ValidateRegistry(spec.Cache); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	ms, err := parseObject(data)
 	if err != nil {
@@ -188,7 +188,7 @@ func Patch(data []byte, spec Spec) ([]byte, error) {
 	b.WriteByte('}')
 	var out bytes.Buffer
 	if err := json.Indent(&out, b.Bytes(), "", indentOf(data)); err != nil {
-		return nil, fmt.Errorf("internal error: patched daemon.json: %v", err)
+		return nil, fmt.Errorf("internal error: patched daemon.json: %w", err)
 	}
 	out.WriteByte('\n')
 	// Re-read what will be written: it must parse and hold what was asked for.
@@ -223,7 +223,7 @@ func Missing(info []byte, want Config) ([]string, error) {
 		Mirrors               []string
 	}
 	if err := json.Unmarshal(info, &rc); err != nil {
-		return nil, fmt.Errorf("docker info: %v", err)
+		return nil, fmt.Errorf("docker info: %w", err)
 	}
 	var missing []string
 	for _, r := range want.InsecureRegistries {

@@ -72,7 +72,7 @@ func TestPatchDaemonJSON(t *testing.T) {
 		{name: "duplicate key", in: `{"debug": true, "debug": false}`, spec: plain, wantErr: `"debug" appears twice`},
 		{name: "wrong type", in: `{"insecure-registries": "10.0.0.5:5500"}`, spec: plain, wantErr: "not a list of strings"},
 		{name: "wrong mirror type", in: `{"registry-mirrors": [1]}`, spec: hub, wantErr: "not a list of strings"},
-		{name: "bad cache", in: `{}`, spec: Spec{Cache: "a b"}, wantErr: "want HOST:PORT"},
+		{name: "bad cache", in: `{}`, spec: Spec{Cache: "a b"}, wantErr: `cache: registry "a b": want a host name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var in []byte

@@ -72,10 +72,10 @@ func (n *localNode) MkdirAll(_ context.Context, dir string) ([]string, error) {
 	}
 	return created, os.MkdirAll(dir, 0o755)
 }
-func (n *localNode) RemoveDirIfEmpty(_ context.Context, dir string) error {
-	_ = os.Remove(dir) // fails when not empty: kept, as wanted
-	return nil
+func (n *localNode) RemoveDirIfEmpty(_ context.Context, dir string) (bool, error) {
+	return os.Remove(dir) == nil, nil // fails when not empty: kept, as wanted
 }
+func (n *localNode) Close(context.Context) error { return nil }
 func (n *localNode) List(_ context.Context, dir string) ([]string, error) {
 	es, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -249,7 +249,7 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	o := MirrorOptions{Registry: cache.Addr, Upstreams: []string{upstream}, ContainerdConfig: n.config,
 		CertsRoot: certs, BackupDir: filepath.Join(n.dir, "backups")}
 	o.Access.RunID = NewRunID()
-	if err := o.defaults(); err != nil {
+	if err := o.complete(); err != nil {
 		t.Fatal(err)
 	}
 	image := upstream + "/blueking/app:1"
@@ -282,7 +282,7 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	}
 
 	r := NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, nil); err != nil {
 		t.Fatalf("apply: %v\n%s", err, n.logText())
 	}
 	if !r.ConfigChanged || !r.Restarted {
@@ -396,10 +396,10 @@ func TestRealContainerdLegacyMirrors(t *testing.T) {
 	o := MirrorOptions{Registry: "127.0.0.1:5500", ContainerdConfig: n.config,
 		CertsRoot: filepath.Join(n.dir, "certs.d"), BackupDir: filepath.Join(n.dir, "backups")}
 	o.Access.RunID = NewRunID()
-	if err := o.defaults(); err != nil {
+	if err := o.complete(); err != nil {
 		t.Fatal(err)
 	}
-	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"})
+	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--migrate-legacy") {
 		t.Fatalf("legacy mirrors: err = %v", err)
 	}
@@ -424,7 +424,7 @@ func TestRealContainerdLegacyMirrors(t *testing.T) {
 
 	o.MigrateLegacy = true
 	r := NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, nil); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	// The combination that breaks the CRI plugin was not written: it loads.

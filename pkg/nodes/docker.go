@@ -30,12 +30,12 @@ func isDocker(runtime string) bool { return strings.HasPrefix(runtime, "docker:/
 
 // planDocker works out the daemon.json change (last, like config.toml) and, with --ca-file,
 // the CA in /etc/docker/certs.d/HOST:PORT/ (dockerd reads it per connection: no reload).
-func planDocker(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]change, error) {
+func planDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]change, error) {
 	r.ConfigFile = o.DaemonJSON
 	var changes []change
 	if len(o.CA) > 0 {
 		p := path.Join(dockerCertsDir, o.Registry, caFileName) // *.crt there are CA roots for that registry
-		old, _, err := s.ReadFile(ctx, p)
+		old, _, err := n.ReadFile(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -43,14 +43,14 @@ func planDocker(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]
 			changes = append(changes, change{path: p, old: old, new: o.CA})
 		}
 	}
-	cur, _, err := s.ReadFile(ctx, o.DaemonJSON)
+	cur, _, err := n.ReadFile(ctx, o.DaemonJSON)
 	if err != nil {
 		return nil, err
 	}
 	spec := dockerd.Spec{Cache: o.Registry, TLS: o.TLS || len(o.CA) > 0, MirrorDockerIO: slices.Contains(o.Upstreams, "docker.io")}
 	next, err := dockerd.Patch(cur, spec)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: %s: %v", s.Name(), o.DaemonJSON, err)
+		return nil, fmt.Errorf("node %s: %s: %w", n.Name(), o.DaemonJSON, err)
 	}
 	if !bytes.Equal(cur, next) || (cur == nil) != (next == nil) {
 		changes = append(changes, change{path: o.DaemonJSON, old: cur, new: next})
@@ -72,12 +72,16 @@ func planDocker(ctx context.Context, o MirrorOptions, s Node, r *NodeReport) ([]
 // refuses a file it cannot use without failing the reload command (it only logs why).
 func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, daemon []byte) error {
 	start := time.Now()
+	o.progress(n.Name(), "reloading dockerd (%s)", o.DockerReloadCmd)
 	if _, err := n.RunOnHost(ctx, o.DockerReloadCmd); err != nil {
-		return fmt.Errorf("node %s: reload dockerd (%q): %v; give the right command with --docker-reload-command", n.Name(), o.DockerReloadCmd, err)
+		if nr := notRun(err, n.Name(), o.DockerReloadCmd, "--docker-reload-command"); nr != nil {
+			return nr
+		}
+		return fmt.Errorf("node %s: reload dockerd (%q): %w; give the right command with --docker-reload-command", n.Name(), o.DockerReloadCmd, err)
 	}
 	want, err := dockerd.Parse(daemon)
 	if err != nil {
-		return fmt.Errorf("node %s: %s: %v", n.Name(), o.DaemonJSON, err)
+		return fmt.Errorf("node %s: %s: %w", n.Name(), o.DaemonJSON, err)
 	}
 	var missing []string
 	var lastErr error
@@ -98,7 +102,7 @@ func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, d
 	case errors.Is(err, errNoDockerCLI):
 		r.Warnings = append(r.Warnings, fmt.Sprintf("docker CLI not found on the node: could not confirm that dockerd took up %s", o.DaemonJSON))
 	case err != nil && lastErr != nil:
-		return fmt.Errorf("node %s: after %q, `docker info` failed: %v; check dockerd (journalctl -u docker)", n.Name(), o.DockerReloadCmd, lastErr)
+		return fmt.Errorf("node %s: after %q, `docker info` failed: %w; check dockerd (journalctl -u docker)", n.Name(), o.DockerReloadCmd, lastErr)
 	case err != nil:
 		return fmt.Errorf("node %s: dockerd did not take up %s within %s after %q (missing: %s); journalctl -u docker says why (e.g. a flag in docker's unit that sets the same key)",
 			n.Name(), o.DaemonJSON, o.ReloadTimeout, o.DockerReloadCmd, strings.Join(missing, ", "))

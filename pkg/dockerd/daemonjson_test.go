@@ -146,3 +146,21 @@ func TestDockerMissing(t *testing.T) {
 		t.Error("garbage accepted")
 	}
 }
+
+// dockerd re-reads a registry key on reload only when the file has it: reverting to a file
+// without insecure-registries keeps the cache insecure until a restart (seen on 20.10).
+func TestDockerKept(t *testing.T) {
+	running := `{"IndexConfigs":{"10.0.0.5:5500":{"Name":"10.0.0.5:5500","Secure":false},"docker.io":{"Name":"docker.io","Secure":true}},"InsecureRegistryCIDRs":["127.0.0.0/8"],"Mirrors":["https://mirror.example/"]}`
+	applied := Config{InsecureRegistries: []string{"10.0.0.5:5500"}, RegistryMirrors: []string{"http://10.0.0.5:5500", "https://mirror.example"}}
+	original := Config{RegistryMirrors: []string{"https://mirror.example"}}
+	kept, err := Kept([]byte(running), applied, original)
+	if err != nil || !slices.Equal(kept, []string{"insecure-registries 10.0.0.5:5500"}) {
+		t.Errorf("kept %v, err %v", kept, err)
+	}
+	if kept, _ := Kept([]byte(running), original, applied); len(kept) != 0 {
+		t.Errorf("applying: kept %v", kept)
+	}
+	if _, err := Kept([]byte("nope"), applied, original); err == nil {
+		t.Error("garbage accepted")
+	}
+}

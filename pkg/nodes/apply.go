@@ -159,7 +159,7 @@ func (t *txn) activate(ctx context.Context, changes []change) (string, error) {
 	}
 	if t.docker {
 		t.activated = true
-		err := reloadDocker(ctx, t.o, t.n, t.r, t.config.new)
+		err := reloadDocker(ctx, t.o, t.n, t.r, t.config.old, t.config.new)
 		if commandNotRun(err) {
 			t.activated = false
 		}
@@ -235,7 +235,7 @@ func (t *txn) rollback(ctx context.Context) (bool, []string) {
 	case !ok:
 		did = append(did, "runtime not restarted on a half-restored node")
 	case t.docker:
-		if err := reloadDocker(ctx, t.o, t.n, t.r, t.config.old); err != nil {
+		if err := reloadDocker(ctx, t.o, t.n, t.r, t.config.new, t.config.old); err != nil {
 			ok = false
 			did = append(did, fmt.Sprintf("FAILED to reload dockerd on the restored %s (%v)", t.config.path, err))
 		} else {

@@ -70,7 +70,8 @@ func planDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]
 // reloadDocker sends dockerd its reload, then waits until `docker info` shows what daemon
 // (the file's new bytes, nil when removed) asks for: SIGHUP returns at once, and dockerd
 // refuses a file it cannot use without failing the reload command (it only logs why).
-func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, daemon []byte) error {
+// previous is the file before: what dockerd keeps of it after the reload is a warning.
+func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, previous, daemon []byte) error {
 	start := time.Now()
 	o.progress(n.Name(), "reloading dockerd (%s)", o.DockerReloadCmd)
 	if _, err := n.RunOnHost(ctx, o.DockerReloadCmd); err != nil {
@@ -83,8 +84,11 @@ func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, d
 	if err != nil {
 		return fmt.Errorf("node %s: %s: %w", n.Name(), o.DaemonJSON, err)
 	}
-	var missing []string
-	var lastErr error
+	var (
+		info    []byte // the last `docker info` that answered
+		missing []string
+		infoErr error // why `docker info` never answered
+	)
 	err = wait.PollUntilContextTimeout(ctx, 300*time.Millisecond, o.ReloadTimeout, true, func(ctx context.Context) (bool, error) {
 		out, err := n.RunOnHost(ctx, dockerInfoCommand)
 		var ee *ExitError
@@ -92,22 +96,35 @@ func reloadDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, d
 			return false, errNoDockerCLI
 		}
 		if err != nil {
-			lastErr = err
+			if ctx.Err() == nil { // not the deadline cutting the last try short
+				infoErr = err
+			}
 			return false, nil
 		}
-		missing, lastErr = dockerd.Missing(out, want)
-		return lastErr == nil && len(missing) == 0, nil
+		m, err := dockerd.Missing(out, want)
+		if err != nil {
+			infoErr = err
+			return false, nil
+		}
+		info, missing = out, m
+		return len(missing) == 0, nil
 	})
 	switch {
 	case errors.Is(err, errNoDockerCLI):
 		r.Warnings = append(r.Warnings, fmt.Sprintf("docker CLI not found on the node: could not confirm that dockerd took up %s", o.DaemonJSON))
-	case err != nil && lastErr != nil:
-		return fmt.Errorf("node %s: after %q, `docker info` failed: %w; check dockerd (journalctl -u docker)", n.Name(), o.DockerReloadCmd, lastErr)
+	case err != nil && info == nil:
+		return fmt.Errorf("node %s: after %q, `docker info` did not answer within %s (%v); check dockerd (journalctl -u docker)", n.Name(), o.DockerReloadCmd, o.ReloadTimeout, infoErr)
 	case err != nil:
 		return fmt.Errorf("node %s: dockerd did not take up %s within %s after %q (missing: %s); journalctl -u docker says why (e.g. a flag in docker's unit that sets the same key)",
 			n.Name(), o.DaemonJSON, o.ReloadTimeout, o.DockerReloadCmd, strings.Join(missing, ", "))
 	}
 	r.Reloaded, r.RestartSeconds = true, time.Since(start).Seconds()
+	if before, perr := dockerd.Parse(previous); perr == nil && info != nil {
+		if kept, _ := dockerd.Kept(info, before, want); len(kept) > 0 {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("dockerd still runs with %s: a reload does not drop a key removed from %s (dockerd re-reads only the keys in the file); restart dockerd for it to go (systemctl restart docker)",
+				strings.Join(kept, ", "), o.DaemonJSON))
+		}
+	}
 	return nil
 }
 

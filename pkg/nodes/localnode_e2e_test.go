@@ -147,4 +147,3 @@ func (n *localNode) RestartContainerd(context.Context, string) (time.Duration, e
 	}
 	return time.Since(start), nil
 }
-

@@ -107,8 +107,8 @@ func (v podVerdict) explain(img AccessImage) string {
 }
 
 // chooseImage picks the node-access image for one node: --image as given; else the default
-// when the node holds it; else a busybox or alpine image the node holds (both carry sh,
-// base64, sha256sum and chroot); else the default, for the kubelet to pull.
+// when the node holds it; else a known busybox or alpine image the node holds (knownShells);
+// else the default, for the kubelet to pull.
 func chooseImage(given string, held []corev1.ContainerImage) AccessImage {
 	if given != "" {
 		return AccessImage{Image: given, Source: ImageGiven}
@@ -142,20 +142,21 @@ func chooseImage(given string, held []corev1.ContainerImage) AccessImage {
 	return AccessImage{Image: best.name, Source: ImageSubstitute}
 }
 
+// knownShells are the repositories whose images carry sh, base64, sha256sum and chroot: the
+// official busybox and alpine and BlueKing's copies, on any registry (an intranet registry or
+// the cache keeps the path). Another repository named busybox could hold anything.
+var knownShells = map[string]int{"library/busybox": 1, "blueking/busybox": 1, "library/alpine": 5}
+
 // substituteRank orders the images that can stand in for the default (lower is better; 0:
 // not one): busybox before alpine, BlueKing's registry first, names with a tag before
 // digest-only names.
 func substituteRank(ref string) int {
-	repo, _, _ := strings.Cut(ref, "@")
+	name, _, _ := strings.Cut(ref, "@")
+	_, repo, _ := strings.Cut(name, "/") // ref is normalised: registry/repository[:tag]
 	hasTag := strings.Contains(path.Base(repo), ":")
-	base, _, _ := strings.Cut(path.Base(repo), ":")
-	rank := 0
-	switch base {
-	case "busybox":
-		rank = 1
-	case "alpine":
-		rank = 5
-	default:
+	repo, _, _ = strings.Cut(repo, ":")
+	rank := knownShells[repo]
+	if rank == 0 {
 		return 0
 	}
 	if images.Registry(ref) != "hub.bktencent.com" {

@@ -58,11 +58,13 @@ Nodes are reached by a short-lived privileged pod per node (hostPID, hostNetwork
 at /host, all taints tolerated), labelled app.kubernetes.io/managed-by=bkcache, deleted at the
 end. It runs in the namespace kubectl uses (-n, else the kubeconfig context's), as kubectl
 debug node/… does; that namespace must allow privileged pods (kube-system usually does:
--n kube-system). Its image needs a POSIX shell, base64, sha256sum and chroot: --image is used
-as given; without it, ` + nodes.DefaultAccessImage + ` (what BlueKing's charts pull) when the node
-holds it or can pull it, else a busybox or alpine image the node already holds. A pod that
-cannot pull its image fails that node at once with the kubelet's reason. Offline sites: add
-` + nodes.DefaultAccessImage + ` to the push list of the registry the nodes pull from.
+-n kube-system). Its image needs a POSIX shell, base64, sha256sum and chroot. --image is
+used as given. Without it: ` + nodes.DefaultAccessImage + `
+(what BlueKing's charts pull) when the node holds it; else a busybox or alpine the node holds
+(library/busybox, blueking/busybox or library/alpine on any registry), and the run says which;
+else the default, for the kubelet to pull. A pod that cannot pull its image fails that node at
+once with the kubelet's reason. Offline sites: add the default to the push list of the
+registry the nodes pull from, or give --image an image every node holds.
 The RBAC a user needs is manifests/mirror-rbac.yaml (ClusterRole bkcache-mirror).`,
 		Example: `  kubectl bkcache mirror --registry 10.0.0.5:5500 --dry-run
   kubectl bkcache mirror --registry 10.0.0.5:5500

@@ -20,10 +20,12 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 		return err
 	}
 	if dryRun {
+		planned := false
 		for _, r := range reports {
 			if !r.Read() || r.Status == nodes.StateFailed {
 				continue
 			}
+			planned = true
 			need := fmt.Sprintf("restart needed: %v", r.RestartNeeded)
 			if r.ReloadNeeded {
 				need = "dockerd reload needed: true"
@@ -33,7 +35,9 @@ func printReports(w io.Writer, format string, reports []nodes.NodeReport, dryRun
 				fmt.Fprint(w, fc.Diff)
 			}
 		}
-		fmt.Fprintln(w)
+		if planned {
+			fmt.Fprintln(w)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tRUNTIME\tSTATUS\tFILES\tCONFIG.TOML\tRESTARTED\tVERIFIED\tTIME\tWARNINGS\tERROR")

@@ -1,6 +1,9 @@
 package nodes
 
-import "slices"
+import (
+	"encoding/json"
+	"slices"
+)
 
 // State is the outcome on one node.
 type State string
@@ -82,6 +85,25 @@ type NodeReport struct {
 // in the report means anything.
 func (r NodeReport) Read() bool {
 	return r.Status != StateUnreachable && r.Status != StateSkipped && r.FailedStep != stepPlan
+}
+
+// MarshalJSON leaves out every field about the node's files (plan, restart, backup) when they
+// were not read: -o json|yaml makes no claim a table would not make.
+func (r NodeReport) MarshalJSON() ([]byte, error) {
+	type plain NodeReport
+	if r.Read() {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		Node        string       `json:"node"`
+		Runtime     string       `json:"runtime"`
+		Status      State        `json:"status"`
+		AccessImage *AccessImage `json:"accessImage,omitempty"`
+		Warnings    []string     `json:"warnings,omitempty"`
+		FailedStep  string       `json:"failedStep,omitempty"`
+		Error       string       `json:"error,omitempty"`
+		Seconds     float64      `json:"seconds"`
+	}{r.Node, r.Runtime, r.Status, r.AccessImage, r.Warnings, r.FailedStep, r.Error, r.Seconds})
 }
 
 // Failed reports whether any node failed or could not be reached.

@@ -57,13 +57,19 @@ func TestRewrite(t *testing.T) {
 			t.Errorf("Rewrite(%q, %q) = %q, want %q", tc.in, tc.reg, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"http://x:5000", "x:5000/path", "UPPER CASE"} {
-		if ValidateRegistry(bad) == nil {
-			t.Errorf("ValidateRegistry(%q) = nil, want error", bad)
+}
+
+func TestValidateRegistry(t *testing.T) {
+	for host, ok := range map[string]bool{
+		"hub.bktencent.com": true, "10.0.0.5:5500": true, "docker.io": true, "localhost:5000": true,
+		"registry-1.docker.io": true, "Registry.Example:443": true, "10.0.0.5": true, "[fd00::1]:5000": true, "[::1]": true,
+		"": false, "../etc": false, "a/b": false, "a b": false, "x:99999": false, "x:0": false, "x:": false, "x:05000": false,
+		"-x": false, "x-.y": false, "a..b": false, "h\"x": false, "_default": false, "http://x:5000": false, "x:5000/path": false,
+		"UPPER CASE": false, "fd00::1": false, "[10.0.0.5]:5000": false, "[fe80::1%eth0]:5000": false, "x:a": false, "a:1:2": false,
+	} {
+		if err := ValidateRegistry(host); (err == nil) != ok {
+			t.Errorf("ValidateRegistry(%q) = %v, want ok=%v", host, err, ok)
 		}
-	}
-	if err := ValidateRegistry("10.0.0.1:5500"); err != nil {
-		t.Errorf("ValidateRegistry: %v", err)
 	}
 }
 

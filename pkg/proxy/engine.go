@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -96,24 +98,13 @@ func orNone(v any) any {
 	return v
 }
 
-func sortedKeys(maps ...map[string]any) []string {
-	seen := map[string]bool{}
-	var keys []string
-	for _, m := range maps {
-		for k := range m {
-			if !seen[k] {
-				seen[k] = true
-				keys = append(keys, k)
-			}
-		}
+// sortedKeys is the union of the maps' keys, sorted.
+func sortedKeys(ms ...map[string]any) []string {
+	all := map[string]any{}
+	for _, m := range ms {
+		maps.Copy(all, m)
 	}
-	// Small n: insertion sort keeps this dependency-free and stable.
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
+	return slices.Sorted(maps.Keys(all))
 }
 
 // inspect returns the container or ok=false when it does not exist.

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/netaddr"
 )
 
 // Defaults from the BlueKing guide ("缓存容器镜像", method 1).
@@ -130,7 +132,7 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("invalid network %q for cache %s: use bridge or host (--network)", s.Network, s.Name)
 	}
-	if s.Network == NetworkBridge && isLoopbackHost(s.UpstreamHost()) {
+	if s.Network == NetworkBridge && netaddr.IsLoopback(s.UpstreamHost()) {
 		return fmt.Errorf("cache %s: upstream %s is on this host's loopback, which a bridge-network container cannot reach; pass --network host", s.Name, s.Upstream)
 	}
 	switch s.Restart {
@@ -199,16 +201,4 @@ func (s Spec) Scheme() string {
 		return "https"
 	}
 	return "http"
-}
-
-func isLoopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

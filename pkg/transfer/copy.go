@@ -111,7 +111,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
-	c := &copier{opts: opts, cache: cache, pusher: pusher, pusherOpts: pusherOpts, mounts: map[v1.Hash]name.Reference{}}
+	c := &copier{opts: opts, cache: cache, pusher: pusher, mounts: map[v1.Hash]name.Reference{}}
 
 	report := Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}
 	var printMu sync.Mutex
@@ -213,10 +213,9 @@ func commonOptions(ctx context.Context, jobs int, backoff remote.Backoff) []remo
 }
 
 type copier struct {
-	opts       PushOptions
-	cache      *BlobCache
-	pusher     *remote.Pusher
-	pusherOpts []remote.Option
+	opts   PushOptions
+	cache  *BlobCache
+	pusher *remote.Pusher
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Reference // blob -> a target repository that has it

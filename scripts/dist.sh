@@ -63,11 +63,12 @@ export SOURCE_DATE_EPOCH LC_ALL=C TZ=UTC
 
 # krew wants spec.version to be a semantic version with a v prefix; a build
 # from an untagged commit (git describe gives a hash) gets v0.0.0-g<hash>.
-if [[ $VERSION =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$ ]]; then
+if [[ $VERSION =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z.-]+)?$ ]] &&
+  ! [[ ${VERSION%%+*} =~ [-.]0[0-9]+(\.|$) ]]; then # no empty or zero-padded numeric pre-release parts
   krew_version=$VERSION
 else
   krew_version="v0.0.0-g${VERSION//[!0-9A-Za-z-]/-}"
-  echo "dist: VERSION=$VERSION is not vMAJOR.MINOR.PATCH; the krew manifest says $krew_version (tag the commit for a release)" >&2
+  echo "dist: VERSION=$VERSION is not a semantic version vMAJOR.MINOR.PATCH[-PRE]; the krew manifest says $krew_version (tag the commit for a release)" >&2
 fi
 
 if command -v sha256sum >/dev/null; then sha256() { sha256sum "$@"; }; else sha256() { shasum -a 256 "$@"; }; fi
@@ -111,7 +112,8 @@ for arch in $DIST_ARCHES; do
   archives+=("$name.tar.gz")
   if [ "$DIST_IMAGE" = 1 ]; then
     image=bkcache-$VERSION-registry-image-linux-$arch.tar.gz
-    step "registry image linux/$arch" scripts/registry-image.sh --arch "$arch" -o "$DIST_DIR/$image" >/dev/null
+    # Its times are the Debian package's, not the commit's: the same packages give the same image ID in every release.
+    step "registry image linux/$arch" env -u SOURCE_DATE_EPOCH scripts/registry-image.sh --arch "$arch" -o "$DIST_DIR/$image" >/dev/null
     archives+=("$image")
   fi
 done

@@ -207,6 +207,8 @@ func TestDist(t *testing.T) {
 		checkKrew(t, dist, sums)
 	})
 
+	t.Run("krew installs it", func(t *testing.T) { testKrewInstall(t, dist) })
+
 	t.Run("registry image archives", func(t *testing.T) {
 		for _, arch := range arches {
 			images, err := proxy.ReadImageArchive(context.Background(), filepath.Join(dist, imageName(arch)))
@@ -256,8 +258,8 @@ func TestDist(t *testing.T) {
 
 		// The compiler's side, with an empty build cache: one binary (the smaller,
 		// linux/amd64 docker-bkcache), built the release's way from the copy.
-		// Every package it links is compiled from scratch (~165 s of CPU here;
-		// all four binaries, or GOFLAGS=-a, would cost ~870 s).
+		// Every package it links is compiled from scratch (~180 s of CPU here;
+		// all four binaries, or GOFLAGS=-a, would cost ~1060 s).
 		fresh := filepath.Join(t.TempDir(), "docker-bkcache")
 		cmd := exec.Command("bash", filepath.Join(copyDir, "scripts", "dist.sh"), "--build", "amd64", "docker-bkcache", fresh)
 		cmd.Env = append(os.Environ(), "VERSION="+testVersion, "GOCACHE="+t.TempDir())
@@ -543,6 +545,47 @@ func checkKrew(t *testing.T, dist string, sums map[string]string) {
 	want := map[string]int{"linux/amd64": 1, "linux/arm64": 1}
 	if !maps.Equal(matched, want) {
 		t.Errorf("selectors match %v, want each of %v exactly once", matched, want)
+	}
+}
+
+// krewVersion is the krew the test installs with (the module proxy serves this one).
+const krewVersion = "v0.4.3"
+
+// testKrewInstall installs the plugin with the real krew, offline, from the
+// manifest and each archive (KREW_ARCH picks the platform), as
+// `kubectl krew install --manifest --archive` does on a site without network;
+// krew validates the manifest first. The host's platform then runs through kubectl.
+func testKrewInstall(t *testing.T, dist string) {
+	gobin := t.TempDir()
+	build := exec.Command("go", "install", "sigs.k8s.io/krew/cmd/krew@"+krewVersion)
+	build.Dir, build.Env = gobin, append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=")
+	start := time.Now()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go install krew %s: %v\n%s", krewVersion, err, out)
+	}
+	t.Logf("go install krew %s: %s", krewVersion, time.Since(start).Round(time.Second))
+	if err := os.Rename(filepath.Join(gobin, "krew"), filepath.Join(gobin, "kubectl-krew")); err != nil {
+		t.Fatal(err)
+	}
+	tools := toolbox(t, "kubectl")
+	for _, arch := range arches {
+		root := t.TempDir()
+		env := []string{"PATH=" + filepath.Join(root, "bin") + ":" + gobin + ":" + tools, "HOME=" + t.TempDir(),
+			"KREW_ROOT=" + root, "KREW_OS=linux", "KREW_ARCH=" + arch}
+		r := sh(t, dist, env, "kubectl", "krew", "install", "--manifest="+filepath.Join(dist, "bkcache.yaml"), "--archive="+filepath.Join(dist, archiveName(arch)))
+		if r.code != 0 || !strings.Contains(r.out, "Installed plugin: bkcache") {
+			t.Errorf("krew install linux/%s: %+v", arch, r)
+			continue
+		}
+		link, err := os.Readlink(filepath.Join(root, "bin", "kubectl-bkcache"))
+		if err != nil || !strings.Contains(link, filepath.Join("store", "bkcache", testVersion)) {
+			t.Errorf("krew linked %s/bin/kubectl-bkcache to %q (%v)", root, link, err)
+		}
+		if arch == runtime.GOARCH {
+			if r := sh(t, dist, env, "kubectl", "bkcache", "version"); r.code != 0 || strings.TrimSpace(r.out) != "kubectl-bkcache "+testVersion {
+				t.Errorf("kubectl bkcache version after krew install: %+v", r)
+			}
+		}
 	}
 }
 

@@ -84,11 +84,11 @@ if $uninstall; then
   fi
   # Writable first, so a refusal removes nothing.
   while read -r kind sum path; do
-    if [ "$kind" = file ] && [ -e "$path" ] && [ ! -w "$(dirname "$path")" ]; then
+    if [ "$kind" = file ] && [ -e "$path" ] && [ ! -w "$(dirname "$path")" ] && ! $dry_run; then
       die "cannot remove $path: $(dirname "$path") is not writable; run as root (sudo $0 --uninstall); nothing was removed"
     fi
   done <"$manifest"
-  [ -w "$manifest_dir" ] || die "cannot remove $manifest: run as root (sudo $0 --uninstall); nothing was removed"
+  [ -w "$manifest_dir" ] || $dry_run || die "cannot remove $manifest: run as root (sudo $0 --uninstall); nothing was removed"
   dirs=
   while read -r kind sum path; do
     case $kind in

@@ -8,11 +8,12 @@ GO            ?= go
 # CI and tests: fail rather than skip; one package at a time on 2 cores.
 TEST_FLAGS    ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: help build install setup test unit fuzz e2e bench lint clean
+.PHONY: help build install dist setup test unit fuzz e2e bench lint clean
 
 help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
+	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
 	@echo "bench    pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile)"
@@ -29,6 +30,16 @@ install: build
 	install -D -m 0755 $(BUILD_DIR)/docker-bkcache $(DOCKER_CONFIG)/cli-plugins/docker-bkcache
 	install -D -m 0755 $(BUILD_DIR)/kubectl-bkcache $(PREFIX)/bin/kubectl-bkcache
 	@echo "installed: docker bkcache ($(DOCKER_CONFIG)/cli-plugins), kubectl bkcache ($(PREFIX)/bin)"
+
+# Release files, reproducibly (scripts/dist.sh says how). DIST_URL is where the
+# archives will be published: the krew manifest's uri base.
+DIST_DIR      ?= $(BUILD_DIR)/dist
+DIST_ARCHES   ?= amd64 arm64
+DIST_URL      ?= https://github.com/bkcache/bkcache/releases/download/$(VERSION)
+DIST_IMAGE    ?=
+dist:
+	VERSION=$(VERSION) DIST_DIR=$(DIST_DIR) DIST_ARCHES="$(DIST_ARCHES)" DIST_URL=$(DIST_URL) \
+	  DIST_IMAGE=$(DIST_IMAGE) GO=$(GO) bash scripts/dist.sh
 
 setup:
 	bash scripts/setup.sh --test

@@ -49,6 +49,8 @@ type UpOptions struct {
 	DataDirSet bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// ImageArchive is a `docker save` archive to load the image from when the engine lacks it.
+	ImageArchive string
 }
 
 // UpResult says what Up did.
@@ -110,6 +112,9 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 				return result, err
 			}
 		}
+	}
+	if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
+		return result, err
 	}
 	if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
 		return result, err
@@ -281,7 +286,7 @@ func ensureImage(ctx context.Context, eng Engine, image, pull string, progress i
 }
 
 func missingImage(image, why string) error {
-	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
+	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (--image-archive registry.tar, or docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
 }
 
 func mountSource(c container.InspectResponse, dest string) string {

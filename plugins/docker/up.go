@@ -23,6 +23,7 @@ type upOptions struct {
 	file          string
 	passwordStdin bool
 	pull          string
+	imageArchive  string
 	wait          time.Duration
 	skipCheck     bool
 	output        string
@@ -52,7 +53,11 @@ from -f caches.yaml, each cache with its own container, port, config and data di
   docker bkcache up -f caches.yaml
 
   # Hosts that cannot pull the registry image: build it from Debian's package
-  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2`,
+  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2
+
+  # Hosts that can pull nothing: the cache image from the release's archive
+  docker bkcache up --image bkcache.local/registry:2 \
+      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUp(cmd, dockerCli, o)
@@ -76,6 +81,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the upstream password from stdin")
 	f.StringVarP(&o.file, "file", "f", "", "YAML file listing several caches (name, upstream, port, credentials)")
 	f.StringVar(&o.pull, "pull", proxy.PullMissing, "pull the image: missing, never, always")
+	f.StringVar(&o.imageArchive, "image-archive", "", "load --image from this docker save archive `FILE` (.tar, .tar.gz) when the engine lacks it: for hosts that can pull nothing")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
 	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (registry:2 crashes on start when it is unreachable)")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
@@ -110,7 +116,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	var failed []string
 	for _, spec := range specs {
 		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
-			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck,
+			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
 			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(),
 		})
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/bkcache/bkcache/internal/golden"
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
@@ -191,5 +192,30 @@ func TestImagesCheck(t *testing.T) {
 		if _, _, err := run(t, "", args...); err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// TestImagesGolden: every output format of `images` on the BlueKing-shaped fixture, byte for
+// byte (go test ./plugins/kubectl/ -run Golden -update rewrites testdata/images/).
+func TestImagesGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		args []string
+	}{
+		{"text.txt", []string{"--include-maybe"}},
+		{"list.json", []string{"-o", "json", "-l", "seq=third"}},
+		{"list.yaml", []string{"-o", "yaml", "-l", "seq=third"}},
+		{"chart-images.txt", []string{"-o", "chart-images"}},
+		{"registries.txt", []string{"-o", "registries"}},
+		{"upstreams.yaml", []string{"--upstreams", "--cache-host", "10.0.0.5"}},
+		{"why.txt", []string{"--why", "hub.bktencent.com/blueking/bk-paas:1.2.3"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			out, errOut, err := run(t, "", append([]string{"images", "--from-helmfile", bk}, tc.args...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			golden.Assert(t, []byte(out), "images/"+tc.file)
+		})
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // BlobCache is an http.RoundTripper in front of a source registry that fetches
@@ -24,6 +26,9 @@ import (
 // to and for every image that shares it; this makes a list copy cost the
 // upstream link each blob once.
 type BlobCache struct {
+	// Meter, when set, gets the bytes of each blob as they arrive.
+	Meter *Meter
+
 	dir  string
 	next http.RoundTripper
 
@@ -144,7 +149,8 @@ func (c *BlobCache) fetch(req *http.Request, digest string) (*http.Response, err
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+	d, _ := v1.NewHash(digest)
+	n, err := io.Copy(io.MultiWriter(tmp, h, c.Meter.Writer(d)), resp.Body)
 	c.fetched.Add(n)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr

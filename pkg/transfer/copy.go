@@ -46,6 +46,8 @@ type PushOptions struct {
 	Transport http.RoundTripper
 	// Progress gets one line per image; nil discards.
 	Progress io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 	// Backoff paces retries of 429, 5xx, timeouts and resets; default 0.5 s doubling, 6 tries.
 	Backoff *remote.Backoff
 }
@@ -102,6 +104,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
+	cache.Meter = opts.Meter
 	if opts.Backoff == nil {
 		b := defaultBackoff()
 		opts.Backoff = &b
@@ -117,6 +120,11 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	var printMu sync.Mutex
 	finish := func(j *job) {
 		report.Images[j.index] = j.res
+		var failed error
+		if j.res.Error != "" {
+			failed = errors.New(j.res.Error)
+		}
+		opts.Meter.Finish(j.res.Source, failed)
 		printMu.Lock()
 		defer printMu.Unlock()
 		switch {
@@ -317,6 +325,9 @@ func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
 		if err != nil {
 			return fail(fmt.Errorf("read %s: %w", src, err))
 		}
+		if blobs, err := blobsOfImage(j.img); err == nil {
+			c.opts.Meter.Plan(j.res.Source, blobs)
+		}
 		return j
 	}
 	j.res.Kind = "index"
@@ -347,6 +358,9 @@ func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
 				return fail(fmt.Errorf("read %s@%s: %w", src, child.Digest, err))
 			}
 			j.layers = append(j.layers, ls...)
+			if blobs, err := blobsOfImage(img); err == nil {
+				c.opts.Meter.Plan(j.res.Source, blobs)
+			}
 		}
 	}
 	return j

@@ -70,6 +70,8 @@ type Report struct {
 	BlobsFetched int64         `json:"blobsFetched"`
 	BytesFetched int64         `json:"bytesFetched"`
 	BytesReused  int64         `json:"bytesReused"`
+	// Resumes counts broken source reads continued with Range, not fetched again.
+	Resumes int64 `json:"resumes,omitempty"`
 	Seconds      float64       `json:"seconds"`
 	DryRun       bool          `json:"dryRun,omitempty"`
 }
@@ -182,6 +184,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		}
 	}
 	report.BlobsFetched, report.BytesFetched, report.BytesReused = cache.FetchedBlobs(), cache.FetchedBytes(), cache.ServedBytes()
+	report.Resumes = cache.Resumes()
 	report.Seconds = time.Since(start).Seconds()
 	if report.Failed > 0 {
 		return report, fmt.Errorf("%d of %d images failed; run the same command again to retry them (what was copied is kept)", report.Failed, len(entries))

@@ -8,13 +8,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-func hash(n int) v1.Hash {
+func testHash(n int) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", n)}
 }
 
 func TestMeterCountsSharedBlobsOnceOverall(t *testing.T) {
 	m := NewMeter()
-	base, a, b := v1.Descriptor{Digest: hash(1), Size: 100}, v1.Descriptor{Digest: hash(2), Size: 10}, v1.Descriptor{Digest: hash(3), Size: 20}
+	base, a, b := v1.Descriptor{Digest: testHash(1), Size: 100}, v1.Descriptor{Digest: testHash(2), Size: 10}, v1.Descriptor{Digest: testHash(3), Size: 20}
 	m.Plan("img-a", []v1.Descriptor{base, a})
 	m.Plan("img-b", []v1.Descriptor{base, b})
 	m.Plan("img-b", []v1.Descriptor{base}) // planned twice: counted once
@@ -27,7 +27,7 @@ func TestMeterCountsSharedBlobsOnceOverall(t *testing.T) {
 	}
 	m.Writer(base.Digest).Write(make([]byte, 60))
 	m.Add(base.Digest, 70) // past the size: capped
-	m.Add(hash(99), 5)     // unknown blob: ignored
+	m.Add(testHash(99), 5)     // unknown blob: ignored
 	s = m.Snapshot()
 	if s.Current != 100 || s.Images[0].Current != 100 || s.Images[1].Current != 100 || s.Images[0].Started.IsZero() {
 		t.Errorf("after the shared blob: %+v", s)

@@ -71,9 +71,9 @@ type Report struct {
 	BytesFetched int64         `json:"bytesFetched"`
 	BytesReused  int64         `json:"bytesReused"`
 	// Resumes counts broken source reads continued with Range, not fetched again.
-	Resumes int64 `json:"resumes,omitempty"`
-	Seconds      float64       `json:"seconds"`
-	DryRun       bool          `json:"dryRun,omitempty"`
+	Resumes int64   `json:"resumes,omitempty"`
+	Seconds float64 `json:"seconds"`
+	DryRun  bool    `json:"dryRun,omitempty"`
 }
 
 // Push copies each image to the target registry, keeping its repository path

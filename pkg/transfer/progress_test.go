@@ -27,7 +27,7 @@ func TestMeterCountsSharedBlobsOnceOverall(t *testing.T) {
 	}
 	m.Writer(base.Digest).Write(make([]byte, 60))
 	m.Add(base.Digest, 70) // past the size: capped
-	m.Add(testHash(99), 5)     // unknown blob: ignored
+	m.Add(testHash(99), 5) // unknown blob: ignored
 	s = m.Snapshot()
 	if s.Current != 100 || s.Images[0].Current != 100 || s.Images[1].Current != 100 || s.Images[0].Started.IsZero() {
 		t.Errorf("after the shared blob: %+v", s)

@@ -69,11 +69,18 @@ type FrontStatus struct {
 	Version      string        `json:"version"`
 	Upstream     string        `json:"upstream"`
 	Mode         string        `json:"mode"`
-	Since        time.Time     `json:"since"`
+	Since        string        `json:"since"` // RFC 3339
 	LastError    string        `json:"lastError"`
 	ProxyChild   string        `json:"proxyChild"`
 	UpstreamRate int64         `json:"upstreamRate"`
+	InFlight     int           `json:"inFlight"` // blob downloads not yet stored and linked
 	Counters     FrontCounters `json:"counters"`
+}
+
+// SinceTime is when the mode began; zero when the front did not say.
+func (fs FrontStatus) SinceTime() time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, fs.Since)
+	return t
 }
 
 // FrontCounters are the front's counters since it started.
@@ -191,9 +198,9 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
 			} else {
 				f := fs.Figures()
-				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, fs.Since, time.Now())
-				if !fs.Since.IsZero() {
-					since := fs.Since
+				since := fs.SinceTime()
+				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
+				if !since.IsZero() {
 					st.ModeSince = &since
 				}
 			}

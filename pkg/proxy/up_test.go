@@ -180,7 +180,7 @@ func startCacheServer(t *testing.T, mode string) *cacheServer {
 			http.NotFound(w, r)
 			return
 		}
-		json.NewEncoder(w).Encode(FrontStatus{Layout: LayoutFront, Mode: cs.mode, Since: time.Now()})
+		json.NewEncoder(w).Encode(FrontStatus{Layout: LayoutFront, Mode: cs.mode, Since: time.Now().Format(time.RFC3339)})
 	}))
 	t.Cleanup(metrics.Close)
 	cs.port = cache.Listener.Addr().(*net.TCPAddr).Port

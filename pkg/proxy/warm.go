@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -247,6 +248,14 @@ func warmFront(ctx context.Context, eng Engine, g *cacheGroup, viaCache []transf
 	wopts.Front = true
 	rep, err := transfer.WarmThroughCache(ctx, viaCache, wopts)
 	rep.Mode = WarmFront
+	// The last blobs may still be on their way into storage: let the front
+	// finish them, so a restart right after the warm loses nothing.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; {
+		if fs, err := frontStatus(ctx, eng, g.cache.Spec); err != nil || fs.InFlight == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if after, afterErr := frontCounters(ctx, eng, g.cache.Spec); beforeErr == nil && afterErr == nil {
 		rep.Upstream = &transfer.Report{
 			BlobsFetched: after.BlobFetches - before.BlobFetches,
@@ -258,17 +267,22 @@ func warmFront(ctx context.Context, eng Engine, g *cacheGroup, viaCache []transf
 
 // frontCounters reads the counters of a front cache on this engine.
 func frontCounters(ctx context.Context, eng Engine, spec Spec) (FrontCounters, error) {
+	fs, err := frontStatus(ctx, eng, spec)
+	return fs.Counters, err
+}
+
+// frontStatus reads the status of a front cache on this engine.
+func frontStatus(ctx context.Context, eng Engine, spec Spec) (FrontStatus, error) {
 	c, ok, err := inspect(ctx, eng, spec.ContainerName())
 	if err != nil {
-		return FrontCounters{}, err
+		return FrontStatus{}, err
 	}
 	if !ok {
-		return FrontCounters{}, notFound(spec.Name)
+		return FrontStatus{}, notFound(spec.Name)
 	}
 	addr := metricsAddress(c, spec)
 	if addr == "" {
-		return FrontCounters{}, fmt.Errorf("cache %s has no metrics listener", spec.Name)
+		return FrontStatus{}, fmt.Errorf("cache %s has no metrics listener", spec.Name)
 	}
-	fs, err := readFrontStatus(ctx, addr)
-	return fs.Counters, err
+	return readFrontStatus(ctx, addr)
 }

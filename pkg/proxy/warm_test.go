@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestWarmMode(t *testing.T) {
@@ -39,5 +40,23 @@ func TestWarmMode(t *testing.T) {
 				t.Errorf("warmMode = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestModeText(t *testing.T) {
+	now := time.Date(2026, 3, 1, 15, 0, 0, 0, time.Local)
+	tests := []struct {
+		mode  string
+		since time.Time
+		want  string
+	}{
+		{ModeOnline, now.Add(-time.Hour), "online"},
+		{ModeOffline, time.Date(2026, 3, 1, 12, 3, 4, 0, time.Local), "upstream unreachable since 12:03, serving cached content"},
+		{ModeOffline, time.Date(2026, 2, 27, 23, 59, 0, 0, time.Local), "upstream unreachable since 2026-02-27 23:59, serving cached content"},
+	}
+	for _, tc := range tests {
+		if got := ModeText(tc.mode, tc.since, now); got != tc.want {
+			t.Errorf("ModeText(%s, %s) = %q, want %q", tc.mode, tc.since, got, tc.want)
+		}
 	}
 }

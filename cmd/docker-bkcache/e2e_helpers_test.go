@@ -50,7 +50,9 @@ func setup() (int, error) {
 	}
 	dockerConfig = dir
 	plugin := filepath.Join(dir, "cli-plugins", "docker-bkcache")
+	// Static, as `make build` makes it: the cache container runs it as its front.
 	build := exec.Command("go", "build", "-ldflags", "-X github.com/bkcache/bkcache/pkg/version.Version=e2e-test", "-o", plugin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		return 1, fmt.Errorf("build plugin: %w", err)
@@ -156,7 +158,7 @@ func (c *testCache) addr() string { return "127.0.0.1:" + strconv.Itoa(c.port) }
 // loopback upstream, the local registry image, and the test's own directories.
 func (c *testCache) upArgs(upstream string, extra ...string) []string {
 	args := []string{"bkcache", "up", "--name", c.name, "--upstream", upstream, "--port", strconv.Itoa(c.port),
-		"--network", "host", "--image", registryImage, "--pull", "never",
+		"--network", "host", "--bind", "127.0.0.1", "--image", registryImage, "--pull", "never",
 		"--config-dir", c.configDir, "--data-dir", c.dataDir, "--metrics-port", strconv.Itoa(c.metricsPort), "--wait", "30s"}
 	return append(args, extra...)
 }

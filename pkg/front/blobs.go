@@ -111,8 +111,18 @@ func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, diges
 		s.counters.blobLinks.Add(1)
 	}
 	s.counters.blobHits.Add(1)
-	if rng.kind == rangeMulti {
+	switch rng.kind {
+	case rangeMulti:
 		r.Header.Del("Range") // several ranges: the whole blob, as 200
+	case rangeSingle:
+		// registry:2 2.8 answers an unsatisfiable range with a body shorter
+		// than its Content-Length: answer 416 here.
+		if info, err := os.Stat(s.store.dataPath(digest)); err == nil && r.Method == http.MethodGet {
+			if _, _, _, ok := rng.resolve(info.Size()); !ok {
+				writeRangeNotSatisfiable(w, info.Size())
+				return
+			}
+		}
 	}
 	s.blobRP.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.counters.servedBytes}, r)
 }

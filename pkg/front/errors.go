@@ -19,7 +19,9 @@ func writeError(w http.ResponseWriter, status int, code, message string, detail 
 		Errors []registryError `json:"errors"`
 	}{[]registryError{{Code: code, Message: message, Detail: detail}}})
 	h := w.Header()
-	h.Del("Content-Range")
+	if status != http.StatusRequestedRangeNotSatisfiable {
+		h.Del("Content-Range")
+	}
 	h.Del("Docker-Content-Digest")
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Docker-Distribution-Api-Version", "registry/2.0")

@@ -317,9 +317,7 @@ func (f *flight) serve(w http.ResponseWriter, r *http.Request, rng byteRange, fi
 		start, end, partial, ok = rng.resolve(size)
 	}
 	if !ok {
-		h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-		h.Set("Content-Length", "0")
-		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		writeRangeNotSatisfiable(w, size)
 		return
 	}
 	status := http.StatusOK

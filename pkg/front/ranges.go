@@ -1,6 +1,7 @@
 package front
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -110,4 +111,10 @@ func (r byteRange) resolve(size int64) (start, end int64, partial, ok bool) {
 		end = r.last + 1
 	}
 	return r.first, end, true, true
+}
+
+// writeRangeNotSatisfiable answers 416 with the blob's size.
+func writeRangeNotSatisfiable(w http.ResponseWriter, size int64) {
+	w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+	writeError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", "the range asked for is not within the blob's "+strconv.FormatInt(size, 10)+" bytes", nil)
 }

@@ -154,7 +154,13 @@ func (d *Download) request(offset int64) (*http.Response, error) {
 	// Blobs are compressed already; a transparently gunzipped answer would be wrong bytes.
 	req.Header.Set("Accept-Encoding", "identity")
 	if offset > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		// With the size known, a closed range: some registries (go-containerregistry's)
+		// understand only bytes=A-B.
+		last := ""
+		if d.Size > 0 {
+			last = strconv.FormatInt(d.Size-1, 10)
+		}
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+last)
 	}
 	client := d.f.Client
 	if client == nil {
@@ -191,7 +197,8 @@ func (d *Download) Close() error {
 }
 
 // Copy writes the blob into w as its bytes arrive and returns how many it
-// wrote. A broken or stalled read is resumed with Range from the first byte
+// wrote. A broken or stalled read is resumed with Range (bytes=N-LAST, or
+// bytes=N- when the size is unknown) from the first byte
 // not yet received (bytes are never written twice; when the source ignores
 // Range, the bytes already written are read again and skipped). It returns nil
 // only when all bytes arrived and match the digest; a mismatch is a

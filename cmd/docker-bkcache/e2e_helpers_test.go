@@ -137,13 +137,21 @@ func newTestCache(t testing.TB) *testCache {
 	b := make([]byte, 4)
 	rand.Read(b)
 	root := t.TempDir()
-	c := &testCache{
-		name:      "bkt-" + hex.EncodeToString(b),
-		configDir: filepath.Join(root, "etc"),
-		dataDir:   filepath.Join(root, "data"),
-		port:      freePort(t),
+	// Both ports picked while both are held, so they differ.
+	l1, err1 := net.Listen("tcp", "127.0.0.1:0")
+	l2, err2 := net.Listen("tcp", "127.0.0.1:0")
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
 	}
-	c.metricsPort = freePort(t)
+	c := &testCache{
+		name:        "bkt-" + hex.EncodeToString(b),
+		configDir:   filepath.Join(root, "etc"),
+		dataDir:     filepath.Join(root, "data"),
+		port:        l1.Addr().(*net.TCPAddr).Port,
+		metricsPort: l2.Addr().(*net.TCPAddr).Port,
+	}
+	l1.Close()
+	l2.Close()
 	t.Cleanup(func() {
 		exec.Command("docker", "rm", "-f", "proxy-"+c.name).Run()
 		// The registry writes as root inside the container; the test may not own the files.

@@ -15,7 +15,7 @@ help:
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
-	@echo "bench    pull benchmark (direct vs cold vs warm cache) and copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache)"
+	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache)"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
 
@@ -55,6 +55,7 @@ e2e:
 
 bench:
 	bash scripts/setup.sh --bench
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkFront -benchtime 1x -timeout 120m ./cmd/docker-bkcache
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/

@@ -243,9 +243,11 @@ func TestFrontSlowUpstreamAnswersAtOnce(t *testing.T) {
 	layer := set.layers[0][1]
 	c := newTestCache(t)
 	mustDocker(t, c.upArgs(relay.URL)...)
-	ctrd := containerdtest.Start(t)
+	ctrd := containerdtest.Start(t, "")
 	// Nodes name the upstream; its hosts.toml sends them to the cache first.
-	ctrd.Mirror(t, relay.Addr, relay.URL, "http://"+c.addr())
+	if err := ctrd.WriteHosts(relay.Addr, relay.URL, "http://"+c.addr()); err != nil {
+		t.Fatal(err)
+	}
 	relay.SetRate(180 << 10) // 6 MiB at 180 KiB/s: about 34 s
 	relay.ResetLog()
 
@@ -255,7 +257,7 @@ func TestFrontSlowUpstreamAnswersAtOnce(t *testing.T) {
 	ctrDone := make(chan error, 1)
 	ref := relay.Addr + "/" + set.refs[0]
 	go func() {
-		out, err := ctrd.Pull(ctx, ref)
+		out, err := ctrPull(ctx, ctrd, ref)
 		if err != nil {
 			err = fmt.Errorf("%v\n%s", err, out)
 		}
@@ -299,7 +301,7 @@ func TestFrontSlowUpstreamAnswersAtOnce(t *testing.T) {
 	if err := <-ctrDone; err != nil {
 		t.Fatalf("containerd 1.6 pull through the cache: %v\ncontainerd log:\n%s", err, ctrd.Log())
 	}
-	if got := ctrd.ImageDigest(ref); got != set.digests[0].String() {
+	if got := ctrImageDigest(ctrd, ref); got != set.digests[0].String() {
 		t.Errorf("containerd recorded %s as %q, want %s", ref, got, set.digests[0])
 	}
 	var upstream *registrytest.RelayRequest
@@ -582,16 +584,18 @@ func TestFrontRefusesAnotherRegistrysNamespace(t *testing.T) {
 		t.Errorf("?ns=docker.io on a cache of %s: %s %s", relay.Addr, resp.Status, body)
 	}
 
-	ctrd := containerdtest.Start(t)
-	ctrd.Mirror(t, "_default", "", "http://"+c.addr(), "http://"+other.Addr)
+	ctrd := containerdtest.Start(t, "")
+	if err := ctrd.WriteHosts("_default", "", "http://"+c.addr(), "http://"+other.Addr); err != nil {
+		t.Fatal(err)
+	}
 	relay.ResetLog()
 	ref := "docker.io/" + real.refs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if out, err := ctrd.Pull(ctx, ref); err != nil {
+	if out, err := ctrPull(ctx, ctrd, ref); err != nil {
 		t.Fatalf("containerd did not fall back to the next host: %v\n%s\n%s", err, out, ctrd.Log())
 	}
-	if got := ctrd.ImageDigest(ref); got != real.digests[0].String() {
+	if got := ctrImageDigest(ctrd, ref); got != real.digests[0].String() {
 		t.Errorf("containerd pulled %s as %s, want the next host's %s (the cache upstream's impostor is %s)", ref, got, real.digests[0], impostor.digests[0])
 	}
 	for _, q := range relay.Log() {
@@ -641,8 +645,10 @@ func TestFrontServesContainerdsResumedRange(t *testing.T) {
 	mustDocker(t, c.upArgs(relay.URL)...)
 	nodeLink := registrytest.StartRelay(t, "http://"+c.addr())
 	nodeLink.CutAfter(layer.Digest.String(), 1<<20, 1)
-	ctrd := containerdtest.Start(t)
-	ctrd.Mirror(t, relay.Addr, relay.URL, nodeLink.URL)
+	ctrd := containerdtest.Start(t, "")
+	if err := ctrd.WriteHosts(relay.Addr, relay.URL, nodeLink.URL); err != nil {
+		t.Fatal(err)
+	}
 	relay.ResetLog()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -651,14 +657,14 @@ func TestFrontServesContainerdsResumedRange(t *testing.T) {
 	var out string
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ { // as kubelet pulls again after a failed pull
-		if out, err = ctrd.Pull(ctx, ref); err == nil {
+		if out, err = ctrPull(ctx, ctrd, ref); err == nil {
 			break
 		}
 	}
 	if err != nil {
 		t.Fatalf("containerd pull through a cut link: %v\n%s", err, out)
 	}
-	if got := ctrd.ImageDigest(ref); got != set.digests[0].String() {
+	if got := ctrImageDigest(ctrd, ref); got != set.digests[0].String() {
 		t.Errorf("containerd recorded %s as %q, want %s", ref, got, set.digests[0])
 	}
 	var cut *registrytest.RelayRequest
@@ -680,4 +686,37 @@ func TestFrontServesContainerdsResumedRange(t *testing.T) {
 	if n, b := relay.BlobGets(layer.Digest.String()), relay.BlobBytes(layer.Digest.String()); n != 1 || b != layer.Size {
 		t.Errorf("the upstream served the blob %d times, %d bytes of %d; want once", n, b, layer.Size)
 	}
+}
+
+// ctrPull is a node's pull through hosts.toml, bounded by ctx.
+func ctrPull(ctx context.Context, c *containerdtest.Containerd, ref string) (string, error) {
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := c.Pull("default", ref)
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		return r.out, r.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("ctr pull %s: %w", ref, ctx.Err())
+	}
+}
+
+// ctrImageDigest is the digest containerd recorded for ref ("" when none).
+func ctrImageDigest(c *containerdtest.Containerd, ref string) string {
+	out, err := c.Ctr("-n", "default", "images", "ls")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == ref {
+			return f[2]
+		}
+	}
+	return ""
 }

@@ -48,8 +48,8 @@ func TestSlowUpstreamHeadersAtOnce(t *testing.T) {
 	e.relay.SetRate(200 << 10) // the blob takes ~5 s
 	type result struct {
 		asked, headers, done time.Time
-		body               []byte
-		err                error
+		body                 []byte
+		err                  error
 	}
 	fetch := func(res *result) {
 		res.asked = time.Now()

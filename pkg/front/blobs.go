@@ -88,6 +88,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 			s.counters.offlineRefusals.Add(1)
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
 				s.unreachable()+"; blob "+digest+" of "+repo+" is not cached", digest)
+		case cannotStart:
+			s.logger.Printf("start download of %s: %v", digest, d.err)
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the cache cannot store blob "+digest+": "+d.err.Error(), digest)
 		case passThrough:
 			if s.passThrough(w, r, repo, digest) {
 				return
@@ -136,12 +139,12 @@ func (s *Server) link(ctx context.Context, repo, digest string) error {
 		from, ok = s.store.findHolder(ctx, digest)
 	}
 	if ok {
-		if err := s.mount(ctx, repo, digest, from); err == nil {
+		err := s.mount(ctx, repo, digest, from)
+		if err == nil {
 			s.flights.setHolder(digest, repo)
 			return nil
-		} else {
-			s.logger.Printf("mount %s from %s into %s: %v; uploading the stored copy instead", digest, from, repo, err)
 		}
+		s.logger.Printf("mount %s from %s into %s: %v; uploading the stored copy instead", digest, from, repo, err)
 	}
 	if err := s.upload(ctx, repo, digest, s.store.dataPath(digest)); err != nil {
 		return err

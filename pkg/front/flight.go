@@ -51,10 +51,12 @@ const (
 	fromStorage
 	refuseOffline
 	passThrough
+	cannotStart
 )
 
 type decision struct {
 	action  blobAction
+	err     error // cannotStart: why
 	flight  *flight
 	file    *os.File // the joiner's own handle on the partial file
 	started bool     // this request started the flight
@@ -84,18 +86,17 @@ func (fs *flights) decide(s *Server, repo, digest string, noStart bool) decision
 	}
 	f, err := newFlight(s, repo, digest)
 	if err != nil {
-		s.logger.Printf("start download of %s: %v", digest, err)
-		return decision{action: passThrough}
+		return decision{action: cannotStart, err: err}
 	}
 	file, err := os.Open(f.path)
 	if err != nil {
 		f.file.Close()
 		os.Remove(f.path)
-		return decision{action: passThrough}
+		return decision{action: cannotStart, err: err}
 	}
 	fs.m[digest] = f
 	s.counters.blobFetches.Add(1)
-	s.goRun(func() { f.run(s.ctx) })
+	s.goRun(func() { f.run(s.fetchCtx, s.ctx) })
 	return decision{action: joinFlight, flight: f, file: file, started: true}
 }
 
@@ -104,6 +105,7 @@ func (fs *flights) decide(s *Server, repo, digest string, noStart bool) decision
 type flight struct {
 	s       *Server
 	digest  string
+	repo    string // the repository that started it: fetched and stored for it first
 	path    string
 	file    *os.File // written by run only
 	started time.Time
@@ -133,7 +135,7 @@ func newFlight(s *Server, repo, digest string) (*flight, error) {
 		return nil, err
 	}
 	return &flight{
-		s: s, digest: digest, path: path, file: file, started: time.Now(),
+		s: s, digest: digest, repo: repo, path: path, file: file, started: time.Now(),
 		repos: []string{repo}, linked: map[string]bool{}, waiters: 1,
 		headers: make(chan struct{}), size: -1, progress: make(chan struct{}),
 	}, nil
@@ -165,11 +167,12 @@ func (f *flight) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// run downloads, verifies, stores and links the blob, then ends the flight.
-func (f *flight) run(ctx context.Context) {
+// run downloads (within fetchCtx), verifies, stores and links (within
+// ctx, which outlives fetchCtx at shutdown) the blob, then ends the flight.
+func (f *flight) run(fetchCtx, ctx context.Context) {
 	s := f.s
-	repo := f.repos[0] // set before the flight was published; never changes
-	err := f.download(ctx, repo)
+	repo := f.repo
+	err := f.download(fetchCtx, repo)
 	f.file.Close()
 	if err != nil {
 		f.end(err)
@@ -229,6 +232,9 @@ func (f *flight) download(ctx context.Context, repo string) error {
 		Counter: &s.counters.upstreamBytes,
 		OnResume: func(offset int64, err error) {
 			s.counters.resumes.Add(1)
+			if connectionFailure(err) {
+				s.up.Suspect(err) // new requests learn of an outage while this one retries
+			}
 			s.logger.Printf("blob %s: upstream read broke at byte %d (%v); resuming with Range", f.digest, offset, err)
 		},
 	}

@@ -42,7 +42,8 @@ type envConfig struct {
 	extraConfig  string // appended to the registry config
 	proxyCreds   string // "user:pass" for proxy.username/password
 	rate         int64
-	noStart      bool
+	tlsCert      string
+	tlsKey       string
 }
 
 func withUpstream(opts ...registrytest.Option) envOption {
@@ -53,6 +54,9 @@ func withProxyCreds(userPass string) envOption {
 	return func(c *envConfig) { c.proxyCreds = userPass }
 }
 func withRate(r int64) envOption { return func(c *envConfig) { c.rate = r } }
+func withTLS(cert, key string) envOption {
+	return func(c *envConfig) { c.tlsCert, c.tlsKey = cert, key }
+}
 
 // newEnv starts an upstream, a relay and a front on fresh storage.
 func newEnv(t *testing.T, opts ...envOption) *frontEnv {
@@ -63,6 +67,10 @@ func newEnv(t *testing.T, opts ...envOption) *frontEnv {
 	}
 	e := &frontEnv{t: t, upstream: registrytest.Start(t, c.upstreamOpts...), root: t.TempDir(), log: &syncBuffer{}}
 	e.relay = registrytest.StartRelay(t, e.upstream.URL)
+	tlsPart := ""
+	if c.tlsCert != "" {
+		tlsPart = fmt.Sprintf(", tls: {certificate: %s, key: %s}", c.tlsCert, c.tlsKey)
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}, fields: {service: registry}}
 storage:
@@ -70,11 +78,11 @@ storage:
   delete: {enabled: true}
   redirect: {disable: true}
   cache: {blobdescriptor: inmemory}
-http: {addr: ":5000", secret: test-secret, headers: {X-Content-Type-Options: [nosniff]}}
+http: {addr: ":5000", secret: test-secret, headers: {X-Content-Type-Options: [nosniff]}%s}
 health: {storagedriver: {enabled: true, interval: 10s, threshold: 3}}
 proxy:
   remoteurl: %s
-`, e.root, e.relay.URL)
+`, e.root, tlsPart, e.relay.URL)
 	if c.proxyCreds != "" {
 		u, p, _ := strings.Cut(c.proxyCreds, ":")
 		cfg += fmt.Sprintf("  username: %s\n  password: %s\n", u, p)

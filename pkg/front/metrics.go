@@ -63,7 +63,7 @@ type Status struct {
 	Upstream     string `json:"upstream"`
 	Mode         string `json:"mode"`  // online | offline
 	Since        string `json:"since"` // RFC 3339: when the mode began
-	LastError    string `json:"lastError,omitempty"`
+	LastError    string `json:"lastError"`
 	ProxyChild   string `json:"proxyChild"` // running | starting | stopped
 	LocalChild   string `json:"localChild"` // running | starting | stopped
 	UpstreamRate int64  `json:"upstreamRate"`

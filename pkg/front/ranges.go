@@ -23,10 +23,10 @@ const (
 // byteRange is one Range header's request.
 type byteRange struct {
 	kind rangeKind
-	// first and last as written: bytes=first-last; last -1 = open ("bytes=A-");
-	// first -1 = suffix of length last+... see suffix.
+	// first and last as written in bytes=first-last; last is -1 for bytes=first-.
 	first, last int64
-	suffix      int64 // bytes=-N: N (first is -1)
+	// suffix is N of bytes=-N (then first is -1).
+	suffix int64
 }
 
 // parseRange reads a Range header.

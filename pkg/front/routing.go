@@ -170,6 +170,14 @@ func (t *childTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if t.primary.waitReady(req.Context(), 5*time.Second) {
 		resp, err := t.primary.transport.RoundTrip(req)
+		if err == nil && resp.StatusCode == http.StatusNotFound && parseRoute(req.URL.Path).kind == "manifest" {
+			// registry:2 answers 404 also when it could not reach the upstream:
+			// a probe tells an unknown image from an outage.
+			if perr := t.s.up.probe(req.Context()); perr != nil && req.Context().Err() == nil {
+				t.s.up.setOnline(false, perr.Error())
+				return t.s.offline404(req, resp), nil
+			}
+		}
 		if err == nil && resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusGatewayTimeout {
 			return resp, nil
 		}

@@ -43,8 +43,10 @@ type Server struct {
 
 	ln, metricsLn   net.Listener
 	srv, metricsSrv *http.Server
-	ctx             context.Context
-	cancel          context.CancelFunc
+	ctx             context.Context    // children and watchers: ends last
+	cancel          context.CancelFunc //
+	fetchCtx        context.Context    // upstream downloads: end first at Close
+	cancelFetches   context.CancelFunc
 	wg              sync.WaitGroup
 	closeOnce       sync.Once
 }
@@ -177,6 +179,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.fetchCtx, s.cancelFetches = context.WithCancel(s.ctx)
 
 	if err := s.up.probe(ctx); err != nil {
 		s.up.setOnline(false, err.Error())
@@ -222,9 +225,17 @@ func (s *Server) goRun(f func()) {
 	}()
 }
 
-// Close stops serving, stops the children and waits for them.
+// Close stops serving and downloading, lets blobs already verified finish
+// storing (a few seconds at most), stops the children and waits for them.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		if s.cancelFetches != nil {
+			s.cancelFetches()
+			deadline := time.Now().Add(8 * time.Second) // docker stop kills after 10 s
+			for s.flights.len() > 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 		if s.cancel != nil {
 			s.cancel()
 		}

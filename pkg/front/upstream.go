@@ -30,6 +30,7 @@ type upstream struct {
 	probeTimeout, probeFirst, probeMax time.Duration
 
 	mu         sync.Mutex
+	known      bool // the first probe has set online
 	online     bool
 	since      time.Time
 	lastError  string
@@ -90,9 +91,10 @@ func (u *upstream) setOnline(online bool, errText string) {
 	if errText != "" {
 		u.lastError = errText
 	}
-	if online == u.online {
+	if online == u.online && u.known {
 		return
 	}
+	u.known = true
 	u.online, u.since = online, time.Now()
 	close(u.changed)
 	u.changed = make(chan struct{})

@@ -30,7 +30,7 @@ type DigestError struct {
 }
 
 func (e *DigestError) Error() string {
-	return fmt.Sprintf("blob %s from %s: the source sent %d bytes with digest %s; nothing was kept, retry later or check the source registry",
+	return fmt.Sprintf("blob %s from %s: the source sent %d bytes with digest %s; retry later, or check the source registry",
 		e.Want, e.URL, e.Size, e.Got)
 }
 

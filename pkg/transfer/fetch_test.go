@@ -21,6 +21,13 @@ import (
 
 // flakySource serves one blob and misbehaves as told, request by request.
 type flakySource struct {
+	flaky
+	mu     sync.Mutex
+	ranges []string // Range header of each request
+	sent   int64
+}
+
+type flaky struct {
 	blob        []byte
 	cutAfter    []int64 // per request: send this many body bytes, then drop the connection (-1: no cut)
 	status      []int   // per request: answer this status instead (0: normal)
@@ -28,10 +35,6 @@ type flakySource struct {
 	ignoreRange bool
 	wrong       bool // flip a byte in the middle
 	release     chan struct{}
-
-	mu     sync.Mutex
-	ranges []string // Range header of each request
-	sent   int64
 }
 
 func (s *flakySource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +111,7 @@ func TestFetch(t *testing.T) {
 	const size = 300 << 10
 	tests := []struct {
 		name        string
-		src         flakySource
+		src         flaky
 		wantRanges  []string
 		wantErr     error // errors.Is
 		wantUpErr   int   // an *UpstreamError with this status
@@ -116,45 +119,45 @@ func TestFetch(t *testing.T) {
 	}{
 		{name: "plain", wantRanges: []string{""}},
 		{name: "cut once, resumed with Range",
-			src:         flakySource{cutAfter: []int64{100 << 10}},
+			src:         flaky{cutAfter: []int64{100 << 10}},
 			wantRanges:  []string{"", "bytes=102400-307199"},
 			wantCounted: size},
 		{name: "cut twice",
-			src:        flakySource{cutAfter: []int64{10 << 10, 50 << 10}},
+			src:        flaky{cutAfter: []int64{10 << 10, 50 << 10}},
 			wantRanges: []string{"", "bytes=10240-307199", "bytes=61440-307199"}},
 		{name: "source ignores Range: what arrived again is skipped",
-			src:         flakySource{cutAfter: []int64{100 << 10}, ignoreRange: true},
+			src:         flaky{cutAfter: []int64{100 << 10}, ignoreRange: true},
 			wantRanges:  []string{"", "bytes=102400-307199"},
 			wantCounted: size + 100<<10},
 		{name: "503 on a resume is retried",
-			src:        flakySource{cutAfter: []int64{1000}, status: []int{0, 503}},
+			src:        flaky{cutAfter: []int64{1000}, status: []int{0, 503}},
 			wantRanges: []string{"", "bytes=1000-307199", "bytes=1000-307199"}},
 		{name: "wrong bytes",
-			src:        flakySource{wrong: true},
+			src:        flaky{wrong: true},
 			wantRanges: []string{""},
 			wantErr:    ErrDigestMismatch},
 		{name: "404 is not retried",
-			src:        flakySource{status: []int{404}},
+			src:        flaky{status: []int{404}},
 			wantRanges: []string{""},
 			wantUpErr:  404},
 		{name: "404 on a resume is not retried",
-			src:        flakySource{cutAfter: []int64{1000}, status: []int{0, 404}},
+			src:        flaky{cutAfter: []int64{1000}, status: []int{0, 404}},
 			wantRanges: []string{"", "bytes=1000-307199"},
 			wantUpErr:  404},
 		{name: "gives up when no attempt makes progress",
-			src:        flakySource{cutAfter: []int64{1000, 0, 0, 0}},
+			src:        flaky{cutAfter: []int64{1000, 0, 0, 0}},
 			wantRanges: []string{"", "bytes=1000-307199", "bytes=1000-307199"},
 			wantErr:    errGaveUp},
 		{name: "stalled read is resumed",
-			src:        flakySource{stallAfter: 5000},
+			src:        flaky{stallAfter: 5000},
 			wantRanges: []string{"", "bytes=5000-307199"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			blob, dgst := randomBlob(t, size)
-			src := tt.src
+			src := &flakySource{flaky: tt.src}
 			src.blob = blob
-			srv := httptest.NewServer(&src)
+			srv := httptest.NewServer(src)
 			defer srv.Close()
 			var counter atomic.Int64
 			var resumedAt []int64
@@ -211,7 +214,7 @@ func cmpOr(a, b int64) int64 {
 // any byte of the body.
 func TestFetchOpenReturnsAtHeaders(t *testing.T) {
 	blob, dgst := randomBlob(t, 1000)
-	src := &flakySource{blob: blob, release: make(chan struct{})}
+	src := &flakySource{flaky: flaky{blob: blob, release: make(chan struct{})}}
 	srv := httptest.NewServer(src)
 	defer srv.Close()
 	ctx := context.Background()
@@ -233,7 +236,7 @@ func TestFetchOpenReturnsAtHeaders(t *testing.T) {
 // the deadline fails the fetch instead of letting it through.
 func TestFetchLimiter(t *testing.T) {
 	blob, dgst := randomBlob(t, 64<<10)
-	srv := httptest.NewServer(&flakySource{blob: blob})
+	srv := httptest.NewServer(&flakySource{flaky: flaky{blob: blob}})
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -253,7 +256,7 @@ func TestFetchLimiter(t *testing.T) {
 // Cancelling Copy's context stops a download that would otherwise hang.
 func TestFetchCancel(t *testing.T) {
 	blob, dgst := randomBlob(t, 10000)
-	srv := httptest.NewServer(&flakySource{blob: blob, stallAfter: 100})
+	srv := httptest.NewServer(&flakySource{flaky: flaky{blob: blob, stallAfter: 100}})
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := (&Fetcher{}).Open(context.Background(), srv.URL+"/b", dgst)

@@ -137,6 +137,12 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	if err != nil {
 		return err
 	}
+	// Flag errors before touching Docker, and before any cache of a file is made.
+	for _, spec := range specs {
+		if err := spec.WithDefaults().Validate(); err != nil {
+			return err
+		}
+	}
 	var results []proxy.UpResult
 	var failed []string
 	for _, spec := range specs {

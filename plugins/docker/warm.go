@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/docker/cli/cli/command"
@@ -49,6 +50,9 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
   docker bkcache warm -f images.txt --cache bkhub --platform linux/amd64,linux/arm64 -j 16`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.opts.IntoStorage && o.opts.ThroughProxy {
+				return errors.New("--into-storage and --through-proxy exclude each other")
+			}
 			entries, bad, err := readList(dockerCli, o.file)
 			if err != nil {
 				return err

@@ -278,3 +278,33 @@ func TestImagesPipeIntoWarm(t *testing.T) {
 	}
 	pullAllWarm(t, c, up, list)
 }
+
+// On a terminal, warm shows what docker pull shows: bars with bytes, rate and
+// time left per image and for the whole list, drawn in place.
+func TestWarmShowsProgressOnATerminal(t *testing.T) {
+	dist, relay := frontUpstream(t)
+	set := pushSet(t, dist.Addr, "blueking/tty", 3, 1, 2<<20, 1, 1<<20)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(relay.URL)...)
+	var lines []string
+	for _, r := range set.refs {
+		lines = append(lines, relay.Addr+"/"+r)
+	}
+	list := filepath.Join(t.TempDir(), "images.txt")
+	os.WriteFile(list, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	relay.SetRate(2 << 20) // about 3 s: several redraws
+
+	// script(1) gives the plugin a terminal, as an operator's shell does.
+	cmd := exec.Command("script", "-qec", "docker bkcache warm -f "+list+" --cache "+c.name, "/dev/null")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig, "COLUMNS=160", "LINES=40")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("warm on a terminal: %v\n%q", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"\x1b[2K", "/3 images", "MB/", "B/s", "[=", "warmed  " + c.addr() + "/blueking/tty-0:v1", "(front): 3 images"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, s)
+		}
+	}
+}

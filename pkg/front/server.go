@@ -152,19 +152,6 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.prepareDirs(); err != nil {
 		return err
 	}
-	var err error
-	if s.debugAddr, err = freeLoopbackAddr(); err != nil {
-		return err
-	}
-	for _, c := range []*child{s.proxy, s.local} {
-		data, err := s.cfg.childConfig(c.kind, c.sock, s.debugAddr)
-		if err != nil {
-			return err
-		}
-		if err := writeFile0600(c.config, data); err != nil {
-			return err
-		}
-	}
 	tlsCfg, err := s.tlsConfig()
 	if err != nil {
 		return err
@@ -176,6 +163,19 @@ func (s *Server) Start(ctx context.Context) error {
 		if s.metricsLn, err = net.Listen("tcp", s.opts.MetricsListen); err != nil {
 			s.ln.Close()
 			return fmt.Errorf("metrics listen on %s: %w", s.opts.MetricsListen, err)
+		}
+	}
+	// Picked once our own listeners hold their ports, so it cannot be one of them.
+	if s.debugAddr, err = freeLoopbackAddr(); err != nil {
+		return err // Run's Close closes the listeners
+	}
+	for _, c := range []*child{s.proxy, s.local} {
+		data, err := s.cfg.childConfig(c.kind, c.sock, s.debugAddr)
+		if err != nil {
+			return err
+		}
+		if err := writeFile0600(c.config, data); err != nil {
+			return err
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))

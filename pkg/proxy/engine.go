@@ -36,16 +36,22 @@ type Engine interface {
 }
 
 // Labels bkcache keeps on a cache container. The spec label holds the public
-// Spec (never the password); the hash label covers spec and config file, so a
-// changed password also recreates the container.
+// Spec (never the password); the hash label covers spec, config file and the
+// front's binary, so a changed password or a new plugin version also recreates
+// the container. The layout label says which layout runs; a container from an
+// earlier bkcache without it runs the plain one.
 const (
 	LabelManaged = "io.bkcache.managed"
 	LabelName    = "io.bkcache.name"
 	LabelSpec    = "io.bkcache.spec"
 	LabelHash    = "io.bkcache.hash"
+	LabelLayout  = "io.bkcache.layout"
+	LabelFront   = "io.bkcache.front" // sha256 of the front's binary
 )
 
-func specLabels(spec Spec, config []byte) (map[string]string, error) {
+// specLabels are the labels of a cache container running spec with config;
+// frontSum is the sha256 of the front's binary ("" for the plain layout).
+func specLabels(spec Spec, config []byte, frontSum string) (map[string]string, error) {
 	public, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode spec of cache %s: %w", spec.Name, err)
@@ -53,12 +59,18 @@ func specLabels(spec Spec, config []byte) (map[string]string, error) {
 	h := sha256.New()
 	h.Write(public)
 	h.Write(config)
-	return map[string]string{
+	h.Write([]byte(frontSum))
+	labels := map[string]string{
 		LabelManaged: "true",
 		LabelName:    spec.Name,
 		LabelSpec:    string(public),
 		LabelHash:    hex.EncodeToString(h.Sum(nil)),
-	}, nil
+		LabelLayout:  spec.Layout,
+	}
+	if frontSum != "" {
+		labels[LabelFront] = frontSum
+	}
+	return labels, nil
 }
 
 // specFromLabels reads back the public Spec stored on a container.
@@ -71,7 +83,17 @@ func specFromLabels(labels map[string]string) (Spec, bool) {
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return Spec{}, false
 	}
+	s.Layout = layoutOf(labels)
 	return s, true
+}
+
+// layoutOf is the layout a container runs: its label, else plain (the guide's
+// script and bkcache before the front made only plain caches).
+func layoutOf(labels map[string]string) string {
+	if l := labels[LabelLayout]; l != "" {
+		return l
+	}
+	return LayoutPlain
 }
 
 // DiffSpecs lists the public fields that differ between two specs, as "field: old -> new".

@@ -129,8 +129,8 @@ func TestFindArchiveImage(t *testing.T) {
 	}
 }
 
-// fakeEngine answers what LoadImageArchive asks; other Engine methods are not called.
-type fakeEngine struct {
+// archiveEngine answers what LoadImageArchive asks; other Engine methods are not called.
+type archiveEngine struct {
 	Engine
 	images map[string]bool
 	arch   string
@@ -138,20 +138,20 @@ type fakeEngine struct {
 	answer string // the JSON message stream ImageLoad returns
 }
 
-func (f *fakeEngine) DaemonHost() string { return "unix:///fake.sock" }
+func (f *archiveEngine) DaemonHost() string { return "unix:///fake.sock" }
 
-func (f *fakeEngine) ImageInspect(_ context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+func (f *archiveEngine) ImageInspect(_ context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
 	if f.images[image] {
 		return client.ImageInspectResult{}, nil
 	}
 	return client.ImageInspectResult{}, cerrdefs.ErrNotFound.WithMessage("No such image: " + image)
 }
 
-func (f *fakeEngine) ServerVersion(context.Context, client.ServerVersionOptions) (client.ServerVersionResult, error) {
+func (f *archiveEngine) ServerVersion(context.Context, client.ServerVersionOptions) (client.ServerVersionResult, error) {
 	return client.ServerVersionResult{Os: "linux", Arch: f.arch}, nil
 }
 
-func (f *fakeEngine) ImageLoad(_ context.Context, r io.Reader, _ ...client.ImageLoadOption) (client.ImageLoadResult, error) {
+func (f *archiveEngine) ImageLoad(_ context.Context, r io.Reader, _ ...client.ImageLoadOption) (client.ImageLoadResult, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, err
@@ -184,7 +184,7 @@ func TestLoadImageArchive(t *testing.T) {
 		{name: "engine refuses", path: gz, image: image, arch: "amd64", answer: `{"errorDetail":{"message":"unexpected EOF"},"error":"unexpected EOF"}`, wantErr: "the engine said: unexpected EOF", wantLoads: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			eng := &fakeEngine{images: map[string]bool{}, arch: tc.arch, answer: tc.answer}
+			eng := &archiveEngine{images: map[string]bool{}, arch: tc.arch, answer: tc.answer}
 			if tc.present {
 				eng.images[tc.image] = true
 			}

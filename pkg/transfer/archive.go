@@ -42,6 +42,8 @@ type SaveOptions struct {
 	Keychain  authn.Keychain
 	Insecure  bool
 	Progress  io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 }
 
 // SaveReport sums up a Save.
@@ -77,6 +79,7 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 	if err != nil {
 		return SaveReport{}, err
 	}
+	cache.Meter = opts.Meter
 	ropts := append(commonOptions(ctx, 4, defaultBackoff()),
 		remote.WithTransport(cache), remote.WithAuthFromKeychain(opts.Keychain))
 	var report SaveReport
@@ -96,6 +99,7 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 				if idx, err = desc.ImageIndex(); err == nil {
 					if idx, res.Children, err = filterIndex(idx, opts.Platforms); err == nil {
 						res.Kind = "index"
+						planIndex(opts.Meter, e.Ref.String(), idx)
 						err = lp.AppendIndex(idx, annotations)
 					}
 				}
@@ -103,10 +107,12 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 				var img v1.Image
 				if img, err = desc.Image(); err == nil {
 					res.Kind = "image"
+					planImage(opts.Meter, e.Ref.String(), img)
 					err = lp.AppendImage(img, annotations)
 				}
 			}
 		}
+		opts.Meter.Finish(e.Ref.String(), err)
 		if err != nil {
 			res.Error = err.Error()
 			report.Images = append(report.Images, res)
@@ -207,6 +213,8 @@ type LoadOptions struct {
 	Jobs     int
 	Keychain authn.Keychain
 	Progress io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 }
 
 // Load checks every blob of an archive against its digest, then pushes each
@@ -264,10 +272,12 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 					t, err = idx.Image(desc.Digest)
 				}
 				if err == nil {
+					t = metered(opts.Meter, refName, t)
 					err = pusher.Push(ctx, dst, t)
 				}
 			}
 		}
+		opts.Meter.Finish(refName, err)
 		if err != nil {
 			res.Error = err.Error()
 			report.Failed++

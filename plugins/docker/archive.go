@@ -40,8 +40,8 @@ blobs shared by images stored once, with the list it holds (bkcache-images.txt).
 			if o.Platforms, err = parsePlatforms(platforms); err != nil {
 				return err
 			}
-			progress := newProgress(dockerCli, len(entries))
-			o.Progress = progress
+			progress := newProgress(dockerCli)
+			o.Progress, o.Meter = progress, progress.Meter()
 			rep, err := transfer.Save(cmd.Context(), entries, out, o)
 			progress.Close()
 			if err != nil {
@@ -81,8 +81,8 @@ before anything is pushed.`,
 			if (o.To == "") == (cache == "") {
 				return errors.New("pass one of --to REGISTRY or --cache NAME")
 			}
-			progress := newProgress(dockerCli, 0)
-			o.Progress = progress
+			progress := newProgress(dockerCli)
+			o.Progress, o.Meter = progress, progress.Meter()
 			rep, err := loadInto(ctx, dockerCli, archive, cache, o)
 			progress.Close()
 			if ok, werr := printer.Structured(dockerCli.Out(), output, rep); ok {

@@ -1,13 +1,8 @@
-// Package manifests holds the Kubernetes YAML the plugins embed.
+// Package manifests holds the Kubernetes YAML the plugins embed. registry-cache.yaml beside it
+// is not embedded: it is applied by hand (kubectl apply -f) to run the cache inside a cluster.
 package manifests
 
 import _ "embed"
-
-// RegistryCache is a registry:2 pull-through cache as a Deployment, Service and
-// ConfigMap: the in-cluster form of `docker bkcache up`.
-//
-//go:embed registry-cache.yaml
-var RegistryCache []byte
 
 // NodeAccessPod is the privileged pod `kubectl bkcache mirror` runs on a node to reach its
 // files and commands; pkg/nodes sets name, node, image and labels. mirror-rbac.yaml beside it

@@ -162,9 +162,9 @@ func BenchmarkCopy(b *testing.B) {
 	subsetList := writeList(b, relay.addr, subset)
 	fmt.Fprintf(os.Stderr, "\nfilling a cold cache with %d images (%.0f MiB of distinct blobs) through a %d MiB/s relay\n%-40s %12s\n",
 		len(subset), float64(subsetBytes)/(1<<20), 200, "way", "upstream/set")
-	measureFill := func(way string, fill func(c *testCache)) {
+	measureFill := func(way string, upExtra []string, fill func(c *testCache)) {
 		c := newTestCache(b)
-		mustDocker(b, c.upArgs("http://"+relay.addr)...)
+		mustDocker(b, c.upArgs("http://"+relay.addr, upExtra...)...)
 		before := relay.bytes.Load()
 		fill(c)
 		waitAllStored(b, c, relay.addr, subset)
@@ -184,12 +184,17 @@ func BenchmarkCopy(b *testing.B) {
 		}
 		wg.Wait()
 	}
-	measureFill("registry:2 pull-through, 1 client", func(c *testCache) { pullThrough(c, 1) })
-	measureFill("registry:2 pull-through, 8 clients", func(c *testCache) { pullThrough(c, 8) })
-	measureFill("docker bkcache warm --through-proxy", func(c *testCache) {
+	plain := []string{"--plain"}
+	measureFill("registry:2 pull-through, 1 client", plain, func(c *testCache) { pullThrough(c, 1) })
+	measureFill("registry:2 pull-through, 8 clients", plain, func(c *testCache) { pullThrough(c, 8) })
+	measureFill("warm --through-proxy (--plain)", plain, func(c *testCache) {
 		mustDocker(b, "bkcache", "warm", "-f", subsetList, "--cache", c.name, "--through-proxy")
 	})
-	measureFill("docker bkcache warm (into storage)", func(c *testCache) {
+	measureFill("warm into storage (--plain)", plain, func(c *testCache) {
+		mustDocker(b, "bkcache", "warm", "-f", subsetList, "--cache", c.name)
+	})
+	measureFill("bkcache front pull-through, 8 clients", nil, func(c *testCache) { pullThrough(c, 8) })
+	measureFill("docker bkcache warm (front)", nil, func(c *testCache) {
 		mustDocker(b, "bkcache", "warm", "-f", subsetList, "--cache", c.name)
 	})
 }

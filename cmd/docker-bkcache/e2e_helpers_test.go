@@ -50,7 +50,9 @@ func setup() (int, error) {
 	}
 	dockerConfig = dir
 	plugin := filepath.Join(dir, "cli-plugins", "docker-bkcache")
+	// Static, as `make build` makes it: the cache container runs it as its front.
 	build := exec.Command("go", "build", "-ldflags", "-X github.com/bkcache/bkcache/pkg/version.Version=e2e-test", "-o", plugin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		return 1, fmt.Errorf("build plugin: %w", err)
@@ -135,13 +137,21 @@ func newTestCache(t testing.TB) *testCache {
 	b := make([]byte, 4)
 	rand.Read(b)
 	root := t.TempDir()
-	c := &testCache{
-		name:      "bkt-" + hex.EncodeToString(b),
-		configDir: filepath.Join(root, "etc"),
-		dataDir:   filepath.Join(root, "data"),
-		port:      freePort(t),
+	// Both ports picked while both are held, so they differ.
+	l1, err1 := net.Listen("tcp", "127.0.0.1:0")
+	l2, err2 := net.Listen("tcp", "127.0.0.1:0")
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
 	}
-	c.metricsPort = freePort(t)
+	c := &testCache{
+		name:        "bkt-" + hex.EncodeToString(b),
+		configDir:   filepath.Join(root, "etc"),
+		dataDir:     filepath.Join(root, "data"),
+		port:        l1.Addr().(*net.TCPAddr).Port,
+		metricsPort: l2.Addr().(*net.TCPAddr).Port,
+	}
+	l1.Close()
+	l2.Close()
 	t.Cleanup(func() {
 		exec.Command("docker", "rm", "-f", "proxy-"+c.name).Run()
 		// The registry writes as root inside the container; the test may not own the files.
@@ -156,7 +166,7 @@ func (c *testCache) addr() string { return "127.0.0.1:" + strconv.Itoa(c.port) }
 // loopback upstream, the local registry image, and the test's own directories.
 func (c *testCache) upArgs(upstream string, extra ...string) []string {
 	args := []string{"bkcache", "up", "--name", c.name, "--upstream", upstream, "--port", strconv.Itoa(c.port),
-		"--network", "host", "--image", registryImage, "--pull", "never",
+		"--network", "host", "--bind", "127.0.0.1", "--image", registryImage, "--pull", "never",
 		"--config-dir", c.configDir, "--data-dir", c.dataDir, "--metrics-port", strconv.Itoa(c.metricsPort), "--wait", "30s"}
 	return append(args, extra...)
 }

@@ -214,8 +214,8 @@ proxy:
 	waitStored(t, guideData, "blueking/app", img)
 
 	r := mustDocker(t, withoutFlag(c.upArgs(up.URL), "--data-dir")...)
-	if !strings.Contains(r.stdout, "adopted") || !strings.Contains(r.stdout, guideData) {
-		t.Fatalf("up did not adopt the guide's container with its data dir %s:\n%s", guideData, r)
+	if !strings.Contains(r.stdout, "adopted") || !strings.Contains(r.stdout, guideData) || !strings.Contains(r.stdout, "converted: plain -> front") {
+		t.Fatalf("up did not adopt the guide's container with its data dir %s, converting it to the front:\n%s", guideData, r)
 	}
 	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
+	"github.com/bkcache/bkcache/pkg/proxy"
 	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
@@ -83,13 +84,48 @@ func pullAllWarm(t *testing.T, c *testCache, up *registrytest.Registry, list str
 	}
 }
 
-// The default mode writes into the cache's storage: the upstream sends each
-// distinct blob exactly once, and nodes then pull everything from the cache.
-func TestWarmIntoStorageFetchesEachBlobOnce(t *testing.T) {
+// A front cache is warmed through its front: the upstream sends each distinct
+// blob exactly once, no writer container runs, nodes then pull everything
+// from the cache, and off a terminal the progress is one plain line per image.
+func TestWarmThroughTheFrontFetchesEachBlobOnce(t *testing.T) {
 	up := registrytest.Start(t)
 	list, _, setBytes := warmSet(t, up)
 	c := newTestCache(t)
 	mustDocker(t, c.upArgs(up.URL)...)
+
+	bytesBefore := up.BlobBytes()
+	r := mustDocker(t, "bkcache", "warm", "-f", list, "-j", "16", "-o", "json")
+	var reps []proxy.WarmResult
+	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil {
+		t.Fatalf("warm -o json: %v\n%s", err, r)
+	}
+	if len(reps) != 1 || reps[0].Mode != "front" || reps[0].Images != 4 || reps[0].Cache != c.name {
+		t.Errorf("warm report %+v, want 4 images through the front of %s", reps, c.name)
+	}
+	if got := up.BlobBytes() - bytesBefore; got != setBytes || reps[0].Upstream == nil || reps[0].Upstream.BytesFetched != setBytes {
+		t.Errorf("upstream sent %d blob bytes for a set of %d (the front counted %+v): want exactly 1.00x", got, setBytes, reps[0].Upstream)
+	}
+	if n := strings.Count(r.stderr, "warmed  "); n != 4 || strings.Contains(r.stderr, "\x1b[") {
+		t.Errorf("off a terminal warm should print one plain line per image:\n%s", r.stderr)
+	}
+	if exec := runDocker(t, "", "inspect", "proxy-"+c.name+"-writer"); exec.code == 0 {
+		t.Errorf("warm through the front started a storage writer")
+	}
+	pullAllWarm(t, c, up, list)
+
+	again := mustDocker(t, "bkcache", "warm", "-f", list)
+	if !strings.Contains(again.stdout, "(front): 4 images") || !strings.Contains(again.stdout, "0 B in 0 blobs from the upstream") {
+		t.Errorf("second warm did not skip what the cache holds:\n%s", again)
+	}
+}
+
+// A cache of registry:2 alone is warmed into its storage: the upstream sends
+// each distinct blob exactly once, and nodes then pull everything from the cache.
+func TestWarmIntoStorageFetchesEachBlobOnce(t *testing.T) {
+	up := registrytest.Start(t)
+	list, _, setBytes := warmSet(t, up)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL, "--plain")...)
 
 	bytesBefore := up.BlobBytes()
 	r := mustDocker(t, "bkcache", "warm", "-f", list, "-o", "json")
@@ -119,7 +155,7 @@ func TestWarmThroughProxy(t *testing.T) {
 	up := registrytest.Start(t)
 	list, _, _ := warmSet(t, up)
 	c := newTestCache(t)
-	mustDocker(t, c.upArgs(up.URL)...)
+	mustDocker(t, c.upArgs(up.URL, "--plain")...)
 	// The list comes on stdin, as from kubectl bkcache images.
 	data, _ := os.ReadFile(list)
 	r := runDocker(t, string(data), "bkcache", "warm", "-f", "-", "--cache", c.name, "--through-proxy")
@@ -241,4 +277,34 @@ func TestImagesPipeIntoWarm(t *testing.T) {
 		t.Errorf("warm did not get the 4 images from the pipe:\n%s", out.String())
 	}
 	pullAllWarm(t, c, up, list)
+}
+
+// On a terminal, warm shows what docker pull shows: bars with bytes, rate and
+// time left per image and for the whole list, drawn in place.
+func TestWarmShowsProgressOnATerminal(t *testing.T) {
+	dist, relay := frontUpstream(t)
+	set := pushSet(t, dist.Addr, "blueking/tty", 3, 1, 2<<20, 1, 1<<20)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(relay.URL)...)
+	var lines []string
+	for _, r := range set.refs {
+		lines = append(lines, relay.Addr+"/"+r)
+	}
+	list := filepath.Join(t.TempDir(), "images.txt")
+	os.WriteFile(list, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	relay.SetRate(2 << 20) // about 3 s: several redraws
+
+	// script(1) gives the plugin a terminal, as an operator's shell does.
+	cmd := exec.Command("script", "-qec", "docker bkcache warm -f "+list+" --cache "+c.name, "/dev/null")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig, "COLUMNS=160", "LINES=40")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("warm on a terminal: %v\n%q", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"\x1b[2K", "/3 images", "MB/", "B/s", "[=", "warmed  " + c.addr() + "/blueking/tty-0:v1", "(front): 3 images"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, s)
+		}
+	}
 }

@@ -72,7 +72,7 @@ func TestImagesThroughKubectl(t *testing.T) {
 	}
 
 	out, _, err = kubectl("", "bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl", "-e", "default", "--selector", "seq=third", "-o", "chart-images")
-	if err != nil || !strings.Contains(out, "bkapp 1.2.3 hub.bktencent.com/blueking/bk-app-runtime:2.0 ") {
+	if err != nil || !strings.Contains(out, "bkapp\t1.2.3\thub.bktencent.com/blueking/bk-app-runtime:2.0\t") {
 		t.Errorf("chart-images: %v\n%s", err, out)
 	}
 

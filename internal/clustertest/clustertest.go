@@ -121,7 +121,7 @@ func ensureUp(script, stateDir string) (bool, error) {
 	}
 	fmt.Fprintln(os.Stderr, "clustertest: starting the cluster: scripts/cluster up (a cold build takes ~15 min)")
 	if err := runScript(script, "up"); err != nil {
-		return false, fmt.Errorf("scripts/cluster up: %v (logs in %s/logs)", err, stateDir)
+		return false, fmt.Errorf("scripts/cluster up: %w (logs in %s/logs)", err, stateDir)
 	}
 	return true, nil
 }
@@ -154,7 +154,7 @@ func flock(path string, how int) (*os.File, error) {
 func readEnv(script string) (Env, error) {
 	out, err := exec.Command(script, "env").Output()
 	if err != nil {
-		return Env{}, fmt.Errorf("%s env: %v", script, err)
+		return Env{}, fmt.Errorf("%s env: %w", script, err)
 	}
 	vars := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))

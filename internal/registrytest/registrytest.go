@@ -109,7 +109,8 @@ func (r *Registry) wrap(next http.Handler) http.Handler {
 				return
 			}
 			if req.Header.Get("Authorization") != "Bearer "+r.token {
-				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="registrytest"`, r.URL))
+				// The realm names the host the client asked, so a relay in front stays in the path.
+				w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="registrytest"`, req.Host))
 				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 				return
 			}

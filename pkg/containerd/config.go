@@ -3,10 +3,10 @@ package containerd
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -54,10 +54,13 @@ func registrySection(version int) []string {
 	}
 }
 
+// bareKey is a TOML key that needs no quotes.
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
 func dotted(path []string) string {
 	var parts []string
 	for _, p := range path {
-		if regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(p) {
+		if bareKey.MatchString(p) {
 			parts = append(parts, p)
 		} else {
 			parts = append(parts, strconv.Quote(p))
@@ -114,7 +117,7 @@ func InspectConfig(data []byte, path string, runtimeMajor int) (ConfigInfo, erro
 	raw := map[string]any{}
 	if data != nil {
 		if _, err := toml.Decode(string(data), &raw); err != nil {
-			return info, fmt.Errorf("%s does not parse as TOML: %v", path, err)
+			return info, fmt.Errorf("%s does not parse as TOML: %w", path, err)
 		}
 		info.Version = 1
 		if v, ok := raw["version"]; ok {
@@ -169,8 +172,8 @@ func InspectConfig(data []byte, path string, runtimeMajor int) (ConfigInfo, erro
 				info.LegacyAuth = append(info.LegacyAuth, name)
 			}
 		}
-		sort.Strings(info.LegacyTLS)
-		sort.Strings(info.LegacyAuth)
+		slices.Sort(info.LegacyTLS)
+		slices.Sort(info.LegacyAuth)
 	}
 	switch {
 	case info.ConfigPath != "":
@@ -206,9 +209,8 @@ type ConfigPatch struct {
 	Migrated map[string][]string // legacy mirrors removed from config.toml: write them as hosts.toml
 }
 
-var keyLine = func(key string) *regexp.Regexp {
-	return regexp.MustCompile(`^(\s*)("` + key + `"|` + key + `)\s*=\s*(.*)$`)
-}
+// configPathLine is a `config_path = ...` line (bare or quoted key).
+var configPathLine = regexp.MustCompile(`^(\s*)("config_path"|config_path)\s*=\s*(.*)$`)
 
 // EnsureConfigPath makes config.toml point containerd at root for hosts.toml files, with the
 // smallest textual change that does it: every other byte, comment and order stays. It refuses
@@ -228,7 +230,7 @@ func EnsureConfigPath(data []byte, info ConfigInfo, root string, migrate bool) (
 	}
 	hasMirrors := len(info.LegacyMirrors) > 0
 	if hasMirrors && !migrate {
-		return ConfigPatch{}, fmt.Errorf("%s.mirrors is set (%s): containerd refuses legacy mirrors together with config_path (the CRI plugin fails, kubelet breaks); run with --migrate-legacy to turn them into hosts.toml files, or remove them", info.Registry, strings.Join(sortedKeys(info.LegacyMirrors), ", "))
+		return ConfigPatch{}, fmt.Errorf("%s.mirrors is set (%s): containerd refuses legacy mirrors together with config_path (the CRI plugin fails, kubelet breaks); run with --migrate-legacy to turn them into hosts.toml files, or remove them", info.Registry, strings.Join(slices.Sorted(maps.Keys(info.LegacyMirrors)), ", "))
 	}
 	if info.ConfigPath != "" && !hasMirrors {
 		return ConfigPatch{Data: data, Changed: false}, nil
@@ -262,15 +264,6 @@ func EnsureConfigPath(data []byte, info ConfigInfo, root string, migrate bool) (
 	return ConfigPatch{Data: out, Changed: !bytes.Equal(out, data) || data == nil, Migrated: migrated}, nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 func hasPrefix(key, prefix []string) bool {
 	return len(key) >= len(prefix) && slices.Equal(key[:len(prefix)], prefix)
 }
@@ -298,7 +291,6 @@ func removeTables(lines []string, prefix []string) ([]string, error) {
 // setConfigPath sets config_path in the registry table: replaces an empty value in place,
 // adds a line under an existing [registry] header, or appends the table at the end.
 func setConfigPath(lines []string, sec []string, root string) []string {
-	re := keyLine("config_path")
 	in := false
 	header := -1
 	for i, l := range lines {
@@ -311,7 +303,7 @@ func setConfigPath(lines []string, sec []string, root string) []string {
 			continue
 		}
 		if in {
-			if m := re.FindStringSubmatch(strings.TrimRight(l, "\n")); m != nil {
+			if m := configPathLine.FindStringSubmatch(strings.TrimRight(l, "\n")); m != nil {
 				lines[i] = fmt.Sprintf("%sconfig_path = %q\n", m[1], root)
 				return lines
 			}
@@ -346,14 +338,14 @@ func checkPatch(before, after []byte, info ConfigInfo, sec []string, root string
 		a["version"] = int64(info.Version)
 	}
 	if _, err := toml.Decode(string(after), &b); err != nil {
-		return fmt.Errorf("refusing to write config.toml: the patched file would not load: %v", err)
+		return fmt.Errorf("refusing to write config.toml: the patched file would not load: %w", err)
 	}
 	got, err := InspectConfig(after, "config.toml", 0)
 	if err != nil {
-		return fmt.Errorf("refusing to write config.toml: %v", err)
+		return fmt.Errorf("refusing to write config.toml: %w", err)
 	}
 	if got.ConfigPath != info.ConfigPath && got.ConfigPath != root || got.ConfigPath == "" || len(got.LegacyMirrors) > 0 {
-		return fmt.Errorf("refusing to write config.toml: the patch did not take (config_path %q, legacy mirrors %v); set %s.config_path = %q by hand", got.ConfigPath, sortedKeys(got.LegacyMirrors), dotted(sec), root)
+		return fmt.Errorf("refusing to write config.toml: the patch did not take (config_path %q, legacy mirrors %v); set %s.config_path = %q by hand", got.ConfigPath, slices.Sorted(maps.Keys(got.LegacyMirrors)), dotted(sec), root)
 	}
 	for _, m := range []map[string]any{a, b} {
 		if r, ok := lookup(m, sec); ok {

@@ -255,6 +255,11 @@ func FuzzEnsureConfigPath(f *testing.F) {
 		if got.ConfigPath == "" || len(got.LegacyMirrors) > 0 {
 			t.Fatalf("patched file: config_path %q, mirrors %v\n%s", got.ConfigPath, got.LegacyMirrors, p.Data)
 		}
+		// Idempotent: patching the patched file changes nothing.
+		p2, err := EnsureConfigPath(p.Data, got, "/etc/containerd/certs.d", migrate)
+		if err != nil || p2.Changed || string(p2.Data) != string(p.Data) {
+			t.Fatalf("second patch: changed %v, err %v\nfirst:\n%s\nsecond:\n%s", p2.Changed, err, p.Data, p2.Data)
+		}
 	})
 }
 
@@ -270,6 +275,11 @@ func FuzzMergeHosts(f *testing.F) {
 		hf, err := ParseHosts(out)
 		if err != nil || len(hf.Hosts) == 0 || hf.Hosts[0] != cache.URL() {
 			t.Fatalf("merged file: %+v %v\n%s", hf, err, out)
+		}
+		// Idempotent: merging into the merged file changes nothing.
+		again, err := MergeHosts(out, spec)
+		if err != nil || string(again) != string(out) {
+			t.Fatalf("second merge: %v\nfirst:\n%s\nsecond:\n%s", err, out, again)
 		}
 	})
 }

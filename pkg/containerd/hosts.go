@@ -6,13 +6,13 @@ package containerd
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/bkcache/bkcache/pkg/images"
 )
 
 // DefaultUpstream is the registry BlueKing pulls from.
@@ -49,24 +49,6 @@ func CacheSpec(m Cache) HostsSpec {
 	return HostsSpec{Upstream: m.Host, Cache: m, NoFallback: true}
 }
 
-var registryName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
-
-// ValidateRegistry checks a registry name before it becomes a directory name on a node.
-func ValidateRegistry(name string) error {
-	if name == "_default" {
-		return nil
-	}
-	if !registryName.MatchString(name) || strings.Contains(name, "..") {
-		return fmt.Errorf("registry %q: want a host name or HOST:PORT (letters, digits, '.', '-', one ':PORT')", name)
-	}
-	if _, port, err := net.SplitHostPort(name); err == nil {
-		if p, _ := strconv.Atoi(port); p < 1 || p > 65535 {
-			return fmt.Errorf("registry %q: port out of range", name)
-		}
-	}
-	return nil
-}
-
 // HostsDir is the directory under the certs root for a registry name.
 func HostsDir(upstream string) string { return upstream }
 
@@ -89,10 +71,10 @@ func (s HostsSpec) validate() error {
 	if s.Upstream == "_default" {
 		return fmt.Errorf("upstream _default: name the registry to mirror")
 	}
-	if err := ValidateRegistry(s.Upstream); err != nil {
+	if err := images.ValidateRegistry(s.Upstream); err != nil {
 		return err
 	}
-	if err := ValidateRegistry(s.Cache.Host); err != nil {
+	if err := images.ValidateRegistry(s.Cache.Host); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	if s.Cache.CAPath != "" && (!strings.HasPrefix(s.Cache.CAPath, "/") || strings.ContainsAny(s.Cache.CAPath, "\"\\\n")) {
@@ -162,7 +144,7 @@ func MergeHosts(existing []byte, spec HostsSpec) ([]byte, error) {
 	if len(bytes.TrimSpace(existing)) > 0 {
 		var err error
 		if before, err = ParseHosts(existing); err != nil {
-			return nil, fmt.Errorf("existing hosts.toml for %s does not parse (containerd ignores it as it is): %v; fix or remove it, then run again", spec.Upstream, err)
+			return nil, fmt.Errorf("existing hosts.toml for %s does not parse (containerd ignores it as it is): %w; fix or remove it, then run again", spec.Upstream, err)
 		}
 	}
 	var out string
@@ -184,7 +166,7 @@ func MergeHosts(existing []byte, spec HostsSpec) ([]byte, error) {
 	// Check what containerd will see: server, our host first, every other host kept in order.
 	got, err := ParseHosts([]byte(out))
 	if err != nil {
-		return nil, fmt.Errorf("internal error: merged hosts.toml for %s does not parse: %v", spec.Upstream, err)
+		return nil, fmt.Errorf("internal error: merged hosts.toml for %s does not parse: %w", spec.Upstream, err)
 	}
 	want := []string{spec.Cache.URL()}
 	for _, h := range before.Hosts {

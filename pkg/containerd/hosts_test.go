@@ -188,17 +188,6 @@ ca = "/etc/pki/site-ca.pem"
 	}
 }
 
-func TestValidateRegistry(t *testing.T) {
-	for name, ok := range map[string]bool{
-		"hub.bktencent.com": true, "10.0.0.5:5500": true, "docker.io": true, "localhost:5000": true,
-		"": false, "../etc": false, "a/b": false, "a b": false, "x:99999": false, "-x": false, "a..b": false, "h\"x": false,
-	} {
-		if err := ValidateRegistry(name); (err == nil) != ok {
-			t.Errorf("ValidateRegistry(%q) = %v, want ok=%v", name, err, ok)
-		}
-	}
-}
-
 func TestRenderLegacyHosts(t *testing.T) {
 	out, err := RenderLegacyHosts("docker.io", []string{"http://mirror.local:5000", "https://registry-1.docker.io"})
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/images"
 )
 
 // LegacyHostsDir is the certs.d directory for a legacy mirrors key ("*" meant every registry).
@@ -19,8 +21,10 @@ func LegacyHostsDir(name string) string {
 // (containerd used to append it too). "*" becomes _default, which has no server line.
 func RenderLegacyHosts(name string, endpoints []string) ([]byte, error) {
 	dir := LegacyHostsDir(name)
-	if err := ValidateRegistry(dir); err != nil {
-		return nil, fmt.Errorf("legacy mirror %q: %w", name, err)
+	if dir != "_default" {
+		if err := images.ValidateRegistry(dir); err != nil {
+			return nil, fmt.Errorf("legacy mirror %q: %w", name, err)
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Migrated by kubectl bkcache mirror from config.toml mirrors.%q.\n", name)
@@ -40,7 +44,7 @@ func RenderLegacyHosts(name string, endpoints []string) ([]byte, error) {
 		fmt.Fprintf(&b, "\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", strings.TrimSuffix(e, "/"))
 	}
 	if _, err := ParseHosts([]byte(b.String())); err != nil {
-		return nil, fmt.Errorf("internal error: migrated hosts.toml for %q does not parse: %v", name, err)
+		return nil, fmt.Errorf("internal error: migrated hosts.toml for %q does not parse: %w", name, err)
 	}
 	return []byte(b.String()), nil
 }

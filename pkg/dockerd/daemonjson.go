@@ -15,7 +15,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
+	"github.com/bkcache/bkcache/pkg/images"
 )
 
 // DefaultPath is where dockerd reads its configuration.
@@ -67,9 +67,9 @@ func parseObject(data []byte) ([]member, error) {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			line := 1 + bytes.Count(data[:min(int(se.Offset), len(data))], []byte("\n"))
-			return nil, fmt.Errorf("not valid JSON (line %d: %v); dockerd cannot load it either: fix it by hand first", line, se)
+			return nil, fmt.Errorf("not valid JSON (line %d: %w); dockerd cannot load it either: fix it by hand first", line, se)
 		}
-		return nil, fmt.Errorf("not valid JSON (%v); fix it by hand first", err)
+		return nil, fmt.Errorf("not valid JSON (%w); fix it by hand first", err)
 	}
 	if _, ok := anyv.(map[string]any); !ok {
 		return nil, errors.New("not a JSON object; fix it by hand first")
@@ -138,8 +138,8 @@ func sameMirror(a, b string) bool { return strings.TrimSuffix(a, "/") == strings
 // input comes back unchanged, so a second run is a no-op; nil in (no file) and nothing to add
 // is nil out (no file written).
 func Patch(data []byte, spec Spec) ([]byte, error) {
-	if err := containerd.ValidateRegistry(spec.Cache); err != nil || spec.Cache == "_default" {
-		return nil, fmt.Errorf("cache %q: want HOST:PORT", spec.Cache)
+	if err := images.ValidateRegistry(spec.Cache); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	ms, err := parseObject(data)
 	if err != nil {
@@ -188,7 +188,7 @@ func Patch(data []byte, spec Spec) ([]byte, error) {
 	b.WriteByte('}')
 	var out bytes.Buffer
 	if err := json.Indent(&out, b.Bytes(), "", indentOf(data)); err != nil {
-		return nil, fmt.Errorf("internal error: patched daemon.json: %v", err)
+		return nil, fmt.Errorf("internal error: patched daemon.json: %w", err)
 	}
 	out.WriteByte('\n')
 	// Re-read what will be written: it must parse and hold what was asked for.
@@ -215,26 +215,13 @@ func indentOf(data []byte) string {
 // taken up: after a SIGHUP that means the reload has not happened yet or was refused (dockerd
 // logs why, e.g. a flag in its unit that sets the same key).
 func Missing(info []byte, want Config) ([]string, error) {
-	var rc struct {
-		IndexConfigs map[string]struct {
-			Secure bool
-		}
-		InsecureRegistryCIDRs []string
-		Mirrors               []string
-	}
-	if err := json.Unmarshal(info, &rc); err != nil {
-		return nil, fmt.Errorf("docker info: %v", err)
+	rc, err := parseInfo(info)
+	if err != nil {
+		return nil, err
 	}
 	var missing []string
 	for _, r := range want.InsecureRegistries {
-		if _, n, err := net.ParseCIDR(r); err == nil {
-			if !slices.Contains(rc.InsecureRegistryCIDRs, n.String()) {
-				missing = append(missing, keyInsecure+" "+r)
-			}
-			continue
-		}
-		name := strings.TrimPrefix(strings.TrimPrefix(r, "http://"), "https://")
-		if ic, ok := rc.IndexConfigs[name]; !ok || ic.Secure {
+		if !rc.insecure(r) {
 			missing = append(missing, keyInsecure+" "+r)
 		}
 	}
@@ -248,6 +235,57 @@ func Missing(info []byte, want Config) ([]string, error) {
 		}
 	}
 	return missing, nil
+}
+
+// registryInfo is dockerd's running registry configuration, as `docker info` prints it.
+type registryInfo struct {
+	IndexConfigs map[string]struct {
+		Secure bool
+	}
+	InsecureRegistryCIDRs []string
+	Mirrors               []string
+}
+
+func parseInfo(info []byte) (registryInfo, error) {
+	var rc registryInfo
+	if err := json.Unmarshal(info, &rc); err != nil {
+		return rc, fmt.Errorf("docker info: %w", err)
+	}
+	return rc, nil
+}
+
+// insecure reports whether dockerd treats r (a registry or a CIDR) as insecure.
+func (rc registryInfo) insecure(r string) bool {
+	if _, n, err := net.ParseCIDR(r); err == nil {
+		return slices.Contains(rc.InsecureRegistryCIDRs, n.String())
+	}
+	name := strings.TrimPrefix(strings.TrimPrefix(r, "http://"), "https://")
+	ic, ok := rc.IndexConfigs[name]
+	return ok && !ic.Secure
+}
+
+// Kept lists what dockerd still runs with (`docker info --format '{{json .RegistryConfig}}'`)
+// of before's registry keys although after no longer has them. dockerd re-reads
+// insecure-registries and registry-mirrors on a reload only when the key is in the file, so a
+// key removed from daemon.json keeps its old values until dockerd restarts.
+func Kept(info []byte, before, after Config) ([]string, error) {
+	rc, err := parseInfo(info)
+	if err != nil {
+		return nil, err
+	}
+	var kept []string
+	for _, r := range before.InsecureRegistries {
+		if !slices.Contains(after.InsecureRegistries, r) && rc.insecure(r) {
+			kept = append(kept, keyInsecure+" "+r)
+		}
+	}
+	for _, m := range before.RegistryMirrors {
+		if !slices.ContainsFunc(after.RegistryMirrors, func(a string) bool { return sameMirror(a, m) }) &&
+			slices.ContainsFunc(rc.Mirrors, func(a string) bool { return sameMirror(a, m) }) {
+			kept = append(kept, keyMirrors+" "+m)
+		}
+	}
+	return kept, nil
 }
 
 func leadingSpace(s string) string { return s[:len(s)-len(strings.TrimLeft(s, " \t"))] }

@@ -72,7 +72,7 @@ func TestPatchDaemonJSON(t *testing.T) {
 		{name: "duplicate key", in: `{"debug": true, "debug": false}`, spec: plain, wantErr: `"debug" appears twice`},
 		{name: "wrong type", in: `{"insecure-registries": "10.0.0.5:5500"}`, spec: plain, wantErr: "not a list of strings"},
 		{name: "wrong mirror type", in: `{"registry-mirrors": [1]}`, spec: hub, wantErr: "not a list of strings"},
-		{name: "bad cache", in: `{}`, spec: Spec{Cache: "a b"}, wantErr: "want HOST:PORT"},
+		{name: "bad cache", in: `{}`, spec: Spec{Cache: "a b"}, wantErr: `cache: registry "a b": want a host name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var in []byte
@@ -143,6 +143,24 @@ func TestDockerMissing(t *testing.T) {
 		t.Errorf("nothing wanted: missing %v, err %v", m, err)
 	}
 	if _, err := Missing([]byte("Error: no such command"), want); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+// dockerd re-reads a registry key on reload only when the file has it: reverting to a file
+// without insecure-registries keeps the cache insecure until a restart (seen on 20.10).
+func TestDockerKept(t *testing.T) {
+	running := `{"IndexConfigs":{"10.0.0.5:5500":{"Name":"10.0.0.5:5500","Secure":false},"docker.io":{"Name":"docker.io","Secure":true}},"InsecureRegistryCIDRs":["127.0.0.0/8"],"Mirrors":["https://mirror.example/"]}`
+	applied := Config{InsecureRegistries: []string{"10.0.0.5:5500"}, RegistryMirrors: []string{"http://10.0.0.5:5500", "https://mirror.example"}}
+	original := Config{RegistryMirrors: []string{"https://mirror.example"}}
+	kept, err := Kept([]byte(running), applied, original)
+	if err != nil || !slices.Equal(kept, []string{"insecure-registries 10.0.0.5:5500"}) {
+		t.Errorf("kept %v, err %v", kept, err)
+	}
+	if kept, _ := Kept([]byte(running), original, applied); len(kept) != 0 {
+		t.Errorf("applying: kept %v", kept)
+	}
+	if _, err := Kept([]byte("nope"), applied, original); err == nil {
 		t.Error("garbage accepted")
 	}
 }

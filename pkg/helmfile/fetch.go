@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 	"helm.sh/helm/v3/pkg/repo"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/netaddr"
 )
 
 // Repository is a chart repository a helmfile names.
@@ -224,7 +225,7 @@ type registryTransport struct {
 
 func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(t.ctx)
-	if r.URL.Scheme == "https" && isLoopback(r.URL.Host) {
+	if r.URL.Scheme == "https" && netaddr.IsLoopback(r.URL.Host) {
 		r.URL.Scheme = "http"
 	}
 	return t.base.RoundTrip(r)
@@ -254,18 +255,6 @@ func pickVersion(tags []string, constraint string) (string, error) {
 	}
 	sort.Sort(semver.Collection(vs))
 	return vs[len(vs)-1].Original(), nil
-}
-
-func isLoopback(hostPath string) bool {
-	host := strings.SplitN(hostPath, "/", 2)[0]
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // buildDependencies copies a chart to scratch space and runs helm's dependency

@@ -126,7 +126,10 @@ func renderRelease(ctx context.Context, f *fetcher, r Release, opts RenderOption
 	if err != nil {
 		return nil, err
 	}
-	return findImages(out, images.Source{Helmfile: r.Helmfile, Release: r.Name, Namespace: r.Namespace})
+	// The deployment's imageRegistry state value, where it sets one, is the
+	// registry its images are meant to come from (-o registries).
+	reg, _ := r.StateValues["imageRegistry"].(string)
+	return findImages(out, images.Source{Helmfile: r.Helmfile, Release: r.Name, Namespace: r.Namespace, ImageRegistry: reg})
 }
 
 // ChartOptions are `--from-chart`'s: a chart, its values, a release name.

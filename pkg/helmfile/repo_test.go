@@ -86,8 +86,8 @@ releases:
 	}
 	got := text(t, l, images.WriteOptions{Format: "chart-images"})
 	want := lines(
-		"bkapp 1.2.3 hub.bktencent.com/blueking/bk-app-runtime:2.0 hub.bktencent.com/blueking/bk-paas-clean:1.2.3 hub.bktencent.com/blueking/bk-paas:1.2.3",
-		"bkapp 1.3.0 hub.bktencent.com/blueking/bk-app-runtime:2.0 hub.bktencent.com/blueking/bk-paas-clean:1.3.0 hub.bktencent.com/blueking/constrained:1.3.0 hub.bktencent.com/blueking/latest:1.3.0",
+		"bkapp\t1.2.3\thub.bktencent.com/blueking/bk-app-runtime:2.0\thub.bktencent.com/blueking/bk-paas-clean:1.2.3\thub.bktencent.com/blueking/bk-paas:1.2.3",
+		"bkapp\t1.3.0\thub.bktencent.com/blueking/bk-app-runtime:2.0\thub.bktencent.com/blueking/bk-paas-clean:1.3.0\thub.bktencent.com/blueking/constrained:1.3.0\thub.bktencent.com/blueking/latest:1.3.0",
 	)
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

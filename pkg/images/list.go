@@ -41,6 +41,11 @@ type Source struct {
 	Reason string `json:"reason,omitempty"`
 	// Raw is the text as written, before normalisation.
 	Raw string `json:"raw,omitempty"`
+	// ImageRegistry is the registry the deployment is configured to pull
+	// this image's release from (the helmfile's imageRegistry state value,
+	// or the release's global.imageRegistry and the like); an image from
+	// another registry escaped it.
+	ImageRegistry string `json:"imageRegistry,omitempty"`
 }
 
 // String renders a source for --why and error messages.

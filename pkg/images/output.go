@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -11,34 +12,52 @@ import (
 )
 
 // Formats lists the output formats Write knows.
-var Formats = []string{"text", "json", "yaml", "chart-images"}
+var Formats = []string{"text", "json", "yaml", "chart-images", "registries"}
 
 // WriteOptions shapes the output.
 type WriteOptions struct {
-	Format       string // text (default), json, yaml, chart-images
+	Format       string // text (default), json, yaml, chart-images, registries
 	IncludeMaybe bool
-	// Registry, if set, repoints every reference at HOST:PORT (the original
-	// stays beside it in json and yaml).
-	Registry string
+	// Rewrites repoint references (the original stays beside them in json
+	// and yaml).
+	Rewrites Rewrites
 }
 
 // Document is the json/yaml output.
 type Document struct {
-	Images  []Image   `json:"images"`
-	Invalid []Invalid `json:"invalid,omitempty"`
+	Images     []Image       `json:"images"`
+	Registries []RegistryUse `json:"registries,omitempty"`
+	Invalid    []Invalid     `json:"invalid,omitempty"`
 }
 
-// Result applies the options to a list: which images, rewritten how.
-func Result(l *List, opts WriteOptions) Document {
+// Result applies the options to a list: which images, rewritten how. Two
+// images rewritten onto one reference are an error (*CollisionError).
+func Result(l *List, opts WriteOptions) (Document, error) {
 	imgs := l.Images(opts.IncludeMaybe)
-	if opts.Registry != "" {
+	if !opts.Rewrites.Empty() {
+		from := map[string][]string{}
 		for i := range imgs {
-			if r := Rewrite(imgs[i].Reference, opts.Registry); r != imgs[i].Reference {
+			if r := opts.Rewrites.Apply(imgs[i].Reference); r != imgs[i].Reference {
 				imgs[i].Original, imgs[i].Reference = imgs[i].Reference, r
 			}
+			orig := imgs[i].Reference
+			if imgs[i].Original != "" {
+				orig = imgs[i].Original
+			}
+			from[imgs[i].Reference] = append(from[imgs[i].Reference], orig)
+		}
+		coll := map[string][]string{}
+		for to, origs := range from {
+			if len(origs) > 1 {
+				slices.Sort(origs)
+				coll[to] = origs
+			}
+		}
+		if len(coll) > 0 {
+			return Document{}, &CollisionError{Rewrites: opts.Rewrites, Collisions: coll}
 		}
 	}
-	return Document{Images: imgs, Invalid: l.Invalid()}
+	return Document{Images: imgs, Registries: Registries(imgs), Invalid: l.Invalid()}, nil
 }
 
 // Write prints the list. text: one reference per line, sure ones sorted and
@@ -46,7 +65,10 @@ func Result(l *List, opts WriteOptions) Document {
 // `docker bkcache warm -f -` skips. chart-images: BlueKing's
 // chart-images.txt, `chart version image image…` per chart.
 func Write(w io.Writer, l *List, opts WriteOptions) error {
-	doc := Result(l, opts)
+	doc, err := Result(l, opts)
+	if err != nil {
+		return err
+	}
 	switch opts.Format {
 	case "", "text":
 		var b strings.Builder
@@ -83,13 +105,17 @@ func Write(w io.Writer, l *List, opts WriteOptions) error {
 	case "chart-images":
 		_, err := io.WriteString(w, chartImages(doc.Images))
 		return err
+	case "registries":
+		return writeRegistries(w, doc.Registries)
 	default:
 		return fmt.Errorf("unknown output format %q: use one of %s", opts.Format, strings.Join(Formats, ", "))
 	}
 }
 
-// chartImages groups references by the chart they came from. References
-// without a chart (manifests, a cluster) go on a line of their own named "-".
+// chartImages groups references by the chart they came from, TABs between
+// fields: BlueKing's scripts read the file with awk (any blank) and with
+// `cut -f1` (a TAB after the chart name). References without a chart
+// (manifests, a cluster) go on a line of their own named "-".
 func chartImages(imgs []Image) string {
 	type key struct{ chart, version string }
 	groups := map[key]map[string]bool{}
@@ -125,7 +151,7 @@ func chartImages(imgs []Image) string {
 			refs = append(refs, r)
 		}
 		sort.Strings(refs)
-		fmt.Fprintf(&b, "%s %s %s\n", k.chart, k.version, strings.Join(refs, " "))
+		fmt.Fprintf(&b, "%s\t%s\t%s\n", k.chart, k.version, strings.Join(refs, "\t"))
 	}
 	return b.String()
 }

@@ -1,8 +1,11 @@
 package images
 
 import (
+	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -24,6 +27,11 @@ func TestNormalize(t *testing.T) {
 		{in: "nginx@sha256:short", err: "invalid"},
 		{in: "a b", err: "spaces"},
 		{in: "nginx:", err: "invalid"},
+		// Docker Hub's library/ must not push the name over 255 characters.
+		{in: strings.Repeat("a", 237), want: "docker.io/library/" + strings.Repeat("a", 237) + ":latest"},
+		{in: strings.Repeat("a", 238), err: "over the 255"},
+		{in: "hub.bktencent.com/a/../b:1", err: `path component ".."`},
+		{in: "a//b:1", err: "path component"},
 	} {
 		got, err := Normalize(tc.in)
 		if tc.err != "" {
@@ -49,19 +57,28 @@ func TestRewrite(t *testing.T) {
 			t.Errorf("Rewrite(%q, %q) = %q, want %q", tc.in, tc.reg, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"http://x:5000", "x:5000/path", "UPPER CASE"} {
-		if ValidateRegistry(bad) == nil {
-			t.Errorf("ValidateRegistry(%q) = nil, want error", bad)
+}
+
+func TestValidateRegistry(t *testing.T) {
+	for host, ok := range map[string]bool{
+		"hub.bktencent.com": true, "10.0.0.5:5500": true, "docker.io": true, "localhost:5000": true,
+		"registry-1.docker.io": true, "Registry.Example:443": true, "10.0.0.5": true, "[fd00::1]:5000": true, "[::1]": true,
+		"": false, "../etc": false, "a/b": false, "a b": false, "x:99999": false, "x:0": false, "x:": false, "x:05000": false,
+		"-x": false, "x-.y": false, "a..b": false, "h\"x": false, "_default": false, "http://x:5000": false, "x:5000/path": false,
+		"UPPER CASE": false, "fd00::1": false, "[10.0.0.5]:5000": false, "[fe80::1%eth0]:5000": false, "x:a": false, "a:1:2": false,
+	} {
+		if err := ValidateRegistry(host); (err == nil) != ok {
+			t.Errorf("ValidateRegistry(%q) = %v, want ok=%v", host, err, ok)
 		}
-	}
-	if err := ValidateRegistry("10.0.0.1:5500"); err != nil {
-		t.Errorf("ValidateRegistry: %v", err)
 	}
 }
 
-// FuzzNormalize: never panics, and a normalised reference is a fixed point.
+// FuzzNormalize: never panics; a normalised reference is a fixed point,
+// fully qualified (registry, repository, tag or digest), accepted by
+// go-containerregistry as the copy commands parse it, and survives a
+// rewrite to another registry and back.
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"nginx", "a/b:c", "quay.io/a/b:v1@" + dig, "localhost:5000/x", "@", ":", "a:b:c", "docker.io/"} {
+	for _, s := range []string{"nginx", "a/b:c", "quay.io/a/b:v1@" + dig, "localhost:5000/x", "@", ":", "a:b:c", "docker.io/", strings.Repeat("a", 255)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -73,17 +90,65 @@ func FuzzNormalize(f *testing.F) {
 		if err != nil || again != n {
 			t.Fatalf("Normalize(%q) = %q, but Normalize(%q) = %q, %v", s, n, n, again, err)
 		}
+		if _, err := name.ParseReference(n, name.StrictValidation); err != nil {
+			t.Fatalf("Normalize(%q) = %q, which go-containerregistry refuses: %v", s, n, err)
+		}
+		reg := Registry(n)
+		if reg == "" || !strings.ContainsAny(n[len(reg):], ":@") {
+			t.Fatalf("Normalize(%q) = %q: no registry, or neither tag nor digest", s, n)
+		}
+		if back := Rewrite(Rewrite(n, "cache.example:5000"), reg); back != n {
+			t.Fatalf("Rewrite round trip of %q gave %q", n, back)
+		}
 	})
 }
 
-// FuzzValues: the values scanner never panics on any YAML.
+// FuzzValues: the values and manifest scanners never panic on any YAML, and
+// what they find holds: every maybe has a reason and a path, is plausible
+// (no bare number, no single word), and every listed reference is
+// normalised and written one per line in the text output.
 func FuzzValues(f *testing.F) {
 	f.Add([]byte("image:\n  registry: r.io\n  repository: a/b\n  tag: 1\n"))
 	f.Add([]byte("x: &a {image: nginx}\ny: *a\n"))
 	f.Add([]byte("- hub.bktencent.com/a/b:1\n"))
+	f.Add([]byte("global: {imageRegistry: r.io}\nimage: {repository: a/b, tag: \"\"}\nport: \"80\"\nsidecarImage: jetstack\n"))
+	f.Add([]byte("kind: ConfigMap\ndata:\n  c.yaml: |\n    defaultImage: bkci/ci:ubuntu\n  images: {a: {repository: x/y, tag: v1}}\n"))
+	f.Add([]byte("kind: Pod\nspec: {containers: [{image: a:1, args: [--x-image, q.io/a:1, --y=r.io/b:2]}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		found, _ := FromValues(b, Source{})
-		NewList().Add(found...)
-		_, _ = FromManifests(b, ManifestOptions{})
+		found, _ := FromValues(b, ValuesOptions{DefaultTag: func(string) (string, string) { return "1.0", "appVersion" }})
+		for _, fd := range found {
+			if fd.Source.Certainty != Maybe || fd.Source.Reason == "" {
+				t.Fatalf("values finding %q: certainty %q reason %q", fd.Raw, fd.Source.Certainty, fd.Source.Reason)
+			}
+		}
+		more, _ := FromManifests(b, ManifestOptions{Registry: "r.example"})
+		found = append(found, more...)
+		for _, fd := range found {
+			if fd.Source.Certainty == Maybe && (fd.Source.Reason == "" || fd.Source.Path == "" || !plausible(fd.Raw)) {
+				t.Fatalf("maybe %q: reason %q path %q", fd.Raw, fd.Source.Reason, fd.Source.Path)
+			}
+		}
+		l := NewList()
+		l.Add(found...)
+		var out bytes.Buffer
+		if err := Write(&out, l, WriteOptions{IncludeMaybe: true}); err != nil {
+			t.Fatal(err)
+		}
+		var refs []string
+		for _, img := range l.Images(true) {
+			if n, err := Normalize(img.Reference); err != nil || n != img.Reference {
+				t.Fatalf("listed %q, which normalises to %q, %v", img.Reference, n, err)
+			}
+			refs = append(refs, img.Reference)
+		}
+		var lines []string
+		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				lines = append(lines, line)
+			}
+		}
+		if strings.Join(lines, "\n") != strings.Join(refs, "\n") {
+			t.Fatalf("text output:\n%s\nlisted:\n%s", out.String(), strings.Join(refs, "\n"))
+		}
 	})
 }

@@ -21,128 +21,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
-
-// localNode is this machine as a Node, running its own containerd.
-type localNode struct {
-	t      *testing.T
-	dir    string
-	config string
-	sock   string
-	cmd    *exec.Cmd
-	log    *os.File
-}
-
-func (n *localNode) Name() string { return "local" }
-func (n *localNode) ReadFile(_ context.Context, p string) ([]byte, bool, error) {
-	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, nil
-	}
-	return b, err == nil, err
-}
-func (n *localNode) WriteFile(_ context.Context, p string, data []byte) error {
-	mode := os.FileMode(0o644)
-	if st, err := os.Stat(p); err == nil {
-		mode = st.Mode().Perm()
-	}
-	tmp := p + ".bkcache-tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-func (n *localNode) Remove(_ context.Context, p string) error {
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-func (n *localNode) MkdirAll(_ context.Context, dir string) ([]string, error) {
-	var created []string
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-			created = append([]string{d}, created...)
-		}
-	}
-	return created, os.MkdirAll(dir, 0o755)
-}
-func (n *localNode) RemoveDirIfEmpty(_ context.Context, dir string) error {
-	_ = os.Remove(dir) // fails when not empty: kept, as wanted
-	return nil
-}
-func (n *localNode) List(_ context.Context, dir string) ([]string, error) {
-	es, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	return out, err
-}
-func (n *localNode) Rename(_ context.Context, from, to string) error { return os.Rename(from, to) }
-
-func (n *localNode) ctr(args ...string) (string, error) {
-	out, err := exec.Command("ctr", append([]string{"-a", n.sock}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-func (n *localNode) start() error {
-	n.cmd = exec.Command("containerd", "--config", n.config)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := n.ctr("version"); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd did not answer on %s", n.sock)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (n *localNode) stop() {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = n.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-done
-	}
-	n.cmd = nil
-}
-
-// RunOnHost is only used on Docker-runtime nodes; this node runs containerd.
-func (n *localNode) RunOnHost(_ context.Context, command string) ([]byte, error) {
-	return nil, fmt.Errorf("localNode: unexpected host command %q", command)
-}
-
-// RestartContainerd restarts the test's containerd and waits until it answers.
-func (n *localNode) RestartContainerd(context.Context, string) (time.Duration, error) {
-	start := time.Now()
-	n.stop()
-	if err := n.start(); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
-}
 
 // criStatus is the CRI plugin's status as `ctr plugins ls` shows it: ok or error.
 func (n *localNode) criStatus() string {
@@ -249,7 +132,7 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	o := MirrorOptions{Registry: cache.Addr, Upstreams: []string{upstream}, ContainerdConfig: n.config,
 		CertsRoot: certs, BackupDir: filepath.Join(n.dir, "backups")}
 	o.Access.RunID = NewRunID()
-	if err := o.defaults(); err != nil {
+	if err := o.complete(); err != nil {
 		t.Fatal(err)
 	}
 	image := upstream + "/blueking/app:1"
@@ -282,7 +165,7 @@ func TestRealContainerdApplyRevert(t *testing.T) {
 	}
 
 	r := NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, nil); err != nil {
 		t.Fatalf("apply: %v\n%s", err, n.logText())
 	}
 	if !r.ConfigChanged || !r.Restarted {
@@ -396,10 +279,10 @@ func TestRealContainerdLegacyMirrors(t *testing.T) {
 	o := MirrorOptions{Registry: "127.0.0.1:5500", ContainerdConfig: n.config,
 		CertsRoot: filepath.Join(n.dir, "certs.d"), BackupDir: filepath.Join(n.dir, "backups")}
 	o.Access.RunID = NewRunID()
-	if err := o.defaults(); err != nil {
+	if err := o.complete(); err != nil {
 		t.Fatal(err)
 	}
-	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"})
+	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--migrate-legacy") {
 		t.Fatalf("legacy mirrors: err = %v", err)
 	}
@@ -424,7 +307,7 @@ func TestRealContainerdLegacyMirrors(t *testing.T) {
 
 	o.MigrateLegacy = true
 	r := NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, nil); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	// The combination that breaks the CRI plugin was not written: it loads.

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/bkcache/bkcache/pkg/dockerd"
 )
 
@@ -37,10 +35,10 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 
 	o.DryRun = true
 	r := NodeReport{Runtime: docker}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "planned" || !r.ReloadNeeded || r.RestartNeeded || len(r.Files) != 1 || r.Files[0].Path != dockerd.DefaultPath ||
+	if r.Status != StatePlanned || !r.ReloadNeeded || r.RestartNeeded || len(r.Files) != 1 || r.Files[0].Path != dockerd.DefaultPath ||
 		!strings.Contains(r.Files[0].Diff, `+        "10.0.0.5:5500"`) {
 		t.Fatalf("dry run: %+v", r)
 	}
@@ -50,10 +48,10 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 
 	o.DryRun = false
 	r = NodeReport{Runtime: docker}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "changed" || !r.Reloaded || r.Restarted || n.restarts != 0 || r.Backup == "" {
+	if r.Status != StateChanged || !r.Reloaded || r.Restarted || n.restarts != 0 || r.Backup == "" {
 		t.Fatalf("apply: %+v (containerd restarts %d)", r, n.restarts)
 	}
 	got := running(t, n)
@@ -75,10 +73,10 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 	applied, cmds := n.snapshot(), len(n.hostCmds)
 
 	r = NodeReport{Runtime: docker}
-	if err := applyNode(ctx, opts("20260101T000100Z-bbbbbb"), n, &r); err != nil {
+	if err := applyNode(ctx, opts("20260101T000100Z-bbbbbb"), n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "unchanged" || r.Reloaded || r.Backup != "" || len(n.hostCmds) != cmds || !maps.Equal(applied, n.snapshot()) {
+	if r.Status != StateUnchanged || r.Reloaded || r.Backup != "" || len(n.hostCmds) != cmds || !maps.Equal(applied, n.snapshot()) {
 		t.Fatalf("second run: %+v, host commands %q", r, n.hostCmds[cmds:])
 	}
 
@@ -88,7 +86,7 @@ func TestDockerApplySecondRunRevert(t *testing.T) {
 	if err := revertNode(ctx, o3, n, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "reverted" || !r.Reloaded || n.restarts != 0 || !maps.Equal(before, n.snapshot()) {
+	if r.Status != StateReverted || !r.Reloaded || n.restarts != 0 || !maps.Equal(before, n.snapshot()) {
 		t.Fatalf("revert: %+v\n%v", r, n.snapshot())
 	}
 	if string(n.dockerd.running) != siteDaemon {
@@ -104,7 +102,7 @@ func TestDockerMissingFileTLSAndCA(t *testing.T) {
 	o := opts("20260101T000000Z-aaaaaa")
 	o.CA = []byte("-----BEGIN CERTIFICATE-----\n")
 	r := NodeReport{Runtime: docker}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
 	ca := "/etc/docker/certs.d/10.0.0.5:5500/bkcache-ca.crt"
@@ -130,8 +128,8 @@ func TestDockerRefusedReloadRollsBack(t *testing.T) {
 	n.dockerd = &memDockerd{running: []byte(siteDaemon), refuse: true}
 	o := opts("20260101T000000Z-aaaaaa")
 	o.ReloadTimeout = time.Second
-	err := applyNode(ctx, o, n, &NodeReport{Runtime: docker})
-	if err == nil || !strings.Contains(err.Error(), "journalctl -u docker") || !strings.Contains(err.Error(), "restored the previous") {
+	err := applyNode(ctx, o, n, &NodeReport{Runtime: docker}, noAccess)
+	if err == nil || !strings.Contains(err.Error(), "journalctl -u docker") || !strings.Contains(err.Error(), "rolled back: restored /etc/docker/daemon.json, reloaded dockerd on the restored") {
 		t.Fatalf("refused reload: %v", err)
 	}
 	if string(n.files[dockerd.DefaultPath]) != siteDaemon {
@@ -142,16 +140,16 @@ func TestDockerRefusedReloadRollsBack(t *testing.T) {
 	n = newMemNode(map[string]string{dockerd.DefaultPath: "{}"})
 	n.dockerd = &memDockerd{noCLI: true}
 	r := NodeReport{Runtime: docker}
-	if err := applyNode(ctx, o, n, &r); err != nil || !strings.Contains(strings.Join(r.Warnings, "\n"), "could not confirm") {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil || !strings.Contains(strings.Join(r.Warnings, "\n"), "could not confirm") {
 		t.Fatalf("no CLI: %v %+v", err, r)
 	}
 
 	// --restart never: written, not reloaded, said so.
 	n = newMemNode(nil)
 	n.dockerd = &memDockerd{}
-	o.Restart = "never"
+	o.Restart = RestartNever
 	r = NodeReport{Runtime: docker}
-	if err := applyNode(ctx, o, n, &r); err != nil || r.Reloaded || len(n.hostCmds) != 0 || !strings.Contains(strings.Join(r.Warnings, "\n"), "--restart never") {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil || r.Reloaded || len(n.hostCmds) != 0 || !strings.Contains(strings.Join(r.Warnings, "\n"), "--restart never") {
 		t.Fatalf("--restart never: %v %+v %q", err, r, n.hostCmds)
 	}
 }
@@ -160,32 +158,11 @@ func TestDockerInvalidDaemonJSON(t *testing.T) {
 	bad := "{\n  \"log-driver\": \"json-file\",\n}\n"
 	n := newMemNode(map[string]string{dockerd.DefaultPath: bad})
 	n.dockerd = &memDockerd{}
-	err := applyNode(context.Background(), opts("x"), n, &NodeReport{Runtime: docker})
+	err := applyNode(context.Background(), opts("x"), n, &NodeReport{Runtime: docker}, noAccess)
 	if err == nil || !strings.Contains(err.Error(), "node-1: /etc/docker/daemon.json: not valid JSON") {
 		t.Fatalf("err %v", err)
 	}
 	if string(n.files[dockerd.DefaultPath]) != bad || len(n.hostCmds) != 0 || n.dirs[DefaultBackupDir] {
 		t.Fatal("an invalid daemon.json led to changes")
-	}
-}
-
-func TestOtherRuntimesSkipped(t *testing.T) {
-	o := opts("x")
-	ready := []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionFalse}}
-	nodes := []corev1.Node{
-		{Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: "cri-o://1.30.0"}}},
-		{Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: docker}, Conditions: ready}},
-	}
-	nodes[0].Name, nodes[1].Name = "crio", "dock"
-	rs := forEachNode(context.Background(), o, nodes, func(context.Context, *Session, *NodeReport) error {
-		t.Fatal("a node was opened")
-		return nil
-	})
-	if rs[0].Status != "skipped" || !strings.Contains(rs[0].Warnings[0], `runtime "cri-o://1.30.0"`) {
-		t.Errorf("cri-o: %+v", rs[0])
-	}
-	// The Docker node is handled (here: refused as NotReady), not skipped.
-	if rs[1].Status != "failed" || !strings.Contains(rs[1].Error, "NotReady") {
-		t.Errorf("docker: %+v", rs[1])
 	}
 }

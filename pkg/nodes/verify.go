@@ -96,3 +96,20 @@ func (a *Access) VerifyPull(ctx context.Context, node, image string) PullResult 
 	res.Seconds = time.Since(start).Seconds()
 	return res
 }
+
+// verifyNode pulls o.Verify by the cache's name (only the cache can serve that) and by its own
+// name (the kubelet's path for the deployment's pods).
+func verifyNode(ctx context.Context, o MirrorOptions, r *NodeReport, access NodeAccess) error {
+	var failed []string
+	for _, img := range []string{CacheName(o.Verify, o.Registry), o.Verify} {
+		res := access.VerifyPull(ctx, r.Node, img)
+		r.Verified = append(r.Verified, res)
+		if !res.Pulled {
+			failed = append(failed, fmt.Sprintf("%s: %s", img, res.Error))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("pull failed: %s; check that the node reaches %s and the cache holds or can fetch the image", strings.Join(failed, "; "), o.Registry)
+	}
+	return nil
+}

@@ -26,3 +26,16 @@ func TestStructured(t *testing.T) {
 		}
 	}
 }
+
+func TestVersion(t *testing.T) {
+	for format, want := range map[string]string{
+		"":     "kubectl-bkcache dev\n",
+		"json": "{\n  \"plugin\": \"kubectl-bkcache\",\n  \"version\": \"dev\"\n}\n",
+		"yaml": "plugin: kubectl-bkcache\nversion: dev\n",
+	} {
+		var b bytes.Buffer
+		if err := Version(&b, format, "kubectl-bkcache"); err != nil || b.String() != want {
+			t.Errorf("-o %q: %v\n%q, want %q", format, err, b.String(), want)
+		}
+	}
+}

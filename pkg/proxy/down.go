@@ -53,7 +53,14 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 			paths[1] = src
 		}
 	}
-	paths = append(paths, paths[0]+".bak") // the previous config Up kept, if any
+	front := defaults.FrontPath()
+	if exists {
+		if src := mountSource(c, containerFrontPath); src != "" {
+			front = src
+		}
+	}
+	// The previous config Up kept and the front's binary, if any.
+	paths = append(paths, paths[0]+".bak", front)
 	if opts.Purge {
 		for _, p := range paths {
 			if !filepath.IsAbs(p) || filepath.Clean(p) == "/" || filepath.Dir(filepath.Clean(p)) == "/" {

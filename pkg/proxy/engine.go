@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -34,16 +36,22 @@ type Engine interface {
 }
 
 // Labels bkcache keeps on a cache container. The spec label holds the public
-// Spec (never the password); the hash label covers spec and config file, so a
-// changed password also recreates the container.
+// Spec (never the password); the hash label covers spec, config file and the
+// front's binary, so a changed password or a new plugin version also recreates
+// the container. The layout label says which layout runs; a container from an
+// earlier bkcache without it runs the plain one.
 const (
 	LabelManaged = "io.bkcache.managed"
 	LabelName    = "io.bkcache.name"
 	LabelSpec    = "io.bkcache.spec"
 	LabelHash    = "io.bkcache.hash"
+	LabelLayout  = "io.bkcache.layout"
+	LabelFront   = "io.bkcache.front" // sha256 of the front's binary
 )
 
-func specLabels(spec Spec, config []byte) (map[string]string, error) {
+// specLabels are the labels of a cache container running spec with config;
+// frontSum is the sha256 of the front's binary ("" for the plain layout).
+func specLabels(spec Spec, config []byte, frontSum string) (map[string]string, error) {
 	public, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode spec of cache %s: %w", spec.Name, err)
@@ -51,12 +59,18 @@ func specLabels(spec Spec, config []byte) (map[string]string, error) {
 	h := sha256.New()
 	h.Write(public)
 	h.Write(config)
-	return map[string]string{
+	h.Write([]byte(frontSum))
+	labels := map[string]string{
 		LabelManaged: "true",
 		LabelName:    spec.Name,
 		LabelSpec:    string(public),
 		LabelHash:    hex.EncodeToString(h.Sum(nil)),
-	}, nil
+		LabelLayout:  spec.Layout,
+	}
+	if frontSum != "" {
+		labels[LabelFront] = frontSum
+	}
+	return labels, nil
 }
 
 // specFromLabels reads back the public Spec stored on a container.
@@ -69,7 +83,17 @@ func specFromLabels(labels map[string]string) (Spec, bool) {
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return Spec{}, false
 	}
+	s.Layout = layoutOf(labels)
 	return s, true
+}
+
+// layoutOf is the layout a container runs: its label, else plain (the guide's
+// script and bkcache before the front made only plain caches).
+func layoutOf(labels map[string]string) string {
+	if l := labels[LabelLayout]; l != "" {
+		return l
+	}
+	return LayoutPlain
 }
 
 // DiffSpecs lists the public fields that differ between two specs, as "field: old -> new".
@@ -96,24 +120,13 @@ func orNone(v any) any {
 	return v
 }
 
-func sortedKeys(maps ...map[string]any) []string {
-	seen := map[string]bool{}
-	var keys []string
-	for _, m := range maps {
-		for k := range m {
-			if !seen[k] {
-				seen[k] = true
-				keys = append(keys, k)
-			}
-		}
+// sortedKeys is the union of the maps' keys, sorted.
+func sortedKeys(ms ...map[string]any) []string {
+	all := map[string]any{}
+	for _, m := range ms {
+		maps.Copy(all, m)
 	}
-	// Small n: insertion sort keeps this dependency-free and stable.
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
+	return slices.Sorted(maps.Keys(all))
 }
 
 // inspect returns the container or ok=false when it does not exist.

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/netaddr"
 )
 
 // Defaults from the BlueKing guide ("缓存容器镜像", method 1).
@@ -21,9 +23,15 @@ const (
 	DefaultImage     = "hub.bktencent.com/library/registry:2"
 	DefaultRestart   = "always"
 	DefaultNetwork   = NetworkBridge
+	DefaultLayout    = LayoutFront
 
 	NetworkBridge = "bridge"
 	NetworkHost   = "host"
+
+	// LayoutFront runs bkcache's front as the container's entrypoint, with
+	// registry:2 as its child; LayoutPlain is the guide's registry:2 alone.
+	LayoutFront = "front"
+	LayoutPlain = "plain"
 
 	// metricsPortOffset places the debug listener of a host-network cache away
 	// from the ports neighbouring caches use (5500, 5501, ...).
@@ -59,6 +67,10 @@ type Spec struct {
 	Htpasswd    string `json:"htpasswd,omitempty"`
 	Username    string `json:"username,omitempty"`
 	Password    string `json:"-"`
+	// Layout is front (default) or plain (--plain: the guide's registry:2 alone).
+	Layout string `json:"layout"`
+	// UpstreamRate caps the front's upstream traffic, bytes/s; 0 is unlimited.
+	UpstreamRate int64 `json:"upstreamRate,omitempty"`
 }
 
 // ContainerName is the guide's container name for a cache.
@@ -99,6 +111,9 @@ func (s Spec) WithDefaults() Spec {
 	if s.Restart == "" {
 		s.Restart = DefaultRestart
 	}
+	if s.Layout == "" {
+		s.Layout = DefaultLayout
+	}
 	if s.Network == NetworkHost && s.MetricsPort == 0 && s.Port+metricsPortOffset <= 65535 {
 		s.MetricsPort = s.Port + metricsPortOffset
 	}
@@ -130,8 +145,19 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("invalid network %q for cache %s: use bridge or host (--network)", s.Network, s.Name)
 	}
-	if s.Network == NetworkBridge && isLoopbackHost(s.UpstreamHost()) {
+	if s.Network == NetworkBridge && netaddr.IsLoopback(s.UpstreamHost()) {
 		return fmt.Errorf("cache %s: upstream %s is on this host's loopback, which a bridge-network container cannot reach; pass --network host", s.Name, s.Upstream)
+	}
+	switch s.Layout {
+	case LayoutFront, LayoutPlain:
+	default:
+		return fmt.Errorf("invalid layout %q for cache %s: use front or plain (--plain)", s.Layout, s.Name)
+	}
+	if s.UpstreamRate < 0 {
+		return fmt.Errorf("invalid upstream rate %d for cache %s: give bytes per second such as 20M, or 0 for unlimited (--upstream-rate)", s.UpstreamRate, s.Name)
+	}
+	if s.UpstreamRate > 0 && s.Layout == LayoutPlain {
+		return fmt.Errorf("cache %s: --upstream-rate needs the front; registry:2 alone (--plain) cannot cap its upstream traffic", s.Name)
 	}
 	switch s.Restart {
 	case "no", "always", "unless-stopped", "on-failure":
@@ -199,16 +225,4 @@ func (s Spec) Scheme() string {
 		return "https"
 	}
 	return "http"
-}
-
-func isLoopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -17,6 +17,8 @@ func TestWithDefaultsFollowsTheGuide(t *testing.T) {
 	want(t, "image", s.Image, "hub.bktencent.com/library/registry:2")
 	want(t, "restart", s.Restart, "always")
 	want(t, "network", s.Network, "bridge")
+	want(t, "layout", s.Layout, "front")
+	want(t, "front binary", s.FrontPath(), "/etc/docker/registry/bkhub.front")
 	want(t, "address", s.LocalAddress(), "127.0.0.1:5500")
 	named := Spec{Name: "dockerio", Upstream: "https://registry-1.docker.io/"}.WithDefaults()
 	want(t, "named data", named.DataDir, "/var/lib/registry-dockerio")
@@ -45,6 +47,10 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"password without user", Spec{Password: "x"}, "--username"},
 		{"user without password", Spec{Username: "x"}, "--password-stdin"},
 		{"metrics on the cache port", Spec{Network: NetworkHost, Port: 5500, MetricsPort: 5500}, "--metrics-port"},
+		{"plain layout", Spec{Layout: LayoutPlain}, ""},
+		{"bad layout", Spec{Layout: "sidecar"}, "--plain"},
+		{"negative rate", Spec{UpstreamRate: -1}, "--upstream-rate"},
+		{"rate needs the front", Spec{Layout: LayoutPlain, UpstreamRate: 1 << 20}, "--upstream-rate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,7 +82,7 @@ func TestDiffSpecs(t *testing.T) {
 func TestLabelsNeverHoldThePassword(t *testing.T) {
 	s := Spec{Username: "bk", Password: "hunter2-secret"}.WithDefaults()
 	cfg, _ := RenderConfig(s, "x")
-	labels, err := specLabels(s, cfg)
+	labels, err := specLabels(s, cfg, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +98,13 @@ func TestLabelsNeverHoldThePassword(t *testing.T) {
 	s2 := s
 	s2.Password = "other"
 	cfg2, _ := RenderConfig(s2, "x")
-	labels2, _ := specLabels(s2, cfg2)
+	labels2, _ := specLabels(s2, cfg2, "")
 	if labels[LabelHash] == labels2[LabelHash] {
 		t.Errorf("a changed password does not change the spec hash, so the container would keep the old one")
+	}
+	labels3, _ := specLabels(s, cfg, "0123456789abcdef")
+	if labels[LabelHash] == labels3[LabelHash] || labels3[LabelFront] != "0123456789abcdef" || labels3[LabelLayout] != LayoutFront {
+		t.Errorf("a new front binary does not change the spec hash, or the labels miss it: %v", labels3)
 	}
 }
 

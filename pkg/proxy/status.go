@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 type Status struct {
 	Name      string        `json:"name"`
 	Container string        `json:"container"`
+	Layout    string        `json:"layout"`
 	Upstream  string        `json:"upstream"`
 	Address   string        `json:"address"`
 	Port      int           `json:"port"`
@@ -29,7 +31,97 @@ type Status struct {
 	DataDir   string        `json:"dataDir"`
 	DiskBytes int64         `json:"diskBytes"`
 	Metrics   *CacheMetrics `json:"metrics,omitempty"`
-	Problems  []string      `json:"problems,omitempty"`
+	// Mode, since when and in words: the front's, online or offline.
+	Mode      string     `json:"mode,omitempty"`
+	ModeSince *time.Time `json:"modeSince,omitempty"`
+	ModeText  string     `json:"modeText,omitempty"`
+	// Front holds the front's figures; nil for the plain layout.
+	Front    *FrontFigures `json:"front,omitempty"`
+	Problems []string      `json:"problems,omitempty"`
+}
+
+// Modes of a front cache.
+const (
+	ModeOnline  = "online"
+	ModeOffline = "offline"
+)
+
+// FrontFigures are what the front counts and registry:2 cannot: blob
+// requests served from storage vs fetched, bytes from the upstream vs served,
+// clients that shared one download.
+type FrontFigures struct {
+	Version      string `json:"version"`
+	ProxyChild   string `json:"proxyChild"`
+	UpstreamRate int64  `json:"upstreamRate"`
+	LastError    string `json:"lastError,omitempty"`
+	// HitRatio is blobHits / blobRequests (0 before the first request).
+	HitRatio float64 `json:"hitRatio"`
+	// BytesSaved is servedBytes - upstreamBytes: what the slow link did not carry.
+	BytesSaved int64 `json:"bytesSaved"`
+	// SharedDownloads counts requests that joined a download another had started.
+	SharedDownloads int64         `json:"sharedDownloads"`
+	Counters        FrontCounters `json:"counters"`
+}
+
+// FrontStatus is the front's GET /bkcache/status (FRONT.md).
+type FrontStatus struct {
+	Layout       string        `json:"layout"`
+	Version      string        `json:"version"`
+	Upstream     string        `json:"upstream"`
+	Mode         string        `json:"mode"`
+	Since        string        `json:"since"` // RFC 3339
+	LastError    string        `json:"lastError"`
+	ProxyChild   string        `json:"proxyChild"`
+	UpstreamRate int64         `json:"upstreamRate"`
+	InFlight     int           `json:"inFlight"` // blob downloads not yet stored and linked
+	Counters     FrontCounters `json:"counters"`
+}
+
+// SinceTime is when the mode began; zero when the front did not say.
+func (fs FrontStatus) SinceTime() time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, fs.Since)
+	return t
+}
+
+// FrontCounters are the front's counters since it started.
+type FrontCounters struct {
+	BlobRequests     int64 `json:"blobRequests"`
+	BlobHits         int64 `json:"blobHits"`
+	BlobLinks        int64 `json:"blobLinks"`
+	BlobFetches      int64 `json:"blobFetches"`
+	SharedWaiters    int64 `json:"sharedWaiters"`
+	UpstreamBytes    int64 `json:"upstreamBytes"`
+	ServedBytes      int64 `json:"servedBytes"`
+	Resumes          int64 `json:"resumes"`
+	DigestMismatches int64 `json:"digestMismatches"`
+	NsRejected       int64 `json:"nsRejected"`
+	OfflineRefusals  int64 `json:"offlineRefusals"`
+}
+
+// Figures derives what status shows from the front's status.
+func (fs FrontStatus) Figures() FrontFigures {
+	c := fs.Counters
+	f := FrontFigures{
+		Version: fs.Version, ProxyChild: fs.ProxyChild, UpstreamRate: fs.UpstreamRate, LastError: fs.LastError,
+		BytesSaved: c.ServedBytes - c.UpstreamBytes, SharedDownloads: c.SharedWaiters, Counters: c,
+	}
+	if c.BlobRequests > 0 {
+		f.HitRatio = float64(c.BlobHits) / float64(c.BlobRequests)
+	}
+	return f
+}
+
+// ModeText says a front's mode in words, e.g. "upstream unreachable since
+// 12:03, serving cached content"; times are local, with the date when not today.
+func ModeText(mode string, since, now time.Time) string {
+	if mode != ModeOffline {
+		return mode
+	}
+	when := since.Local().Format("15:04")
+	if y, m, d := since.Local().Date(); y != now.Local().Year() || m != now.Local().Month() || d != now.Local().Day() {
+		when = since.Local().Format("2006-01-02 15:04")
+	}
+	return "upstream unreachable since " + when + ", serving cached content"
 }
 
 // CacheMetrics are read from registry:2's own debug endpoint (/debug/vars).
@@ -74,7 +166,7 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 	}
 	spec, _ := specFromLabels(c.Config.Labels)
 	st := Status{
-		Name: name, Container: ContainerName(name), Upstream: spec.Upstream, Port: spec.Port,
+		Name: name, Container: ContainerName(name), Layout: layoutOf(c.Config.Labels), Upstream: spec.Upstream, Port: spec.Port,
 		Network: spec.Network, Image: c.Config.Image, Restarts: c.RestartCount, DiskBytes: -1,
 		DataDir: mountSource(c, containerDataDir),
 	}
@@ -99,7 +191,21 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 		} else {
 			st.Health = "ok"
 		}
-		if addr := metricsAddress(c, spec); addr != "" {
+		addr := metricsAddress(c, spec)
+		if addr != "" && st.Layout == LayoutFront {
+			fs, err := readFrontStatus(ctx, addr)
+			if err != nil {
+				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
+			} else {
+				f := fs.Figures()
+				since := fs.SinceTime()
+				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
+				if !since.IsZero() {
+					st.ModeSince = &since
+				}
+			}
+		}
+		if addr != "" && (st.Layout != LayoutFront || st.Mode == ModeOnline) {
 			m, err := readMetrics(ctx, addr)
 			if err != nil {
 				st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
@@ -177,6 +283,27 @@ func readMetrics(ctx context.Context, addr string) (*CacheMetrics, error) {
 		m.ManifestHits = m.ManifestRequests - m.ManifestMisses
 	}
 	return m, nil
+}
+
+// readFrontStatus reads the front's /bkcache/status from its metrics listener.
+func readFrontStatus(ctx context.Context, addr string) (FrontStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	url := "http://" + addr + "/bkcache/status"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		return FrontStatus{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return FrontStatus{}, fmt.Errorf("GET %s answered %s", url, resp.Status)
+	}
+	var fs FrontStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fs); err != nil {
+		return FrontStatus{}, fmt.Errorf("decode %s: %w", url, err)
+	}
+	return fs, nil
 }
 
 // insecureClient probes our own cache, whose certificate may name another host.

@@ -27,15 +27,6 @@ const (
 	PullAlways  = "always"
 )
 
-// What Up did to a cache.
-const (
-	ActionCreated   = "created"
-	ActionRecreated = "recreated"
-	ActionAdopted   = "adopted"
-	ActionStarted   = "started"
-	ActionUnchanged = "unchanged"
-)
-
 // UpOptions tune Up; the zero value waits 60 s and pulls a missing image.
 type UpOptions struct {
 	// Pull is missing (default), never or always.
@@ -47,8 +38,13 @@ type UpOptions struct {
 	// DataDirSet says the user chose the data dir; otherwise an existing
 	// container's data dir is kept (also one adopted from the guide's script).
 	DataDirSet bool
+	// FrontBinary is the static executable the front layout runs; default
+	// this process's own (os.Executable).
+	FrontBinary string
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// ImageArchive is a `docker save` archive to load the image from when the engine lacks it.
+	ImageArchive string
 }
 
 // UpResult says what Up did.
@@ -57,16 +53,26 @@ type UpResult struct {
 	Container  string   `json:"container"`
 	Action     string   `json:"action"`
 	Changes    []string `json:"changes,omitempty"`
+	Layout     string   `json:"layout"`
 	Address    string   `json:"address"`
 	Upstream   string   `json:"upstream"`
 	ConfigPath string   `json:"configPath"`
 	Backup     string   `json:"backup,omitempty"` // the previous config, when Up replaced it
 	DataDir    string   `json:"dataDir"`
+	// Mode is the front's: online, or offline while the upstream is unreachable.
+	Mode string `json:"mode,omitempty"`
+	// Warning says what works less than fully, e.g. an unreachable upstream.
+	Warning string `json:"warning,omitempty"`
 }
+
+// UnreachableWarning is what Up reports for a front cache started while its
+// upstream cannot be reached.
+const UnreachableWarning = "upstream unreachable: serving cached content only"
 
 // Up makes the cache described by spec run and serve: it writes the registry
 // config, creates the container or reconciles an existing one (keeping its
-// data), and waits until GET /v2/ answers. Running it twice changes nothing.
+// data; see Decide), and waits until GET /v2/ answers. Running it twice
+// changes nothing.
 func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, error) {
 	spec = spec.WithDefaults()
 	if opts.Wait == 0 {
@@ -84,11 +90,6 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	if err != nil {
 		return UpResult{}, err
 	}
-	managed := false
-	if exists && existing.Config != nil {
-		_, managed = existing.Config.Labels[LabelManaged]
-	}
-	adopting := exists && !managed
 	if exists && !opts.DataDirSet {
 		// Without --data-dir the data stays where it is: in the mount of the
 		// existing container, ours or the one the guide's script made.
@@ -100,7 +101,7 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		return UpResult{}, err
 	}
 	result := UpResult{
-		Name: spec.Name, Container: cname, Address: spec.LocalAddress(), Upstream: spec.Upstream,
+		Name: spec.Name, Container: cname, Layout: spec.Layout, Address: spec.LocalAddress(), Upstream: spec.Upstream,
 		ConfigPath: spec.ConfigPath(), DataDir: spec.DataDir,
 	}
 
@@ -110,6 +111,21 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 				return result, err
 			}
 		}
+	}
+	var front frontBinary
+	if spec.Layout == LayoutFront {
+		path := opts.FrontBinary
+		if path == "" {
+			if path, err = os.Executable(); err != nil {
+				return result, fmt.Errorf("find the plugin's own binary for the cache's front: %w; pass --plain for registry:2 alone", err)
+			}
+		}
+		if front, err = readFront(path); err != nil {
+			return result, err
+		}
+	}
+	if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
+		return result, err
 	}
 	if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
 		return result, err
@@ -130,89 +146,123 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	if err != nil {
 		return result, err
 	}
-	labels, err := specLabels(spec, config)
+	labels, err := specLabels(spec, config, front.sum)
 	if err != nil {
 		return result, err
 	}
+	cur := Current{Config: old}
+	if exists {
+		cur.Container = &existing
+	}
+	plan := Decide(cur, Desired{Spec: spec, Config: config, Labels: labels})
+	result.Action, result.Changes = plan.Action, plan.Changes
 
-	sameSpec := exists && managed && existing.Config.Labels[LabelHash] == labels[LabelHash] && string(old) == string(config)
-	if sameSpec {
-		if existing.State != nil && existing.State.Running {
-			result.Action = ActionUnchanged
-			fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
-			return result, waitReady(ctx, eng, spec, opts.Wait, progress)
+	if plan.Create {
+		holdsPort := exists && existing.State != nil && existing.State.Running && portOf(existing) == spec.Port
+		if err := checkPortFree(ctx, eng, spec, existing.ID, holdsPort); err != nil {
+			return result, err
 		}
+		if !opts.SkipUpstreamCheck {
+			fmt.Fprintf(progress, "cache %s: checking upstream %s\n", spec.Name, spec.Upstream)
+			if err := CheckUpstream(ctx, spec); err != nil {
+				var unreachable *unreachableError
+				if spec.Layout == LayoutPlain || !errors.As(err, &unreachable) {
+					return result, err
+				}
+				// The front starts without its upstream and serves what the cache holds.
+				fmt.Fprintf(progress, "cache %s: %s; starting anyway: the front serves cached content until the upstream answers\n", spec.Name, unreachable.short())
+			}
+		}
+		if err := ensureDir(spec.ConfigDir, "--config-dir"); err != nil {
+			return result, err
+		}
+		if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
+			return result, err
+		}
+		if plan.WriteConfig {
+			if result.Backup, err = writeConfig(spec, old, config); err != nil {
+				return result, err
+			}
+			fmt.Fprintf(progress, "cache %s: wrote %s\n", spec.Name, spec.ConfigPath())
+		}
+	}
+	if spec.Layout == LayoutFront {
+		// Also for an unchanged cache: the container needs the file to restart.
+		if err := installFront(front, spec.FrontPath()); err != nil {
+			return result, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
+		}
+	}
+
+	switch {
+	case plan.Start:
 		fmt.Fprintf(progress, "cache %s: starting stopped container %s\n", spec.Name, cname)
 		if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
 			return result, startError(ctx, eng, spec, err)
 		}
-		result.Action = ActionStarted
-		return result, waitReady(ctx, eng, spec, opts.Wait, progress)
-	}
-
-	holdsPort := exists && existing.State != nil && existing.State.Running && portOf(existing) == spec.Port
-	if err := checkPortFree(ctx, eng, spec, existing.ID, holdsPort); err != nil {
-		return result, err
-	}
-	if !opts.SkipUpstreamCheck {
-		fmt.Fprintf(progress, "cache %s: checking upstream %s\n", spec.Name, spec.Upstream)
-		if err := CheckUpstream(ctx, spec); err != nil {
+	case plan.Create:
+		if plan.Replace {
+			fmt.Fprintf(progress, "cache %s: replacing container %s (data in %s is kept)\n", spec.Name, cname, spec.DataDir)
+			if _, err := eng.ContainerRemove(ctx, cname, client.ContainerRemoveOptions{Force: true}); err != nil {
+				return result, fmt.Errorf("remove old container %s: %w", cname, engineError(eng, err))
+			}
+		}
+		create, err := containerOptions(spec, labels)
+		if err != nil {
 			return result, err
 		}
-	}
-	if err := ensureDir(spec.ConfigDir, "--config-dir"); err != nil {
-		return result, err
-	}
-	if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
-		return result, err
-	}
-	if string(old) != string(config) {
-		if len(old) > 0 {
-			// The previous config (maybe the guide's) stays beside it, 0600: it may hold a password.
-			if err := writeFileAtomic(spec.ConfigPath()+".bak", old, 0o600); err != nil {
-				return result, fmt.Errorf("back up %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
-			}
-			result.Backup = spec.ConfigPath() + ".bak"
+		fmt.Fprintf(progress, "cache %s: creating container %s from %s (%s layout)\n", spec.Name, cname, spec.Image, spec.Layout)
+		if _, err := eng.ContainerCreate(ctx, create); err != nil {
+			return result, fmt.Errorf("create container %s: %w", cname, engineError(eng, err))
 		}
-		if err := writeFileAtomic(spec.ConfigPath(), config, 0o600); err != nil {
-			return result, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
+		if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+			return result, startError(ctx, eng, spec, err)
 		}
-		fmt.Fprintf(progress, "cache %s: wrote %s\n", spec.Name, spec.ConfigPath())
-	}
-
-	switch {
-	case !exists:
-		result.Action = ActionCreated
-	case adopting:
-		result.Action = ActionAdopted
-		result.Changes = []string{"container made without bkcache labels (the guide's script): recreated with its data dir " + spec.DataDir}
 	default:
-		result.Action = ActionRecreated
-		if prev, ok := specFromLabels(existing.Config.Labels); ok {
-			result.Changes = DiffSpecs(prev, spec)
-		}
-		if len(result.Changes) == 0 {
-			result.Changes = []string{"registry config changed (" + spec.ConfigPath() + ")"}
-		}
+		fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
 	}
-	if exists {
-		fmt.Fprintf(progress, "cache %s: replacing container %s (data in %s is kept)\n", spec.Name, cname, spec.DataDir)
-		if _, err := eng.ContainerRemove(ctx, cname, client.ContainerRemoveOptions{Force: true}); err != nil {
-			return result, fmt.Errorf("remove old container %s: %w", cname, engineError(eng, err))
-		}
-	}
-	create, err := containerOptions(spec, labels)
-	if err != nil {
+	if err := waitReady(ctx, eng, spec, opts.Wait, progress); err != nil {
 		return result, err
 	}
-	fmt.Fprintf(progress, "cache %s: creating container %s from %s\n", spec.Name, cname, spec.Image)
-	if _, err := eng.ContainerCreate(ctx, create); err != nil {
-		return result, fmt.Errorf("create container %s: %w", cname, engineError(eng, err))
+	if spec.Layout == LayoutFront {
+		result.Mode, result.Warning = frontMode(ctx, eng, spec)
 	}
-	if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
-		return result, startError(ctx, eng, spec, err)
+	return result, nil
+}
+
+// writeConfig replaces the config file, keeping the previous one (maybe the
+// guide's) beside it, 0600: it may hold a password. It returns the backup path.
+func writeConfig(spec Spec, old, config []byte) (string, error) {
+	backup := ""
+	if len(old) > 0 {
+		backup = spec.ConfigPath() + ".bak"
+		if err := writeFileAtomic(backup, old, 0o600); err != nil {
+			return "", fmt.Errorf("back up %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
+		}
 	}
-	return result, waitReady(ctx, eng, spec, opts.Wait, progress)
+	if err := writeFileAtomic(spec.ConfigPath(), config, 0o600); err != nil {
+		return backup, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
+	}
+	return backup, nil
+}
+
+// frontMode asks a front cache whether it reaches its upstream.
+func frontMode(ctx context.Context, eng Engine, spec Spec) (mode, warning string) {
+	c, ok, err := inspect(ctx, eng, spec.ContainerName())
+	if err != nil || !ok {
+		return "", ""
+	}
+	addr := metricsAddress(c, spec)
+	if addr == "" {
+		return "", ""
+	}
+	fs, err := readFrontStatus(ctx, addr)
+	if err != nil {
+		return "", ""
+	}
+	if fs.Mode == ModeOffline {
+		return fs.Mode, UnreachableWarning
+	}
+	return fs.Mode, ""
 }
 
 func containerOptions(spec Spec, labels map[string]string) (client.ContainerCreateOptions, error) {
@@ -232,6 +282,12 @@ func containerOptions(spec Spec, labels map[string]string) (client.ContainerCrea
 		NetworkMode:   container.NetworkMode(spec.Network),
 	}
 	cfg := &container.Config{Image: spec.Image, Labels: labels}
+	if spec.Layout == LayoutFront {
+		// The plugin's own binary is PID 1 and runs the image's /bin/registry as its children.
+		host.Binds = append(host.Binds, spec.FrontPath()+":"+containerFrontPath+":ro")
+		host.Tmpfs = map[string]string{containerRunDir: "rw,mode=0700,size=16m"}
+		cfg.Entrypoint = frontCommand(spec)
+	}
 	if spec.Network == NetworkBridge {
 		bind := netip.IPv4Unspecified()
 		if spec.Bind != "" {
@@ -251,6 +307,26 @@ func containerOptions(spec Spec, labels map[string]string) (client.ContainerCrea
 		cfg.ExposedPorts = network.PortSet{cachePort: {}, debugPort: {}}
 	}
 	return client.ContainerCreateOptions{Name: spec.ContainerName(), Config: cfg, HostConfig: host}, nil
+}
+
+// frontCommand is the front's command line in the container: where clients
+// and metrics readers connect, and the upstream rate. Nothing secret: the
+// credentials stay in the registry config file.
+func frontCommand(spec Spec) []string {
+	listen, metrics := ":"+strconv.Itoa(containerPort), ":"+strconv.Itoa(containerDebugPort)
+	if spec.Network == NetworkHost {
+		listen = net.JoinHostPort(spec.Bind, strconv.Itoa(spec.Port))
+		metrics = ""
+		if spec.MetricsPort != 0 {
+			metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.MetricsPort))
+		}
+	}
+	return []string{containerFrontPath, "front",
+		"--registry-config", containerConfigPath,
+		"--listen", listen,
+		"--metrics-listen", metrics,
+		"--upstream-rate", strconv.FormatInt(spec.UpstreamRate, 10),
+	}
 }
 
 func ensureImage(ctx context.Context, eng Engine, image, pull string, progress io.Writer) error {
@@ -281,7 +357,7 @@ func ensureImage(ctx context.Context, eng Engine, image, pull string, progress i
 }
 
 func missingImage(image, why string) error {
-	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
+	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (--image-archive registry.tar, or docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
 }
 
 func mountSource(c container.InspectResponse, dest string) string {
@@ -443,9 +519,13 @@ func crashError(ctx context.Context, eng Engine, spec Spec, c container.InspectR
 	if c.State != nil {
 		exit = c.State.ExitCode
 	}
-	if strings.Contains(logs, "panic:") && (strings.Contains(logs, "/v2/") || strings.Contains(logs, spec.UpstreamHost())) {
+	if spec.Layout == LayoutPlain && strings.Contains(logs, "panic:") && (strings.Contains(logs, "/v2/") || strings.Contains(logs, spec.UpstreamHost())) {
 		return fmt.Errorf("cache %s crashed on start (restarts: %d): registry:2 panics when it cannot reach its upstream %s; fix the link (DNS, proxy, firewall) and run \"docker bkcache up\" again, or \"docker bkcache down %s\" to stop the restart loop; last log lines:\n%s",
 			spec.Name, c.RestartCount, spec.Upstream, spec.Name, logs)
 	}
-	return fmt.Errorf("cache %s exited on start (exit code %d, restarts: %d); last log lines of %s:\n%s", spec.Name, exit, c.RestartCount, spec.ContainerName(), logs)
+	advice := ""
+	if spec.Layout == LayoutFront {
+		advice = "; \"docker bkcache up --plain\" runs registry:2 alone"
+	}
+	return fmt.Errorf("cache %s exited on start (exit code %d, restarts: %d)%s; last log lines of %s:\n%s", spec.Name, exit, c.RestartCount, advice, spec.ContainerName(), logs)
 }

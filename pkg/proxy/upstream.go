@@ -14,6 +14,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
+// ErrUpstreamUnreachable marks a CheckUpstream error where no HTTP answer came
+// back (DNS, refused, timeout): the front layout starts anyway, the plain one
+// would crash-loop.
+var ErrUpstreamUnreachable = errors.New("upstream unreachable")
+
 // CheckUpstream asks the upstream registry's /v2/ endpoint, with the spec's
 // credentials when it has them. registry:2 panics on start when its upstream
 // cannot be reached, so `up` checks first and says why instead.
@@ -75,7 +80,7 @@ func upstreamError(spec Spec, err error) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("upstream %s is unreachable from this host: %w; registry:2 crashes on start without its upstream: fix DNS, proxy or firewall, pass another --upstream, or --skip-upstream-check to start anyway", spec.Upstream, err)
+	return &unreachableError{spec: spec, err: err}
 }
 
 func credentialsError(spec Spec) error {
@@ -103,3 +108,18 @@ func checkTokenAuth(ctx context.Context, spec Spec, u *url.URL) error {
 	}
 	return nil
 }
+
+type unreachableError struct {
+	spec Spec
+	err  error
+}
+
+func (e *unreachableError) short() string {
+	return fmt.Sprintf("upstream %s is unreachable from this host: %v", e.spec.Upstream, e.err)
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("%s; registry:2 alone (--plain) crashes on start without its upstream: fix DNS, proxy or firewall, pass another --upstream, leave out --plain (the front starts anyway and serves cached content), or --skip-upstream-check", e.short())
+}
+
+func (e *unreachableError) Unwrap() []error { return []error{e.err, ErrUpstreamUnreachable} }

@@ -50,8 +50,9 @@ type VerifyResult struct {
 }
 
 // Verify fetches an image through the cache twice, without the Docker daemon's
-// image store in the way, and tells from the registry's own log whether the
-// second fetch asked the upstream for any blob.
+// image store in the way, and tells whether the second fetch asked the
+// upstream for any blob: from the front's counters (blob fetches before and
+// after each pass), or for registry:2 alone from its log.
 func Verify(ctx context.Context, eng Engine, cacheName, image string, opts VerifyOptions) (VerifyResult, error) {
 	progress := opts.Progress
 	if progress == nil {
@@ -90,6 +91,9 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 	res.Blobs, res.Bytes = len(digests), size
 	res.CachedBefore = countStored(dataDir, ref.Context().RepositoryStr(), digests)
 
+	if spec.Layout == LayoutFront {
+		return verifyFront(ctx, eng, spec, dataDir, ref, img, digests, res, opts.StoreWait, progress)
+	}
 	fmt.Fprintf(progress, "pass 1 (cold): %d blobs, %d already in the cache\n", len(digests), res.CachedBefore)
 	since := time.Now()
 	if res.Cold, err = fetchAll(ctx, img); err != nil {
@@ -126,6 +130,50 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 	}
 	time.Sleep(500 * time.Millisecond) // a stray upstream fetch logs after the blob is stored
 	if res.Warm.UpstreamBlobFetches, err = upstreamFetches(ctx, eng, spec.ContainerName(), since, digests); err != nil {
+		return res, err
+	}
+	res.WarmFromCache = res.Warm.UpstreamBlobFetches == 0
+	return res, nil
+}
+
+// verifyFront runs both passes against a front cache, counting the blob
+// downloads its front started during each.
+func verifyFront(ctx context.Context, eng Engine, spec Spec, dataDir string, ref name.Reference, img v1.Image, digests []v1.Hash, res VerifyResult, storeWait time.Duration, progress io.Writer) (VerifyResult, error) {
+	repo := ref.Context().RepositoryStr()
+	pass := func(label string) (Pass, error) {
+		before, err := frontCounters(ctx, eng, spec)
+		if err != nil {
+			return Pass{}, fmt.Errorf("read the front's counters of cache %s: %w", spec.Name, err)
+		}
+		p, err := fetchAll(ctx, img)
+		if err != nil {
+			return p, fmt.Errorf("%s pass of %s: %w", label, res.Image, err)
+		}
+		after, err := frontCounters(ctx, eng, spec)
+		if err != nil {
+			return p, fmt.Errorf("read the front's counters of cache %s: %w", spec.Name, err)
+		}
+		p.UpstreamBlobFetches = int(after.BlobFetches - before.BlobFetches)
+		return p, nil
+	}
+	fmt.Fprintf(progress, "pass 1 (cold): %d blobs, %d already in the cache\n", len(digests), res.CachedBefore)
+	var err error
+	if res.Cold, err = pass("cold"); err != nil {
+		return res, err
+	}
+	// The front links a blob into the repository right after its digest is
+	// checked: the last ones may still be on their way into storage.
+	deadline := time.Now().Add(min(storeWait, 30*time.Second))
+	for dataDir != "" && countStored(dataDir, repo, digests) < len(digests) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	res.CachedAfterCold = countStored(dataDir, repo, digests)
+	fmt.Fprintf(progress, "pass 2 (warm)\n")
+	if res.Warm, err = pass("warm"); err != nil {
 		return res, err
 	}
 	res.WarmFromCache = res.Warm.UpstreamBlobFetches == 0

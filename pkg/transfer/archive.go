@@ -40,6 +40,8 @@ type SaveOptions struct {
 	Progress  io.Writer
 	// Stdout receives the archive when the path is "-".
 	Stdout io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 }
 
 // SaveReport sums up a Save.
@@ -88,6 +90,7 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 	if err != nil {
 		return SaveReport{}, err
 	}
+	cache.Meter = opts.Meter
 	ropts := append(commonOptions(ctx, 4, defaultBackoff()),
 		remote.WithTransport(cache), remote.WithAuthFromKeychain(opts.Keychain))
 	var report SaveReport
@@ -107,6 +110,7 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 				if idx, err = desc.ImageIndex(); err == nil {
 					if idx, res.Children, err = filterIndex(idx, opts.Platforms); err == nil {
 						res.Kind = "index"
+						planIndex(opts.Meter, e.Ref.String(), idx)
 						err = lp.AppendIndex(idx, annotations)
 					}
 				}
@@ -114,10 +118,12 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 				var img v1.Image
 				if img, err = desc.Image(); err == nil {
 					res.Kind = "image"
+					planImage(opts.Meter, e.Ref.String(), img)
 					err = lp.AppendImage(img, annotations)
 				}
 			}
 		}
+		opts.Meter.Finish(e.Ref.String(), err)
 		if err != nil {
 			res.Error = err.Error()
 			report.Images = append(report.Images, res)

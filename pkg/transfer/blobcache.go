@@ -2,8 +2,7 @@ package transfer
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,17 +12,23 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // BlobCache is an http.RoundTripper in front of a source registry that fetches
 // each blob once: a GET for a blob it holds is answered from disk, and
 // concurrent GETs of one digest wait for the single fetch in flight. Every
-// byte it stores is checked against its digest before anyone reads it.
+// byte it stores is checked against its digest before anyone reads it, and a
+// broken download resumes where it stopped (Fetcher).
 //
 // go-containerregistry fetches a blob again for every repository it is pushed
 // to and for every image that shares it; this makes a list copy cost the
 // upstream link each blob once.
 type BlobCache struct {
+	// Meter, when set, gets the bytes of each blob as they arrive.
+	Meter *Meter
+
 	dir  string
 	next http.RoundTripper
 
@@ -32,6 +37,7 @@ type BlobCache struct {
 
 	fetched    atomic.Int64 // blob bytes fetched from the source
 	fetchCount atomic.Int64
+	resumes    atomic.Int64 // broken reads continued with Range
 	served     atomic.Int64 // blob bytes answered from disk
 }
 
@@ -51,6 +57,9 @@ func (c *BlobCache) FetchedBytes() int64 { return c.fetched.Load() }
 
 // FetchedBlobs is how many blobs were fetched from the source so far.
 func (c *BlobCache) FetchedBlobs() int64 { return c.fetchCount.Load() }
+
+// Resumes is how many broken blob reads were continued with Range.
+func (c *BlobCache) Resumes() int64 { return c.resumes.Load() }
 
 // ServedBytes is the blob bytes answered from disk instead of the source.
 func (c *BlobCache) ServedBytes() int64 { return c.served.Load() }
@@ -130,22 +139,38 @@ func (c *BlobCache) fromDisk(req *http.Request, digest string) (*http.Response, 
 	}, true
 }
 
-// fetch gets the blob from the source into a temp file, checks its digest,
-// moves it into place and answers from it.
+// fetch gets the blob from the source into a temp file with the resumable,
+// digest-checked Fetcher (a broken read continues with Range from where it
+// stopped), moves it into place and answers from it. An error answer of the
+// source is handed back as it came, so go-containerregistry's transports
+// (token refresh, retries) see it.
 func (c *BlobCache) fetch(req *http.Request, digest string) (*http.Response, error) {
-	resp, err := c.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return resp, err
+	f := &Fetcher{
+		Client:   &http.Client{Transport: c.next},
+		Header:   req.Header.Clone(),
+		Counter:  &c.fetched,
+		OnResume: func(int64, error) { c.resumes.Add(1) },
 	}
-	defer resp.Body.Close()
+	dl, err := f.Open(req.Context(), req.URL.String(), digest)
+	if err != nil {
+		var ue *UpstreamError
+		if errors.As(err, &ue) {
+			return &http.Response{
+				Status: fmt.Sprintf("%d %s", ue.StatusCode, http.StatusText(ue.StatusCode)), StatusCode: ue.StatusCode,
+				Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: ue.Header,
+				Body: io.NopCloser(bytes.NewReader(ue.Body)), ContentLength: int64(len(ue.Body)), Request: req,
+			}, nil
+		}
+		return nil, err
+	}
+	defer dl.Close()
 	tmp, err := os.CreateTemp(c.dir, ".fetch-*")
 	if err != nil {
 		return nil, fmt.Errorf("blob cache: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
-	c.fetched.Add(n)
+	d, _ := v1.NewHash(digest)
+	n, err := dl.Copy(req.Context(), io.MultiWriter(tmp, c.Meter.Writer(d)))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -153,9 +178,6 @@ func (c *BlobCache) fetch(req *http.Request, digest string) (*http.Response, err
 		return nil, fmt.Errorf("fetch blob %s: %w", digest, err)
 	}
 	c.fetchCount.Add(1)
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
-		return nil, fmt.Errorf("fetch blob %s: the source sent content with digest %s; retry, or check the source registry", digest, got)
-	}
 	if err := os.Rename(tmp.Name(), c.path(digest)); err != nil {
 		return nil, fmt.Errorf("blob cache: %w", err)
 	}

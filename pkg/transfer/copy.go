@@ -46,6 +46,8 @@ type PushOptions struct {
 	Transport http.RoundTripper
 	// Progress gets one line per image; nil discards.
 	Progress io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 	// Backoff paces retries of 429, 5xx, timeouts and resets; default 0.5 s doubling, 6 tries.
 	Backoff *remote.Backoff
 }
@@ -68,8 +70,10 @@ type Report struct {
 	BlobsFetched int64         `json:"blobsFetched"`
 	BytesFetched int64         `json:"bytesFetched"`
 	BytesReused  int64         `json:"bytesReused"`
-	Seconds      float64       `json:"seconds"`
-	DryRun       bool          `json:"dryRun,omitempty"`
+	// Resumes counts broken source reads continued with Range, not fetched again.
+	Resumes int64   `json:"resumes,omitempty"`
+	Seconds float64 `json:"seconds"`
+	DryRun  bool    `json:"dryRun,omitempty"`
 }
 
 // Push copies each image to the target registry, keeping its repository path
@@ -102,6 +106,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
+	cache.Meter = opts.Meter
 	if opts.Backoff == nil {
 		b := defaultBackoff()
 		opts.Backoff = &b
@@ -111,12 +116,17 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
-	c := &copier{opts: opts, cache: cache, pusher: pusher, pusherOpts: pusherOpts, mounts: map[v1.Hash]name.Reference{}}
+	c := &copier{opts: opts, cache: cache, pusher: pusher, mounts: map[v1.Hash]name.Reference{}}
 
 	report := Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}
 	var printMu sync.Mutex
 	finish := func(j *job) {
 		report.Images[j.index] = j.res
+		var failed error
+		if j.res.Error != "" {
+			failed = errors.New(j.res.Error)
+		}
+		opts.Meter.Finish(j.res.Source, failed)
 		printMu.Lock()
 		defer printMu.Unlock()
 		switch {
@@ -174,6 +184,7 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		}
 	}
 	report.BlobsFetched, report.BytesFetched, report.BytesReused = cache.FetchedBlobs(), cache.FetchedBytes(), cache.ServedBytes()
+	report.Resumes = cache.Resumes()
 	report.Seconds = time.Since(start).Seconds()
 	if report.Failed > 0 {
 		return report, fmt.Errorf("%d of %d images failed; run the same command again to retry them (what was copied is kept)", report.Failed, len(entries))
@@ -213,10 +224,9 @@ func commonOptions(ctx context.Context, jobs int, backoff remote.Backoff) []remo
 }
 
 type copier struct {
-	opts       PushOptions
-	cache      *BlobCache
-	pusher     *remote.Pusher
-	pusherOpts []remote.Option
+	opts   PushOptions
+	cache  *BlobCache
+	pusher *remote.Pusher
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Reference // blob -> a target repository that has it
@@ -317,6 +327,9 @@ func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
 		if err != nil {
 			return fail(fmt.Errorf("read %s: %w", src, err))
 		}
+		if blobs, err := blobsOfImage(j.img); err == nil {
+			c.opts.Meter.Plan(j.res.Source, blobs)
+		}
 		return j
 	}
 	j.res.Kind = "index"
@@ -347,6 +360,9 @@ func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
 				return fail(fmt.Errorf("read %s@%s: %w", src, child.Digest, err))
 			}
 			j.layers = append(j.layers, ls...)
+			if blobs, err := blobsOfImage(img); err == nil {
+				c.opts.Meter.Plan(j.res.Source, blobs)
+			}
 		}
 	}
 	return j

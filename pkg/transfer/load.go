@@ -32,6 +32,8 @@ type LoadOptions struct {
 	Jobs     int
 	Keychain authn.Keychain
 	Progress io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 	// TempDir holds the blobs of a compressed archive while they are pushed
 	// (default: os.TempDir()). An uncompressed archive needs no temporary space.
 	TempDir string
@@ -80,9 +82,10 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 			res.Target = dst.String()
 			var t remote.Taggable
 			if t, err = src.taggable(im.desc); err == nil {
-				err = pusher.Push(ctx, dst, t)
+				err = pusher.Push(ctx, dst, metered(opts.Meter, res.Source, t))
 			}
 		}
+		opts.Meter.Finish(res.Source, err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return report, ctx.Err()

@@ -26,7 +26,13 @@ type WarmOptions struct {
 	Jobs int
 	// StoreWait bounds the wait for the cache to store what it fetched.
 	StoreWait time.Duration
-	Progress  io.Writer
+	// Front says the cache runs bkcache's front: it fetches a blob once for
+	// all repositories and requests and stores it itself, so every blob is
+	// requested at once (Jobs at a time) with no wait for a background store.
+	Front    bool
+	Progress io.Writer
+	// Meter, when set, follows the bytes per image for a progress display.
+	Meter *Meter
 }
 
 // WarmReport sums up a warm.
@@ -60,6 +66,11 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 	}
 	if opts.StoreWait == 0 {
 		opts.StoreWait = 5 * time.Minute
+		if opts.Front {
+			// The front links a blob as soon as it is verified: this only
+			// covers the last few, still being written when their GET ended.
+			opts.StoreWait = 30 * time.Second
+		}
 	}
 	progress := opts.Progress
 	if progress == nil {
@@ -79,17 +90,19 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		report.Manifests += manifests
 		if err != nil {
 			report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+			opts.Meter.Finish(e.Ref.String(), err)
 			fmt.Fprintf(progress, "FAILED  %s: %v\n", e.Ref, err)
 			continue
 		}
 		report.Images++
 		for _, img := range imgs {
-			m, err := img.Manifest()
+			descs, err := blobsOfImage(img)
 			if err != nil {
 				report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
 				continue
 			}
-			for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			opts.Meter.Plan(e.Ref.String(), descs)
+			for _, d := range descs {
 				key := e.Ref.Context().RepositoryStr() + "@" + d.Digest.String()
 				waiting[key] = append(waiting[key], i)
 				left[i]++
@@ -102,16 +115,17 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 	}
 
-	// One request per digest at a time, and the next repository's request for
-	// that digest only once the cache has stored it: registry:2 2.8 marks a blob
-	// in flight until its background store ends, and serves a second request
-	// for it meanwhile straight from the upstream without storing it for the
-	// second repository.
+	// One request per digest at a time, and (registry:2 alone) the next
+	// repository's request for that digest only once the cache has stored it:
+	// registry:2 2.8 marks a blob in flight until its background store ends,
+	// and serves a second request for it meanwhile straight from the upstream
+	// without storing it for the second repository. The front links it instead.
 	var mu sync.Mutex
 	// done marks a blob finished and prints each image it completes; mu held.
 	done := func(b blob) {
 		for _, i := range waiting[b.repo.RepositoryStr()+"@"+b.desc.Digest.String()] {
 			if left[i]--; left[i] == 0 {
+				opts.Meter.Finish(entries[i].Ref.String(), nil)
 				fmt.Fprintf(progress, "warmed  %s\n", entries[i].Ref)
 			}
 		}
@@ -123,6 +137,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		if linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
 			report.BlobsCached++
 			report.BytesCached += b.desc.Size
+			opts.Meter.Complete(b.desc.Digest)
 			done(b)
 			continue
 		}
@@ -144,14 +159,15 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 				// A request that lands while registry:2 still holds the blob
 				// in flight is served without being stored: ask again.
 				for attempt := 1; ; attempt++ {
-					n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts)
+					n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts, opts.Meter.Writer(b.desc.Digest))
 					mu.Lock()
 					report.BytesFetched += n
 					if err != nil {
 						report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
 					}
 					mu.Unlock()
-					if err != nil || waitLinked(ctx, opts.DataDir, b, storeWaitFor(b.desc.Size)) || attempt == 3 || ctx.Err() != nil {
+					// The front stores and links by itself: one request is enough.
+					if err != nil || opts.Front || waitLinked(ctx, opts.DataDir, b, storeWaitFor(b.desc.Size)) || attempt == 3 || ctx.Err() != nil {
 						break
 					}
 				}
@@ -245,7 +261,9 @@ func resolve(ref name.Reference, platforms []v1.Platform, ropts []remote.Option)
 	return imgs, manifests, nil
 }
 
-func fetchBlob(ref name.Digest, ropts []remote.Option) (int64, error) {
+// fetchBlob reads a blob to its end (go-containerregistry checks its digest)
+// and copies it to w, a meter.
+func fetchBlob(ref name.Digest, ropts []remote.Option, w io.Writer) (int64, error) {
 	l, err := remote.Layer(ref, ropts...)
 	if err != nil {
 		return 0, err
@@ -255,7 +273,7 @@ func fetchBlob(ref name.Digest, ropts []remote.Option) (int64, error) {
 		return 0, err
 	}
 	defer rc.Close()
-	return io.Copy(io.Discard, rc)
+	return io.Copy(w, rc)
 }
 
 // linked says whether the cache's filesystem storage holds the blob for repo.

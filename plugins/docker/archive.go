@@ -50,8 +50,8 @@ refused before anything is downloaded.`,
 			if o.Platforms, err = parsePlatforms(platforms); err != nil {
 				return err
 			}
-			progress := newProgress(dockerCli, len(entries))
-			o.Progress = progress
+			progress := newProgress(dockerCli)
+			o.Progress, o.Meter = progress, progress.Meter()
 			rep, err := transfer.Save(cmd.Context(), entries, out, o)
 			progress.Close()
 			if err != nil {
@@ -95,8 +95,8 @@ before anything is pushed.`,
 			if (o.To == "") == (cache == "") {
 				return errors.New("pass one of --to REGISTRY or --cache NAME")
 			}
-			progress := newProgress(dockerCli, 0)
-			o.Progress = progress
+			progress := newProgress(dockerCli)
+			o.Progress, o.Meter = progress, progress.Meter()
 			rep, err := loadInto(ctx, dockerCli, archive, cache, o)
 			progress.Close()
 			if ok, werr := printer.Structured(dockerCli.Out(), output, rep); ok {

@@ -46,6 +46,7 @@ func TestUpFlagDefaultsAreTheGuides(t *testing.T) {
 	want := map[string]string{
 		"name": "bkhub", "upstream": "https://hub.bktencent.com", "port": "5500", "config-dir": "/etc/docker/registry",
 		"image": "hub.bktencent.com/library/registry:2", "restart": "always", "network": "bridge", "bind": "", "pull": "missing",
+		"plain": "false", "upstream-rate": "0",
 	}
 	for flag, def := range want {
 		f := up.Flags().Lookup(flag)
@@ -77,6 +78,9 @@ func TestFlagErrorsBeforeTouchingDocker(t *testing.T) {
 		{"bad platform", "", []string{"verify", "--platform", "linux/amd64/v2/x/y", "img"}, "--platform"},
 		{"logs takes one name", "", []string{"logs", "a", "b"}, "accepts at most 1 arg"},
 		{"verify needs an image", "", []string{"verify"}, "requires at least 1 arg"},
+		{"bad upstream rate", "", []string{"up", "--upstream-rate", "20X"}, "--upstream-rate"},
+		{"rate with --plain", "", []string{"up", "--plain", "--upstream-rate", "20M", "--config-dir", "/nonexistent-bkcache"}, "--upstream-rate needs the front"},
+		{"warm modes exclude each other", "", []string{"warm", "-f", "-", "--into-storage", "--through-proxy"}, "exclude each other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,8 +41,8 @@ Credentials come from the Docker config and its credential helpers.`,
 				return err
 			}
 			o.SourceInsecure = o.Insecure
-			progress := newProgress(dockerCli, len(entries))
-			o.Progress = progress
+			progress := newProgress(dockerCli)
+			o.Progress, o.Meter = progress, progress.Meter()
 			report, pushErr := transfer.Push(cmd.Context(), entries, o)
 			progress.Close()
 			if ok, err := printer.Structured(dockerCli.Out(), output, report); ok {

@@ -10,8 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/interrupt"
-	"github.com/bkcache/bkcache/pkg/version"
-
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
@@ -90,12 +88,7 @@ func newVersionCommand(dockerCli command.Cli) *cobra.Command {
 		Example: "  docker bkcache version -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info := map[string]string{"plugin": "docker-bkcache", "version": version.Version}
-			if ok, err := printer.Structured(dockerCli.Out(), output, info); ok {
-				return err
-			}
-			_, err := fmt.Fprintf(dockerCli.Out(), "docker-bkcache %s\n", version.Version)
-			return err
+			return printer.Version(dockerCli.Out(), output, "docker-bkcache")
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")

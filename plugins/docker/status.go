@@ -2,6 +2,7 @@ package docker
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 
@@ -17,12 +18,20 @@ func newStatusCommand(dockerCli command.Cli) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "status [NAME...]",
-		Short: "Show every bkcache cache: upstream, port, state, health, disk use, cache figures",
+		Short: "Show every bkcache cache: layout, upstream, state, mode, health, disk use, hit ratio, bytes saved",
 		Long: `Shows every bkcache cache on this engine (found by label), or the named ones.
-Cache figures come from registry:2's own metrics endpoint: manifests served
-from the cache (hits) and fetched from the upstream (misses). registry:2 keeps
-no usable blob counters, so no blob hit rate is shown; "docker bkcache verify"
-measures blob fetches per image.`,
+
+A cache with the front (the default layout) reports its mode and since when
+("online", or "upstream unreachable since 12:03, serving cached content"), the
+share of blob requests served from storage (HITS), the bytes the slow link did
+not carry (SAVED: bytes served minus bytes fetched from the upstream) and the
+requests that joined a download another client had started (SHARED); -o json
+carries every counter of the front.
+
+A cache of registry:2 alone (--plain) reports registry:2's own figures:
+manifests served from the cache and fetched from the upstream. registry:2
+keeps no usable blob counters; "docker bkcache verify" measures blob fetches
+per image.`,
 		Example: `  docker bkcache status
   docker bkcache status bkhub -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,19 +46,7 @@ measures blob fetches per image.`,
 				fmt.Fprintln(dockerCli.Out(), "no bkcache cache on this engine; create one with \"docker bkcache up\"")
 				return nil
 			}
-			tw := tabwriter.NewWriter(dockerCli.Out(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tUPSTREAM\tADDRESS\tSTATE\tRESTARTS\tHEALTH\tDISK\tMANIFEST HITS\tMANIFEST MISSES")
-			for _, s := range sts {
-				hits, misses := "-", "-"
-				if s.Metrics != nil {
-					hits = strconv.FormatUint(s.Metrics.ManifestHits, 10)
-					misses = strconv.FormatUint(s.Metrics.ManifestMisses, 10)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.Name, s.Upstream, s.Address, s.State, s.Restarts, s.Health, humanBytes(s.DiskBytes), hits, misses)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
+			printStatus(dockerCli.Out(), sts)
 			for _, s := range sts {
 				for _, p := range s.Problems {
 					fmt.Fprintf(dockerCli.Err(), "cache %s: %s\n", s.Name, p)
@@ -60,4 +57,35 @@ measures blob fetches per image.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table|json|yaml")
 	return cmd
+}
+
+// printStatus writes the status table, then one line per cache whose mode
+// needs words (an unreachable upstream).
+func printStatus(w io.Writer, sts []proxy.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLAYOUT\tUPSTREAM\tADDRESS\tSTATE\tRESTARTS\tHEALTH\tMODE\tDISK\tHITS\tSAVED\tSHARED")
+	for _, s := range sts {
+		mode, hits, saved, shared := "-", "-", "-", "-"
+		switch {
+		case s.Front != nil:
+			mode = s.Mode
+			if s.Mode == proxy.ModeOffline && s.ModeSince != nil {
+				mode = "offline since " + s.ModeSince.Local().Format("15:04")
+			}
+			if s.Front.Counters.BlobRequests > 0 {
+				hits = fmt.Sprintf("%.1f%% of %d blobs", 100*s.Front.HitRatio, s.Front.Counters.BlobRequests)
+			}
+			saved = humanBytes(max(s.Front.BytesSaved, 0))
+			shared = strconv.FormatInt(s.Front.SharedDownloads, 10)
+		case s.Metrics != nil:
+			hits = fmt.Sprintf("%d/%d manifests", s.Metrics.ManifestHits, s.Metrics.ManifestRequests)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Layout, s.Upstream, s.Address, s.State, s.Restarts, s.Health, mode, humanBytes(s.DiskBytes), hits, saved, shared)
+	}
+	tw.Flush() //nolint:errcheck // a failed write to the terminal has nowhere to go
+	for _, s := range sts {
+		if s.Mode == proxy.ModeOffline {
+			fmt.Fprintf(w, "cache %s: %s\n", s.Name, s.ModeText)
+		}
+	}
 }

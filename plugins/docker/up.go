@@ -13,6 +13,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/bkcache/bkcache/pkg/front"
 	"github.com/bkcache/bkcache/pkg/proxy"
 
 	"github.com/bkcache/bkcache/pkg/printer"
@@ -23,8 +24,11 @@ type upOptions struct {
 	file          string
 	passwordStdin bool
 	pull          string
+	imageArchive  string
 	wait          time.Duration
 	skipCheck     bool
+	plain         bool
+	upstreamRate  string
 	output        string
 }
 
@@ -39,6 +43,18 @@ spec rewrites the config and recreates the container keeping its data, and a
 container made by the BlueKing guide's script (same name, no bkcache labels) is
 adopted with its data directory. Waits until GET /v2/ answers.
 
+The container runs bkcache's front in front of the unmodified registry:2 (the
+front layout): this plugin's own static binary, copied to CONFIG-DIR/NAME.front
+and mounted read-only, is the entrypoint and starts the image's /bin/registry.
+The front fetches each blob from the upstream once for any number of nodes and
+repositories, streams it to every waiting node at once, checks its digest
+before storing it, resumes a broken download with Range, caps the upstream
+rate (--upstream-rate) and keeps serving what the cache holds while the
+upstream is unreachable, also after a restart. A cache made by an earlier "up"
+or by the guide's script is converted in place, its data kept; --plain keeps
+the guide's layout, registry:2 alone. A new plugin version recreates the
+container.
+
 registry:2 proxies one upstream per process: several upstreams in one call come
 from -f caches.yaml, each cache with its own container, port, config and data dir.`,
 		Example: `  # The guide's cache: bkhub -> https://hub.bktencent.com on :5500
@@ -51,8 +67,18 @@ from -f caches.yaml, each cache with its own container, port, config and data di
   # Several upstreams from a file
   docker bkcache up -f caches.yaml
 
+  # Leave the site's link some room: at most 20 MiB/s from the upstream
+  docker bkcache up --upstream-rate 20M
+
+  # The guide's layout exactly: registry:2 alone
+  docker bkcache up --plain
+
   # Hosts that cannot pull the registry image: build it from Debian's package
-  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2`,
+  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2
+
+  # Hosts that can pull nothing: the cache image from the release's archive
+  docker bkcache up --image bkcache.local/registry:2 \
+      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUp(cmd, dockerCli, o)
@@ -76,8 +102,11 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the upstream password from stdin")
 	f.StringVarP(&o.file, "file", "f", "", "YAML file listing several caches (name, upstream, port, credentials)")
 	f.StringVar(&o.pull, "pull", proxy.PullMissing, "pull the image: missing, never, always")
+	f.StringVar(&o.imageArchive, "image-archive", "", "load --image from this docker save archive `FILE` (.tar, .tar.gz) when the engine lacks it: for hosts that can pull nothing")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
-	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (registry:2 crashes on start when it is unreachable)")
+	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (with --plain, registry:2 crashes on start when it is unreachable)")
+	f.BoolVar(&o.plain, "plain", false, "run registry:2 alone, the guide's layout, without bkcache's front")
+	f.StringVar(&o.upstreamRate, "upstream-rate", "0", "cap the cache's upstream traffic, bytes per second: 500000, 512K, 20M, 1G (1024-based); 0 is unlimited")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
 }
@@ -102,15 +131,29 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 		}
 		o.spec.Password = pw
 	}
+	if o.plain {
+		o.spec.Layout = proxy.LayoutPlain
+	}
+	rate, err := front.ParseRate(o.upstreamRate)
+	if err != nil {
+		return fmt.Errorf("--upstream-rate: %w", err)
+	}
+	o.spec.UpstreamRate = rate
 	specs, err := upSpecs(ctx, o)
 	if err != nil {
 		return err
+	}
+	// Flag errors before touching Docker, and before any cache of a file is made.
+	for _, spec := range specs {
+		if err := spec.WithDefaults().Validate(); err != nil {
+			return err
+		}
 	}
 	var results []proxy.UpResult
 	var failed []string
 	for _, spec := range specs {
 		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
-			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck,
+			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
 			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(),
 		})
 		if err != nil {
@@ -180,6 +223,16 @@ func printUp(w io.Writer, results []proxy.UpResult) {
 		fmt.Fprintf(w, "cache %s: %s (container %s)\n", r.Name, r.Action, r.Container)
 		for _, c := range r.Changes {
 			fmt.Fprintf(w, "  changed   %s\n", c)
+		}
+		layout := r.Layout
+		if r.Layout == proxy.LayoutFront {
+			layout = "front + registry:2"
+		} else if r.Layout == proxy.LayoutPlain {
+			layout = "plain (registry:2 alone)"
+		}
+		fmt.Fprintf(w, "  layout    %s\n", layout)
+		if r.Warning != "" {
+			fmt.Fprintf(w, "  mode      %s\n", r.Warning)
 		}
 		fmt.Fprintf(w, "  upstream  %s\n", r.Upstream)
 		fmt.Fprintf(w, "  serving   %s  (config %s, data %s)\n", r.Address, r.ConfigPath, r.DataDir)

@@ -19,9 +19,10 @@ func newVerifyCommand(dockerCli command.Cli) *cobra.Command {
 		Short: "Prove the cache serves an image: fetch it cold, then warm, and check the upstream was not asked again",
 		Long: `Fetches each image's manifest, config and layers through the cache twice,
 straight from the registry (the Docker daemon's own image store is not in the
-way), prints both timings and byte counts, and reads the registry's log to tell
-whether the upstream was asked for any blob the second time. Exits non-zero when
-it was. IMAGE may name the upstream (hub.bktencent.com/blueking/x:1), the cache
+way), prints both timings and byte counts, and tells whether the upstream was
+asked for any blob the second time: from the front's counters (blob downloads
+started during each pass), or, for registry:2 alone (--plain), from its log.
+Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/blueking/x:1), the cache
 (127.0.0.1:5500/blueking/x:1) or neither (blueking/x:1).`,
 		Example: `  docker bkcache verify blueking/slug-app:v1.1.0-beta.27
   docker bkcache verify --cache dockerio library/busybox:1.36 --platform linux/arm64 -o json`,

@@ -48,7 +48,9 @@ type imagesOptions struct {
 
 	Output          string
 	IncludeMaybe    bool
-	RewriteRegistry string
+	RewriteRegistry []string
+	Upstreams       bool
+	CacheHost       string
 	Why             string
 	KeepGoing       bool
 	Check           string
@@ -63,22 +65,40 @@ func newImagesCommand(streams genericiooptions.IOStreams, kube *genericclioption
 		Long: `List every container image a deployment needs, rendered offline with the helm v3 SDK:
 no helm or helmfile binary, no cluster (except --from-cluster).
 
-Images in pod specs, in any "image" field of custom resources, and in split maps
-(registry/repository/tag/digest) are sure. Image-shaped strings in values, env vars,
-ConfigMaps, the helm.sh/images chart annotation and images.lock files are "maybe":
-pulled at run time perhaps; --include-maybe lists them after the sure ones.
+Images in pod specs, and "image" fields and split maps (registry/repository/tag/digest)
+of any object (custom resources, ConfigMap data) are sure. Images pulled at run time
+perhaps are "maybe": image-shaped strings in values, env vars and ConfigMaps, image keys
+in YAML/JSON held in ConfigMap values, operator flags naming an image
+(--<name>-image=REF, or any flag whose value is a full reference), the helm.sh/images
+annotation and images.lock files. A maybe never gets an invented tag or registry: a
+split map with an empty tag is completed only as its chart's templates complete it
+(appVersion, "v" + appVersion) or dropped, and one without a registry takes the
+release's registry override (global.imageRegistry, imageRegistry). --include-maybe
+lists them after the sure ones; --why REF says where each came from and why.
 Test hooks are left out unless --include-tests.
 
-The text output pipes into the docker plugin: one reference per line, # comments.`,
+Helmfiles are read as helmfile 0.142 (BlueKing's pinned version) and today's helmfile
+read them, missingFileHandler included: a missing optional file (Warn/Info) is reported
+once on stderr and skipped.
+
+The text output pipes into the docker plugin: one reference per line, # comments.
+-o registries lists the registries the deployment pulls from, and the images that
+escape the configured imageRegistry; --upstreams prints a caches file for
+"docker bkcache up -f" with the "kubectl bkcache mirror" command for each cache.`,
 		Example: `  # every image of BlueKing's helmfile, one per line
   kubectl bkcache images --from-helmfile base.yaml.gotmpl
+  kubectl bkcache images --from-helmfile base.yaml.gotmpl --state-values-set imageRegistry=10.0.0.5:5000
   kubectl bkcache images --from-helmfile base.yaml.gotmpl -e default --selector seq=third -o chart-images
+  # which registries it pulls from, and one cache for each
+  kubectl bkcache images --from-helmfile base.yaml.gotmpl -o registries
+  kubectl bkcache images --from-helmfile base.yaml.gotmpl --upstreams --cache-host 10.0.0.5 > caches.yaml
   kubectl bkcache images --from-helmfile . --why hub.bktencent.com/blueking/bk-paas:1.2.3
   kubectl bkcache images --from-chart ./charts/bk-paas -f values.yaml --set image.tag=x -o json
   kubectl bkcache images --from-manifests rendered.yaml
   helm template x ./chart | kubectl bkcache images --from-manifests -
   kubectl bkcache images --from-cluster -A
-  kubectl bkcache images --from-helmfile . --rewrite-registry 10.0.0.1:5500
+  kubectl bkcache images --from-helmfile . --rewrite-registry hub.bktencent.com=10.0.0.5:5500 --rewrite-registry docker.io=10.0.0.5:5501
+  kubectl bkcache images --from-helmfile . --rewrite-registry 10.0.0.5:5000    # everything from one intranet registry
   kubectl bkcache images --from-helmfile . | docker bkcache warm -f -
   # which images the intranet registry lacks (listed on stdout; exit 1 if any)
   kubectl bkcache images --from-helmfile . --check 10.0.0.1:5000`,
@@ -108,7 +128,9 @@ The text output pipes into the docker plugin: one reference per line, # comments
 	f.BoolVar(&o.IncludeTests, "include-tests", false, "include helm test hooks")
 	f.StringVarP(&o.Output, "output", "o", "text", "output format: "+strings.Join(images.Formats, "|"))
 	f.BoolVar(&o.IncludeMaybe, "include-maybe", false, "also list images pulled at run time perhaps (after the sure ones)")
-	f.StringVar(&o.RewriteRegistry, "rewrite-registry", "", "print references as pulled through HOST:PORT (a cache or intranet registry)")
+	f.StringArrayVar(&o.RewriteRegistry, "rewrite-registry", nil, "print references as pulled through another registry: FROM=HOST[:PORT] per registry (repeatable), or HOST[:PORT] for all; refused when two images would land on one name")
+	f.BoolVar(&o.Upstreams, "upstreams", false, "print a caches file for `docker bkcache up -f`, one cache per registry the deployment pulls from, with the `kubectl bkcache mirror` commands")
+	f.StringVar(&o.CacheHost, "cache-host", "", "with --upstreams: the host the caches run on, as nodes reach it")
 	f.StringVar(&o.Why, "why", "", "print every place IMAGE came from instead of the list")
 	f.BoolVar(&o.KeepGoing, "keep-going", false, "list what renders, then exit non-zero with a summary of the failures")
 	f.StringVar(&o.Check, "check", "", "ask REGISTRY (HOST[:PORT]) for each listed image's manifest (HEAD, repointed at it); list the missing ones and exit non-zero if any")
@@ -150,25 +172,38 @@ func (o *imagesOptions) validate() error {
 			return fmt.Errorf("--check: %w", err)
 		}
 	}
-	if o.RewriteRegistry != "" {
-		return images.ValidateRegistry(o.RewriteRegistry)
+	if o.CacheHost != "" && !o.Upstreams {
+		return errors.New("--cache-host goes with --upstreams")
 	}
-	return nil
+	if o.Upstreams && (o.Why != "" || o.Check != "" || len(o.RewriteRegistry) > 0 || o.Output != "text") {
+		return errors.New("--upstreams prints a caches file: it does not go with --why, --check, --rewrite-registry or -o")
+	}
+	if o.CacheHost != "" {
+		if err := images.ValidateRegistry(o.CacheHost); err != nil || strings.Contains(o.CacheHost, ":") {
+			return fmt.Errorf("--cache-host %q: give the host only (ports come from the caches file)", o.CacheHost)
+		}
+	}
+	_, err := images.ParseRewrites(o.RewriteRegistry)
+	return err
 }
 
 func runImages(ctx context.Context, streams genericiooptions.IOStreams, kube *genericclioptions.ConfigFlags, o *imagesOptions) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
+	rewrites, err := images.ParseRewrites(o.RewriteRegistry)
+	if err != nil {
+		return err
+	}
 	render := helmfile.RenderOptions{KubeVersion: o.KubeVersion, APIVersions: o.APIVersions, IncludeTests: o.IncludeTests}
 	var list *images.List
-	var err error
 	switch {
 	case o.FromHelmfile != "":
 		list, err = helmfile.Images(ctx, o.FromHelmfile, helmfile.Options{
 			LoadOptions: helmfile.LoadOptions{
 				Environment: o.Environment, Selectors: o.Selectors, Namespace: namespace(kube),
 				StateValuesSet: o.StateValuesSet, StateValuesFiles: o.StateValuesFiles,
+				Notify: func(n helmfile.Notice) { printNotice(streams.ErrOut, n) },
 			},
 			RenderOptions: render, KeepGoing: o.KeepGoing,
 		})
@@ -199,12 +234,43 @@ func runImages(ctx context.Context, streams genericiooptions.IOStreams, kube *ge
 		}
 		return errors.Join(images.WriteWhy(streams.Out, img), err)
 	}
-	wopts := images.WriteOptions{Format: o.Output, IncludeMaybe: o.IncludeMaybe, Registry: o.RewriteRegistry}
+	wopts := images.WriteOptions{Format: o.Output, IncludeMaybe: o.IncludeMaybe, Rewrites: rewrites}
 	if o.Check != "" {
 		return errors.Join(checkImages(ctx, streams, list, o.Check, o.Insecure, wopts), err)
 	}
+	doc, rerr := images.Result(list, wopts)
+	if rerr != nil {
+		return errors.Join(rerr, err)
+	}
+	if o.Upstreams {
+		return errors.Join(images.WriteUpstreams(streams.Out, doc.Registries, images.UpstreamOptions{CacheHost: o.CacheHost}), err)
+	}
 	werr := images.Write(streams.Out, list, wopts)
+	if werr == nil && o.Output == "text" && isTerminal(streams.ErrOut) && len(doc.Registries) > 0 {
+		fmt.Fprintln(streams.ErrOut, "# "+images.Summary(doc.Registries))
+	}
 	return errors.Join(werr, err)
+}
+
+// printNotice reports a skipped optional file at its level: Warn and Info
+// on stderr, Debug not (helmfile's default log level is info).
+func printNotice(w io.Writer, n helmfile.Notice) {
+	switch n.Level {
+	case "Warn":
+		fmt.Fprintln(w, "warning: "+n.String())
+	case "Info":
+		fmt.Fprintln(w, "info: "+n.String())
+	}
+}
+
+// isTerminal says whether w is a terminal, where a person reads it.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // checkImages asks the registry for every listed image and prints the

@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/bkcache/bkcache/internal/golden"
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
@@ -42,12 +43,22 @@ func TestImagesCommand(t *testing.T) {
 		{name: "helmfile text", args: []string{"images", "--from-helmfile", bk, "--selector", "name=bk-paas"},
 			want: []string{"hub.bktencent.com/blueking/bk-paas:1.2.3\n"}, notWant: "#"},
 		{name: "chart-images", args: []string{"images", "--from-helmfile", bk, "-e", "default", "-l", "seq=third", "-o", "chart-images"},
-			want: []string{"bkapp 1.2.3 hub.bktencent.com/blueking/bk-app-runtime:2.0 hub.bktencent.com/blueking/bk-paas-clean:1.2.3 hub.bktencent.com/blueking/bk-paas:1.2.3\n"}},
+			want: []string{"bkapp\t1.2.3\thub.bktencent.com/blueking/bk-app-runtime:2.0\thub.bktencent.com/blueking/bk-paas-clean:1.2.3\thub.bktencent.com/blueking/bk-paas:1.2.3\n"}},
 		{name: "why", args: []string{"images", "--from-helmfile", bk, "--why", "hub.bktencent.com/blueking/bk-paas:1.2.3"},
 			want: []string{"release=bk-paas chart=bkapp@1.2.3 file=bkapp/templates/all.yaml object=blueking/Deployment/bk-paas path=spec.template.spec.containers[0].image certainty=sure"}},
 		{name: "why unknown", args: []string{"images", "--from-helmfile", bk, "--why", "nope:1"}, wantErr: "not found"},
-		{name: "maybe and rewrite", args: []string{"images", "--from-helmfile", bk, "--include-maybe", "--rewrite-registry", "10.0.0.1:5500"},
+		{name: "maybe and rewrite", args: []string{"images", "--from-helmfile", bk, "-l", "seq=third", "--include-maybe", "--rewrite-registry", "10.0.0.1:5500"},
 			want: []string{"10.0.0.1:5500/blueking/bk-paas:1.2.3\n", "# maybe", "10.0.0.1:5500/blueking/slug-app:1.1.0\n"}},
+		// bk-web pulls docker.io/bitnami/redis, bk-redis hub.bktencent.com/bitnami/redis: one name for both is refused.
+		{name: "rewrite collision", args: []string{"images", "--from-helmfile", bk, "--rewrite-registry", "10.0.0.1:5500"},
+			wantErr: "10.0.0.1:5500/bitnami/redis:7.2.4 <- docker.io/bitnami/redis:7.2.4, hub.bktencent.com/bitnami/redis:7.2.4"},
+		{name: "rewrite pairs", args: []string{"images", "--from-helmfile", bk, "--rewrite-registry", "hub.bktencent.com=10.0.0.1:5500", "--rewrite-registry", "docker.io=10.0.0.1:5501"},
+			want: []string{"10.0.0.1:5501/bitnami/redis:7.2.4\n", "10.0.0.1:5500/bitnami/redis:7.2.4\n", "quay.io/prometheus/node-exporter:v1.7.0\n"}},
+		{name: "registries", args: []string{"images", "--from-helmfile", bk, "-o", "registries"},
+			want: []string{"REGISTRY", "docker.io  ", "images come from docker.io although their releases are configured with imageRegistry hub.bktencent.com:\n  docker.io/bitnami/nginx:1.26\n"}},
+		{name: "upstreams", args: []string{"images", "--from-helmfile", bk, "--upstreams", "--cache-host", "10.0.0.5"},
+			want: []string{"#   kubectl bkcache mirror --registry 10.0.0.5:5500 --upstream hub.bktencent.com\n", "- name: bkhub\n  port: 5500\n  upstream: https://hub.bktencent.com\n"}},
+		{name: "upstreams and -o", args: []string{"images", "--from-helmfile", bk, "--upstreams", "-o", "json"}, wantErr: "does not go with"},
 		{name: "json", args: []string{"images", "--from-helmfile", bk, "-o", "json", "--rewrite-registry", "c:5000", "-l", "name=bk-paas"},
 			want: []string{`"reference": "c:5000/blueking/bk-paas:1.2.3"`, `"original": "hub.bktencent.com/blueking/bk-paas:1.2.3"`, `"release": "bk-paas"`}},
 		{name: "chart", args: []string{"images", "--from-chart", "../../pkg/helmfile/testdata/charts/web", "--set", "redis.enabled=false", "--set-string", "image.tag=9", "-n", "ns1", "-o", "yaml"},
@@ -181,5 +192,30 @@ func TestImagesCheck(t *testing.T) {
 		if _, _, err := run(t, "", args...); err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// TestImagesGolden: every output format of `images` on the BlueKing-shaped fixture, byte for
+// byte (go test ./plugins/kubectl/ -run Golden -update rewrites testdata/images/).
+func TestImagesGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		args []string
+	}{
+		{"text.txt", []string{"--include-maybe"}},
+		{"list.json", []string{"-o", "json", "-l", "seq=third"}},
+		{"list.yaml", []string{"-o", "yaml", "-l", "seq=third"}},
+		{"chart-images.txt", []string{"-o", "chart-images"}},
+		{"registries.txt", []string{"-o", "registries"}},
+		{"upstreams.yaml", []string{"--upstreams", "--cache-host", "10.0.0.5"}},
+		{"why.txt", []string{"--why", "hub.bktencent.com/blueking/bk-paas:1.2.3"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			out, errOut, err := run(t, "", append([]string{"images", "--from-helmfile", bk}, tc.args...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			golden.Assert(t, []byte(out), "images/"+tc.file)
+		})
 	}
 }

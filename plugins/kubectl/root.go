@@ -2,14 +2,11 @@
 package kubectl
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/bkcache/bkcache/pkg/printer"
-	"github.com/bkcache/bkcache/pkg/version"
 )
 
 // NewRootCommand builds `kubectl bkcache` with kubectl's connection flags.
@@ -40,12 +37,7 @@ func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Example: "  kubectl bkcache version\n  kubectl bkcache version -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info := map[string]string{"version": version.Version, "plugin": "kubectl-bkcache"}
-			if handled, err := printer.Structured(streams.Out, output, info); handled {
-				return err
-			}
-			_, err := fmt.Fprintf(streams.Out, "kubectl-bkcache %s\n", version.Version)
-			return err
+			return printer.Version(streams.Out, output, "kubectl-bkcache")
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")

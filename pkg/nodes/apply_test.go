@@ -2,191 +2,16 @@ package nodes
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
-	"net"
-	"path"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/manifests"
-	"github.com/bkcache/bkcache/pkg/dockerd"
 )
-
-// memNode is a node's file system in memory: path -> bytes; dirs is the set of directories.
-type memNode struct {
-	files      map[string][]byte
-	dirs       map[string]bool
-	restarts   int
-	restartErr error
-	hostCmds   []string
-	dockerd    *memDockerd // nil: no docker on the node
-}
-
-func newMemNode(files map[string]string) *memNode {
-	n := &memNode{files: map[string][]byte{}, dirs: map[string]bool{"/": true, "/var": true, "/var/lib": true}}
-	for p, c := range files {
-		n.files[p] = []byte(c)
-		for d := path.Dir(p); d != "/"; d = path.Dir(d) {
-			n.dirs[d] = true
-		}
-	}
-	return n
-}
-
-func (n *memNode) Name() string { return "node-1" }
-func (n *memNode) ReadFile(_ context.Context, p string) ([]byte, bool, error) {
-	if err := CheckPath(p); err != nil {
-		return nil, false, err
-	}
-	b, ok := n.files[p]
-	return b, ok, nil
-}
-func (n *memNode) WriteFile(_ context.Context, p string, data []byte) error {
-	if !n.dirs[path.Dir(p)] {
-		return errors.New("no directory " + path.Dir(p))
-	}
-	n.files[p] = append([]byte{}, data...)
-	return nil
-}
-func (n *memNode) Remove(_ context.Context, p string) error { delete(n.files, p); return nil }
-func (n *memNode) MkdirAll(_ context.Context, dir string) ([]string, error) {
-	var created []string
-	for d := dir; d != "/"; d = path.Dir(d) {
-		if !n.dirs[d] {
-			created = append([]string{d}, created...)
-		}
-	}
-	for _, d := range created {
-		n.dirs[d] = true
-	}
-	return created, nil
-}
-func (n *memNode) RemoveDirIfEmpty(_ context.Context, dir string) error {
-	for p := range n.files {
-		if strings.HasPrefix(p, dir+"/") {
-			return nil
-		}
-	}
-	for d := range n.dirs {
-		if strings.HasPrefix(d, dir+"/") {
-			return nil
-		}
-	}
-	delete(n.dirs, dir)
-	return nil
-}
-func (n *memNode) List(_ context.Context, dir string) ([]string, error) {
-	seen := map[string]bool{}
-	for p := range n.files {
-		if rest, ok := strings.CutPrefix(p, dir+"/"); ok {
-			first, _, _ := strings.Cut(rest, "/")
-			seen[first] = true
-		}
-	}
-	for d := range n.dirs {
-		if rest, ok := strings.CutPrefix(d, dir+"/"); ok {
-			first, _, _ := strings.Cut(rest, "/")
-			seen[first] = true
-		}
-	}
-	var out []string
-	for k := range seen {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out, nil
-}
-func (n *memNode) Rename(_ context.Context, from, to string) error {
-	for p, b := range maps.Clone(n.files) {
-		if rest, ok := strings.CutPrefix(p, from+"/"); ok {
-			delete(n.files, p)
-			n.files[to+"/"+rest] = b
-		}
-	}
-	delete(n.dirs, from)
-	n.dirs[to] = true
-	return nil
-}
-func (n *memNode) RestartContainerd(context.Context, string) (time.Duration, error) {
-	n.restarts++
-	return time.Millisecond, n.restartErr
-}
-
-// memDockerd stands in for dockerd: a reload takes up daemon.json unless refuse is set, and
-// `docker info` shows what was last taken up.
-type memDockerd struct {
-	running []byte
-	refuse  bool // like dockerd with a conflicting flag: the reload "succeeds" and changes nothing
-	noCLI   bool
-}
-
-func (n *memNode) RunOnHost(_ context.Context, cmd string) ([]byte, error) {
-	n.hostCmds = append(n.hostCmds, cmd)
-	d := n.dockerd
-	switch {
-	case d != nil && cmd == DefaultDockerReloadCommand:
-		if !d.refuse {
-			d.running = n.files[dockerd.DefaultPath]
-		}
-		return nil, nil
-	case d != nil && cmd == dockerInfoCommand && !d.noCLI:
-		return registryConfig(d.running), nil
-	}
-	return nil, &ExitError{Code: 127, Stderr: "sh: not found"}
-}
-
-// registryConfig is `docker info --format '{{json .RegistryConfig}}'` for a daemon.json.
-func registryConfig(daemon []byte) []byte {
-	c, err := dockerd.Parse(daemon)
-	if err != nil {
-		panic(err)
-	}
-	type index struct {
-		Name    string
-		Mirrors []string
-		Secure  bool
-	}
-	rc := struct {
-		IndexConfigs          map[string]index
-		InsecureRegistryCIDRs []string
-		Mirrors               []string
-	}{IndexConfigs: map[string]index{}, InsecureRegistryCIDRs: []string{"127.0.0.0/8"}, Mirrors: []string{}}
-	for _, m := range c.RegistryMirrors {
-		rc.Mirrors = append(rc.Mirrors, strings.TrimSuffix(m, "/")+"/")
-	}
-	rc.IndexConfigs["docker.io"] = index{Name: "docker.io", Mirrors: rc.Mirrors, Secure: true}
-	for _, r := range c.InsecureRegistries {
-		if _, nw, err := net.ParseCIDR(r); err == nil {
-			rc.InsecureRegistryCIDRs = append(rc.InsecureRegistryCIDRs, nw.String())
-		} else {
-			rc.IndexConfigs[r] = index{Name: r, Secure: false}
-		}
-	}
-	j, _ := json.Marshal(rc)
-	return j
-}
-
-func (n *memNode) snapshot() map[string]string {
-	out := map[string]string{}
-	for p, b := range n.files {
-		if !strings.HasPrefix(p, DefaultBackupDir) {
-			out[p] = string(b)
-		}
-	}
-	for d := range n.dirs {
-		if !strings.HasPrefix(d, "/var/lib/bkcache") {
-			out[d+"/"] = ""
-		}
-	}
-	return out
-}
 
 const cfg16 = `# site config
 version = 2
@@ -197,11 +22,16 @@ version = 2
 func opts(runID string) MirrorOptions {
 	o := MirrorOptions{Registry: "10.0.0.5:5500", Upstreams: []string{"hub.bktencent.com", "docker.io"}}
 	o.Access.RunID = runID
-	if err := o.defaults(); err != nil {
+	if err := o.complete(); err != nil {
+		panic(err)
+	}
+	if err := o.checkTarget(); err != nil {
 		panic(err)
 	}
 	return o
 }
+
+var noAccess = &memAccess{}
 
 func TestApplySecondRunRevert(t *testing.T) {
 	ctx := context.Background()
@@ -217,10 +47,10 @@ func TestApplySecondRunRevert(t *testing.T) {
 	o.DryRun = true
 	var r NodeReport
 	r.Runtime = "containerd://1.6.20"
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "planned" || !r.RestartNeeded || len(r.Files) != 4 {
+	if r.Status != StatePlanned || !r.RestartNeeded || len(r.Files) != 4 {
 		t.Fatalf("dry run: %+v", r)
 	}
 	if !maps.Equal(before, n.snapshot()) || n.restarts != 0 {
@@ -229,10 +59,10 @@ func TestApplySecondRunRevert(t *testing.T) {
 
 	o.DryRun = false
 	r = NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o, n, &r); err != nil {
+	if err := applyNode(ctx, o, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "changed" || !r.ConfigChanged || !r.Restarted || n.restarts != 1 {
+	if r.Status != StateChanged || !r.ConfigChanged || !r.Restarted || n.restarts != 1 {
 		t.Fatalf("apply: %+v", r)
 	}
 	if got := string(n.files[DefaultContainerdConfig]); !strings.Contains(got, `config_path = "/etc/containerd/certs.d"`) || !strings.HasPrefix(got, "# site config\n") {
@@ -252,10 +82,10 @@ func TestApplySecondRunRevert(t *testing.T) {
 	// Second run: nothing to do, no backup, no restart.
 	o2 := opts("20260101T000100Z-bbbbbb")
 	r = NodeReport{Runtime: "containerd://1.6.20"}
-	if err := applyNode(ctx, o2, n, &r); err != nil {
+	if err := applyNode(ctx, o2, n, &r, noAccess); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "unchanged" || len(r.Files) != 0 || n.restarts != 1 || r.Backup != "" {
+	if r.Status != StateUnchanged || len(r.Files) != 0 || n.restarts != 1 || r.Backup != "" {
 		t.Fatalf("second run: %+v", r)
 	}
 	if !maps.Equal(applied, n.snapshot()) {
@@ -269,7 +99,7 @@ func TestApplySecondRunRevert(t *testing.T) {
 	if err := revertNode(ctx, o3, n, &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "reverted" || n.restarts != 2 {
+	if r.Status != StateReverted || n.restarts != 2 {
 		t.Fatalf("revert: %+v", r)
 	}
 	if got := n.snapshot(); !maps.Equal(before, got) {
@@ -277,7 +107,7 @@ func TestApplySecondRunRevert(t *testing.T) {
 	}
 	// Nothing left to revert.
 	r = NodeReport{}
-	if err := revertNode(ctx, o3, n, &r); err != nil || r.Status != "unchanged" {
+	if err := revertNode(ctx, o3, n, &r); err != nil || r.Status != StateUnchanged {
 		t.Fatalf("second revert: %+v %v", r, err)
 	}
 }
@@ -286,7 +116,7 @@ func TestRevertKeepsLaterEdits(t *testing.T) {
 	ctx := context.Background()
 	n := newMemNode(map[string]string{DefaultContainerdConfig: "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"})
 	o := opts("20260101T000000Z-aaaaaa")
-	if err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.7.0"}); err != nil {
+	if err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.7.0"}, noAccess); err != nil {
 		t.Fatal(err)
 	}
 	p := "/etc/containerd/certs.d/hub.bktencent.com/hosts.toml"
@@ -306,12 +136,12 @@ func TestApplyRefusesAndRollsBack(t *testing.T) {
 	legacy := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\n  endpoint = [\"http://m:5000\"]\n"
 	n := newMemNode(map[string]string{DefaultContainerdConfig: legacy})
 	o := opts("20260101T000000Z-aaaaaa")
-	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"})
+	err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"}, noAccess)
 	if err == nil || !strings.Contains(err.Error(), "--migrate-legacy") || string(n.files[DefaultContainerdConfig]) != legacy {
 		t.Fatalf("legacy mirrors: err %v", err)
 	}
 	o.MigrateLegacy = true
-	if err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"}); err != nil {
+	if err := applyNode(ctx, o, n, &NodeReport{Runtime: "containerd://1.6.20"}, noAccess); err != nil {
 		t.Fatal(err)
 	}
 	if b := string(n.files["/etc/containerd/certs.d/docker.io/hosts.toml"]); !strings.Contains(b, "http://m:5000") || !strings.Contains(b, "http://10.0.0.5:5500") {
@@ -320,7 +150,7 @@ func TestApplyRefusesAndRollsBack(t *testing.T) {
 
 	// k3s: the generated config is found and refused with the registries.yaml hint.
 	k := newMemNode(map[string]string{generatedConfigs[0]: "version = 3\n"})
-	err = applyNode(ctx, opts("x"), k, &NodeReport{Runtime: "containerd://2.0.5-k3s1"})
+	err = applyNode(ctx, opts("x"), k, &NodeReport{Runtime: "containerd://2.0.5-k3s1"}, noAccess)
 	if err == nil || !strings.Contains(err.Error(), "registries.yaml") {
 		t.Fatalf("k3s: %v", err)
 	}
@@ -328,7 +158,7 @@ func TestApplyRefusesAndRollsBack(t *testing.T) {
 	// A restart that fails puts config.toml back and restarts again.
 	f := newMemNode(map[string]string{DefaultContainerdConfig: cfg16})
 	f.restartErr = errors.New("boom")
-	err = applyNode(ctx, opts("y"), f, &NodeReport{Runtime: "containerd://1.6.20"})
+	err = applyNode(ctx, opts("y"), f, &NodeReport{Runtime: "containerd://1.6.20"}, noAccess)
 	if err == nil || string(f.files[DefaultContainerdConfig]) != cfg16 || f.restarts != 2 {
 		t.Fatalf("restart failure: err %v, restarts %d, config:\n%s", err, f.restarts, f.files[DefaultContainerdConfig])
 	}
@@ -338,7 +168,7 @@ func TestCAFile(t *testing.T) {
 	n := newMemNode(map[string]string{DefaultContainerdConfig: "version = 3\n"})
 	o := opts("z")
 	o.CA = []byte("-----BEGIN CERTIFICATE-----\n")
-	if err := applyNode(context.Background(), o, n, &NodeReport{Runtime: "containerd://2.1.0"}); err != nil {
+	if err := applyNode(context.Background(), o, n, &NodeReport{Runtime: "containerd://2.1.0"}, noAccess); err != nil {
 		t.Fatal(err)
 	}
 	ca := "/etc/containerd/certs.d/10.0.0.5:5500/bkcache-ca.crt"
@@ -361,10 +191,16 @@ func TestOptionsAndPaths(t *testing.T) {
 			t.Errorf("CheckPath(%q) accepted", p)
 		}
 	}
-	for _, o := range []MirrorOptions{{Registry: "bad host"}, {Registry: "h:1", Restart: "sometimes"}, {Registry: "h:1", Upstreams: []string{"../x"}}, {Registry: "h:1", BackupDir: "rel"}} {
-		if err := o.defaults(); err == nil {
+	for _, o := range []MirrorOptions{{Registry: "bad host"}, {Registry: "h:1", Restart: "sometimes"}, {Registry: "h:1", Upstreams: []string{"../x"}},
+		{Registry: "h:1", Upstreams: []string{"_default"}}, {Registry: "h:1", BackupDir: "rel"}, {Registry: "http://h:1"}} {
+		if err := o.complete(); err == nil && o.checkTarget() == nil {
 			t.Errorf("options %+v accepted", o)
 		}
+	}
+	// Status and --revert need no registry: complete alone accepts them.
+	st := MirrorOptions{}
+	if err := st.complete(); err != nil || st.Restart != RestartAuto || st.Parallel != DefaultParallel {
+		t.Errorf("complete() without a registry: %v %+v", err, st)
 	}
 	if a, b := NewRunID(), NewRunID(); a == b || len(a) > 63 {
 		t.Errorf("run ids %q %q", a, b)

@@ -1,0 +1,326 @@
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bkcache/bkcache/pkg/transfer"
+	"github.com/bkcache/bkcache/pkg/version"
+)
+
+// storage reads registry:2's filesystem layout (never writes it: the local
+// child does).
+type storage struct{ root string } // <rootdirectory>/docker/registry/v2
+
+func (st storage) dataPath(digest string) string {
+	hex := strings.TrimPrefix(digest, "sha256:")
+	return filepath.Join(st.root, "blobs", "sha256", hex[:2], hex, "data")
+}
+
+func (st storage) linkPath(repo, digest string) string {
+	return filepath.Join(st.root, "repositories", filepath.FromSlash(repo), "_layers", "sha256", strings.TrimPrefix(digest, "sha256:"), "link")
+}
+
+func (st storage) hasData(digest string) bool {
+	_, err := os.Stat(st.dataPath(digest))
+	return err == nil
+}
+
+func (st storage) linked(repo, digest string) bool {
+	_, err := os.Stat(st.linkPath(repo, digest))
+	return err == nil
+}
+
+// findHolder walks the repositories for one that links digest.
+func (st storage) findHolder(ctx context.Context, digest string) (string, bool) {
+	base := filepath.Join(st.root, "repositories")
+	hex := strings.TrimPrefix(digest, "sha256:")
+	var found string
+	filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error { //nolint:errcheck // best effort
+		if err != nil || ctx.Err() != nil {
+			return filepath.SkipAll
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		switch d.Name() {
+		case "_manifests", "_uploads":
+			return filepath.SkipDir
+		case "_layers":
+			if _, err := os.Stat(filepath.Join(p, "sha256", hex, "link")); err == nil {
+				rel, _ := filepath.Rel(base, filepath.Dir(p))
+				found = filepath.ToSlash(rel)
+				return filepath.SkipAll
+			}
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return found, found != ""
+}
+
+// serveBlob is the blob path: a flight in progress, storage, or a new flight.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest string) {
+	s.counters.blobRequests.Add(1)
+	rng := parseRange(r.Header.Get("Range"))
+	head := r.Method == http.MethodHead
+	probe := rng.probeSized()
+	for {
+		d := s.flights.decide(s, repo, digest, head || probe)
+		switch d.action {
+		case joinFlight:
+			if !d.started {
+				s.counters.sharedWaiters.Add(1)
+			}
+			d.flight.serve(w, r, rng, d.file)
+		case fromStorage:
+			s.serveStored(w, r, repo, digest, rng)
+		case refuseOffline:
+			s.counters.offlineRefusals.Add(1)
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
+				s.unreachable()+"; blob "+digest+" of "+repo+" is not cached", digest)
+		case cannotStart:
+			s.logger.Printf("start download of %s: %v", digest, d.err)
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the cache cannot store blob "+digest+": "+d.err.Error(), digest)
+		case passThrough:
+			if s.passThrough(w, r, repo, digest) {
+				return
+			}
+			probe = false // the upstream ignored the Range: join the one full download instead
+			continue
+		}
+		return
+	}
+}
+
+// serveStored serves a stored blob through the local child, linking it into
+// repo first when it was stored for another repository.
+func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, digest string, rng byteRange) {
+	if !s.store.linked(repo, digest) {
+		if err := s.link(r.Context(), repo, digest); err != nil {
+			s.logger.Printf("link %s into %s: %v", digest, repo, err)
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "cannot link the cached blob into "+repo+": "+err.Error(), digest)
+			return
+		}
+		s.counters.blobLinks.Add(1)
+	}
+	s.counters.blobHits.Add(1)
+	switch rng.kind {
+	case rangeMulti:
+		r.Header.Del("Range") // several ranges: the whole blob, as 200
+	case rangeSingle:
+		// registry:2 2.8 answers an unsatisfiable range with a body shorter
+		// than its Content-Length: answer 416 here.
+		if info, err := os.Stat(s.store.dataPath(digest)); err == nil && r.Method == http.MethodGet {
+			if _, _, _, ok := rng.resolve(info.Size()); !ok {
+				writeRangeNotSatisfiable(w, info.Size())
+				return
+			}
+		}
+	}
+	s.blobRP.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.counters.servedBytes}, r)
+}
+
+// link makes a stored blob part of repo through the local child: a
+// cross-repository mount from a repository holding it, or, when none links
+// it, an upload of the stored data.
+func (s *Server) link(ctx context.Context, repo, digest string) error {
+	from, ok := s.flights.holder(digest)
+	if !ok || !s.store.linked(from, digest) {
+		from, ok = s.store.findHolder(ctx, digest)
+	}
+	if ok {
+		err := s.mount(ctx, repo, digest, from)
+		if err == nil {
+			s.flights.setHolder(digest, repo)
+			return nil
+		}
+		s.logger.Printf("mount %s from %s into %s: %v; uploading the stored copy instead", digest, from, repo, err)
+	}
+	if err := s.upload(ctx, repo, digest, s.store.dataPath(digest)); err != nil {
+		return err
+	}
+	s.flights.setHolder(digest, repo)
+	return nil
+}
+
+// localDo sends one request to the local child.
+func (s *Server) localDo(ctx context.Context, method, target string, body io.Reader, size int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://registry-local"+target, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = size
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	return s.local.transport.RoundTrip(req)
+}
+
+// mount links digest, held by from, into repo (POST …/uploads/?mount=&from=).
+func (s *Server) mount(ctx context.Context, repo, digest, from string) error {
+	q := url.Values{"mount": {digest}, "from": {from}}
+	resp, err := s.localDo(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?"+q.Encode(), nil, 0)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusCreated {
+		return nil
+	}
+	if loc := resp.Header.Get("Location"); resp.StatusCode == http.StatusAccepted && loc != "" {
+		// Not mounted: registry:2 opened an upload instead; cancel it.
+		if u, err := url.Parse(loc); err == nil {
+			if resp, err := s.localDo(ctx, http.MethodDelete, u.RequestURI(), nil, 0); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	return fmt.Errorf("the local registry answered %s to the mount", resp.Status)
+}
+
+// upload stores the file at path as blob digest of repo (POST, then PUT with
+// the whole body); registry:2 checks the digest again as it stores it.
+func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	resp, err := s.localDo(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, 0)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusAccepted || err != nil || loc.Path == "" {
+		return fmt.Errorf("the local registry answered %s to an upload of %s", resp.Status, digest)
+	}
+	q := loc.Query()
+	q.Set("digest", digest)
+	loc.RawQuery = q.Encode()
+	resp, err = s.localDo(ctx, http.MethodPut, loc.RequestURI(), f, info.Size())
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("the local registry answered %s to storing %s: %s", resp.Status, digest, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// passThrough relays a HEAD, or a probe-sized Range GET, to the upstream:
+// nothing is stored and no full download starts. It returns false, having
+// written nothing, when the upstream answered a ranged GET with the whole blob.
+func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, digest string) bool {
+	ctx := r.Context()
+	rt, err := s.up.transport(ctx, repo)
+	if err != nil {
+		s.upstreamFailed(w, err)
+		return true
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, s.up.blobURL(repo, digest), nil)
+	if err != nil {
+		s.upstreamFailed(w, err)
+		return true
+	}
+	req.Header.Set("User-Agent", "bkcache-front/"+version.Version)
+	req.Header.Set("Accept-Encoding", "identity")
+	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {
+		req.Header.Set("Range", rg)
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		s.upstreamFailed(w, err)
+		return true
+	}
+	defer resp.Body.Close()
+	if r.Method == http.MethodGet && resp.StatusCode == http.StatusOK {
+		return false
+	}
+	if resp.StatusCode >= 300 {
+		s.relayUpstreamError(w, upstreamErrorOf(req.URL.String(), resp))
+		return true
+	}
+	for _, k := range []string{"Content-Length", "Content-Range", "Docker-Content-Digest", "Accept-Ranges", "Etag"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodGet {
+		n, _ := io.Copy(w, io.LimitReader(resp.Body, probeRangeMax+1))
+		s.counters.upstreamBytes.Add(n)
+		s.counters.servedBytes.Add(n)
+	}
+	return true
+}
+
+func upstreamErrorOf(u string, resp *http.Response) *transfer.UpstreamError {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return &transfer.UpstreamError{URL: u, StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+}
+
+// upstreamFailed answers a failure to reach the upstream (503, and a probe)
+// or relays the upstream's own error answer.
+func (s *Server) upstreamFailed(w http.ResponseWriter, err error) {
+	var ue *transfer.UpstreamError
+	if errors.As(err, &ue) {
+		s.relayUpstreamError(w, ue)
+		return
+	}
+	if connectionFailure(err) {
+		s.up.Suspect(err)
+	}
+	writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "upstream "+s.up.String()+": "+err.Error(), nil)
+}
+
+// relayUpstreamError passes the upstream's error answer on in registry:2's shape.
+func (s *Server) relayUpstreamError(w http.ResponseWriter, ue *transfer.UpstreamError) {
+	if ue.StatusCode >= 500 {
+		s.up.Suspect(ue)
+	}
+	if strings.HasPrefix(strings.TrimSpace(string(ue.Body)), `{"errors"`) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
+		w.Header().Set("Content-Length", strconv.Itoa(len(ue.Body)))
+		if ra := ue.Header.Get("Retry-After"); ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(ue.StatusCode)
+		w.Write(ue.Body) //nolint:errcheck
+		return
+	}
+	writeError(w, ue.StatusCode, codeFor(ue.StatusCode), "upstream "+s.up.String()+" answered "+http.StatusText(ue.StatusCode), nil)
+}
+
+// countingWriter adds the body bytes written to n.
+type countingWriter struct {
+	http.ResponseWriter
+	n interface{ Add(int64) int64 }
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	m, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(m))
+	return m, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

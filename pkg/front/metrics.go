@@ -1,0 +1,151 @@
+package front
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/bkcache/bkcache/pkg/version"
+)
+
+// counters are the front's figures; each is a Prometheus counter too.
+type counters struct {
+	blobRequests, blobHits, blobLinks, blobFetches, sharedWaiters,
+	upstreamBytes, servedBytes, resumes, digestMismatches, nsRejected,
+	offlineRefusals atomic.Int64
+}
+
+// Counters is the counters' snapshot in /bkcache/status.
+type Counters struct {
+	// BlobRequests: blob GET/HEAD requests the front answered.
+	BlobRequests int64 `json:"blobRequests"`
+	// BlobHits: blob requests served from storage (linked ones included).
+	BlobHits int64 `json:"blobHits"`
+	// BlobLinks: blobs stored for another repository linked into the one asked.
+	BlobLinks int64 `json:"blobLinks"`
+	// BlobFetches: upstream blob downloads started.
+	BlobFetches int64 `json:"blobFetches"`
+	// SharedWaiters: requests that joined a download another request started.
+	SharedWaiters int64 `json:"sharedWaiters"`
+	// UpstreamBytes: blob bytes read from the upstream.
+	UpstreamBytes int64 `json:"upstreamBytes"`
+	// ServedBytes: blob bytes sent to clients.
+	ServedBytes int64 `json:"servedBytes"`
+	// Resumes: broken upstream reads resumed with Range.
+	Resumes int64 `json:"resumes"`
+	// DigestMismatches: downloads whose bytes did not match their digest (nothing stored).
+	DigestMismatches int64 `json:"digestMismatches"`
+	// NsRejected: requests refused because ?ns= named another registry.
+	NsRejected int64 `json:"nsRejected"`
+	// OfflineRefusals: requests for content not cached, refused while the upstream is unreachable.
+	OfflineRefusals int64 `json:"offlineRefusals"`
+}
+
+func (c *counters) snapshot() Counters {
+	return Counters{
+		BlobRequests: c.blobRequests.Load(), BlobHits: c.blobHits.Load(), BlobLinks: c.blobLinks.Load(),
+		BlobFetches: c.blobFetches.Load(), SharedWaiters: c.sharedWaiters.Load(), UpstreamBytes: c.upstreamBytes.Load(),
+		ServedBytes: c.servedBytes.Load(), Resumes: c.resumes.Load(), DigestMismatches: c.digestMismatches.Load(),
+		NsRejected: c.nsRejected.Load(), OfflineRefusals: c.offlineRefusals.Load(),
+	}
+}
+
+// Status is the JSON of GET /bkcache/status on the metrics listener.
+type Status struct {
+	Layout       string `json:"layout"` // always "front"
+	Version      string `json:"version"`
+	Upstream     string `json:"upstream"`
+	Mode         string `json:"mode"`  // online | offline
+	Since        string `json:"since"` // RFC 3339: when the mode began
+	LastError    string `json:"lastError"`
+	ProxyChild   string `json:"proxyChild"` // running | starting | stopped
+	LocalChild   string `json:"localChild"` // running | starting | stopped
+	UpstreamRate int64  `json:"upstreamRate"`
+	// InFlight is how many blobs are being fetched or stored right now.
+	InFlight int      `json:"inFlight"`
+	Counters Counters `json:"counters"`
+}
+
+// Status reports the front's state and figures.
+func (s *Server) Status() Status {
+	online, since, lastErr := s.up.Online()
+	mode := "offline"
+	if online {
+		mode = "online"
+	}
+	return Status{
+		Layout: "front", Version: version.Version, Upstream: s.up.String(), Mode: mode,
+		Since: since.UTC().Format(time.RFC3339), LastError: lastErr,
+		ProxyChild: s.proxy.State(), LocalChild: s.local.State(), UpstreamRate: s.opts.UpstreamRate,
+		InFlight: s.flights.len(), Counters: s.counters.snapshot(),
+	}
+}
+
+// metricsHandler serves the metrics listener.
+func (s *Server) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /bkcache/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.Status()) //nolint:errcheck // the client may be gone
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		writePrometheus(w, s.Status())
+		if s.proxy.State() == childRunning {
+			s.copyDebug(r.Context(), w, "/metrics")
+		}
+	})
+	mux.HandleFunc("GET /debug/vars", func(w http.ResponseWriter, r *http.Request) {
+		if s.proxy.State() != childRunning {
+			http.Error(w, "the registry proxy child is not running", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		s.copyDebug(r.Context(), w, "/debug/vars")
+	})
+	return mux
+}
+
+// copyDebug appends the proxy child's debug listener's answer at path.
+func (s *Server) copyDebug(ctx context.Context, w io.Writer, path string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.debugAddr+path, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	io.Copy(w, resp.Body) //nolint:errcheck // best effort
+}
+
+var camelHump = regexp.MustCompile(`([a-z])([A-Z])`)
+
+// writePrometheus writes bkcache_front_<counter>_total and bkcache_front_online.
+func writePrometheus(w io.Writer, st Status) {
+	var m map[string]int64
+	b, _ := json.Marshal(st.Counters)
+	json.Unmarshal(b, &m) //nolint:errcheck // our own JSON
+	order := []string{"blobRequests", "blobHits", "blobLinks", "blobFetches", "sharedWaiters", "upstreamBytes",
+		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals"}
+	for _, k := range order {
+		name := "bkcache_front_" + strings.ToLower(camelHump.ReplaceAllString(k, "${1}_${2}")) + "_total"
+		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", name, name, m[k])
+	}
+	online := 0
+	if st.Mode == "online" {
+		online = 1
+	}
+	fmt.Fprintf(w, "# HELP bkcache_front_online 1 while the upstream is reachable.\n# TYPE bkcache_front_online gauge\nbkcache_front_online %d\n", online)
+}

@@ -1,0 +1,117 @@
+// Package front is the cache front: the process that runs as PID 1 of the
+// cache container, in front of two unmodified registry:2 children on unix
+// sockets. It fetches each missing blob from the upstream once per digest for
+// any number of clients and repositories, streams it to every waiter as it
+// arrives (Range included), checks its digest before it is stored through
+// registry:2's own code, resumes broken upstream reads, and keeps serving
+// cached content while the upstream is unreachable. Everything else is
+// passed to registry:2. See /work/plan/FRONT.md for the contract.
+package front
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options is the front's command line.
+type Options struct {
+	// RegistryConfig is the registry:2 config `docker bkcache up` renders.
+	RegistryConfig string
+	// Listen is where clients connect (":5000", "BIND:PORT").
+	Listen string
+	// MetricsListen serves /bkcache/status, /metrics and /debug/vars; "" = none.
+	MetricsListen string
+	// RunDir holds the children's sockets and configs.
+	RunDir string
+	// RegistryBin is the registry:2 binary.
+	RegistryBin string
+	// UpstreamRate caps the blob bytes per second read from the upstream; 0 = no cap.
+	UpstreamRate int64
+
+	// Not flags: knobs for tests.
+
+	// ProbeInterval is the first pause between reachability probes while
+	// offline (then doubling up to ProbeMaxInterval); 0 means 5 s.
+	ProbeInterval time.Duration
+	// ProbeMaxInterval; 0 means 30 s.
+	ProbeMaxInterval time.Duration
+	// ProbeTimeout bounds one probe; 0 means 5 s.
+	ProbeTimeout time.Duration
+	// Log receives the front's and the children's log lines; nil means os.Stderr.
+	Log io.Writer
+}
+
+// Defaults of the flags.
+const (
+	DefaultRegistryConfig = "/etc/docker/registry/config.yml"
+	DefaultListen         = ":5000"
+	DefaultRunDir         = "/run/bkcache"
+	DefaultRegistryBin    = "/bin/registry"
+)
+
+// ParseFlags reads the front's flags (the arguments after "front").
+func ParseFlags(args []string) (Options, error) {
+	var o Options
+	var rateFlag string
+	fs := flag.NewFlagSet("docker-bkcache front", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.RegistryConfig, "registry-config", DefaultRegistryConfig, "registry:2 config file")
+	fs.StringVar(&o.Listen, "listen", DefaultListen, "address clients connect to")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "address of /bkcache/status, /metrics and /debug/vars (empty: none)")
+	fs.StringVar(&o.RunDir, "run-dir", DefaultRunDir, "directory for the registry children's sockets and configs")
+	fs.StringVar(&o.RegistryBin, "registry-bin", DefaultRegistryBin, "registry:2 binary")
+	fs.StringVar(&rateFlag, "upstream-rate", "0", "cap on upstream blob bytes per second, e.g. 20M (0: none)")
+	if err := fs.Parse(args); err != nil {
+		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate)", err)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("front: unexpected argument %q", fs.Arg(0))
+	}
+	r, err := ParseRate(rateFlag)
+	if err != nil {
+		return o, fmt.Errorf("front: --upstream-rate: %w", err)
+	}
+	o.UpstreamRate = r
+	if o.Listen == "" {
+		return o, errors.New("front: --listen must not be empty")
+	}
+	return o, nil
+}
+
+// ParseRate reads a rate in bytes per second: plain bytes ("500000"), or a
+// number with K, M or G (1024-based; "20M", "1.5G", "512KiB" and "20MB" too).
+// "0" means no cap.
+func ParseRate(s string) (int64, error) {
+	v := strings.TrimSpace(s)
+	if v == "" {
+		return 0, fmt.Errorf("empty rate: give bytes per second, e.g. 20M or 500000 (0: no cap)")
+	}
+	num := strings.TrimRight(v, "KkMmGgiIBb/s")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(v[len(num):], "/s"), "/S"))
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+	if mult == 0 && unit != "" {
+		return 0, fmt.Errorf("rate %q: unknown unit; use K, M or G (1024-based), e.g. 20M", s)
+	}
+	if mult == 0 {
+		mult = 1
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, fmt.Errorf("rate %q: not a number of bytes per second; use e.g. 20M or 500000 (0: no cap)", s)
+	}
+	b := f * mult
+	if b > math.MaxInt64/2 {
+		return 0, fmt.Errorf("rate %q is too large", s)
+	}
+	if b > 0 && b < 1 {
+		return 0, fmt.Errorf("rate %q is below 1 byte per second", s)
+	}
+	return int64(b), nil
+}

@@ -1,0 +1,251 @@
+package helmfile
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/strvals"
+	"sigs.k8s.io/yaml"
+)
+
+// This file holds values: state values (top-level values, the environment's,
+// --state-values-*), release values files, missing optional files, merging
+// and helm's --set forms.
+
+// valuesEntry is a values file (made absolute; it may be a glob) or an
+// inline map.
+type valuesEntry struct {
+	file   string
+	inline map[string]any
+}
+
+func valuesList(dir string, vs []any) []valuesEntry {
+	var out []valuesEntry
+	for _, v := range absValues(dir, vs) {
+		switch x := v.(type) {
+		case string:
+			out = append(out, valuesEntry{file: x})
+		case map[string]any:
+			out = append(out, valuesEntry{inline: x})
+		}
+	}
+	return out
+}
+
+func absValues(dir string, vs []any) []any {
+	out := make([]any, 0, len(vs))
+	for _, v := range vs {
+		if s, ok := v.(string); ok && !filepath.IsAbs(s) {
+			v = filepath.Join(dir, s)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// fileOwner says whose values file it is: where missing files are reported
+// and which missingFileHandler applies.
+type fileOwner struct {
+	helmfile    string
+	environment string
+	release     string
+	handler     *string // nil: Error
+	// handlerAt says where to set missingFileHandler to make the file optional.
+	handlerAt string
+}
+
+// resolveFile expands a values file (a path or a glob) into the files to
+// read. No match is an error under missingFileHandler Error (the default);
+// under Warn, Info or Debug the file is reported once and skipped.
+func (l *stateLoader) resolveFile(file string, owner fileOwner) (files []string, skipped bool, err error) {
+	matches, err := filepath.Glob(file)
+	if err != nil {
+		return nil, false, fmt.Errorf("values file %s: %w", file, err)
+	}
+	if len(matches) > 0 {
+		slices.Sort(matches)
+		return matches, false, nil
+	}
+	h := handlerError
+	if owner.handler != nil {
+		h = *owner.handler
+	}
+	if h == handlerError {
+		hint := ""
+		if owner.handlerAt != "" {
+			hint = "; set missingFileHandler: Warn on " + owner.handlerAt + " to make it optional"
+		}
+		return nil, false, fmt.Errorf("values file %s not found (missingFileHandler: Error%s)", file, hint)
+	}
+	l.notice(Notice{Level: h, What: "values file", File: file, Helmfile: owner.helmfile, Environment: owner.environment, Release: owner.release})
+	return nil, true, nil
+}
+
+// stateValues computes the state values from what st holds so far: top-level
+// values, then the environment's values in order, each .gotmpl file seeing
+// the values before it (and --state-values-*), then --state-values-file,
+// --state-values-set and a parent's `helmfiles: values` on top.
+func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
+	acc := map[string]any{}
+	var skipped []string
+	defaults := fileOwner{helmfile: st.file}
+	env := st.envs[st.envName]
+	envOwner := fileOwner{helmfile: st.file, environment: st.envName, handler: st.handler,
+		handlerAt: fmt.Sprintf("environment %q", st.envName)}
+	if env != nil && env.handler != nil {
+		envOwner.handler = env.handler
+	}
+	type entry struct {
+		valuesEntry
+		owner fileOwner
+	}
+	var entries []entry
+	for _, e := range st.defaults {
+		entries = append(entries, entry{e, defaults})
+	}
+	if env != nil {
+		for _, e := range env.values {
+			entries = append(entries, entry{e, envOwner})
+		}
+	}
+	for _, e := range entries {
+		if e.file == "" {
+			acc = mergeMaps(acc, e.inline)
+			continue
+		}
+		files, skip, err := l.resolveFile(e.file, e.owner)
+		if err != nil {
+			return nil, fmt.Errorf("helmfile %s: environment %q: %w", st.file, st.envName, err)
+		}
+		if skip {
+			skipped = append(skipped, e.file)
+			continue
+		}
+		for _, f := range files {
+			known := mergeMaps(acc, st.overrides)
+			m, err := readValuesFile(f, templateData(st.envName, known, nil))
+			if err != nil {
+				st.skipped = skipped
+				return nil, fmt.Errorf("helmfile %s: environment %q: %w%s", st.file, st.envName, err, st.skippedHint())
+			}
+			acc = mergeMaps(acc, m)
+		}
+	}
+	st.skipped = skipped
+	return mergeMaps(acc, deepCopy(st.overrides)), nil
+}
+
+// readValuesFile reads YAML values; .gotmpl files are rendered first.
+func readValuesFile(file string, data any) (map[string]any, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("values file %s: %w", file, err)
+	}
+	if isTemplate(file) {
+		if data == nil {
+			data = map[string]any{}
+		}
+		if b, err = renderTemplate(file, string(b), 1, data, true); err != nil {
+			return nil, fmt.Errorf("values file %s: %w", file, err)
+		}
+	}
+	m := map[string]any{}
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("values file %s: %w", file, err)
+	}
+	return m, nil
+}
+
+// mergeValues merges values entries in order (files rendered with data,
+// inline maps as written); missing files go to the owner's handler.
+func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwner) (map[string]any, []string, error) {
+	acc := map[string]any{}
+	var skipped []string
+	for _, e := range entries {
+		if e.file == "" {
+			acc = mergeMaps(acc, deepCopy(e.inline))
+			continue
+		}
+		files, skip, err := l.resolveFile(e.file, owner)
+		if err != nil {
+			return nil, nil, err
+		}
+		if skip {
+			skipped = append(skipped, e.file)
+			continue
+		}
+		for _, f := range files {
+			m, err := readValuesFile(f, data)
+			if err != nil {
+				return nil, nil, err
+			}
+			acc = mergeMaps(acc, m)
+		}
+	}
+	return acc, skipped, nil
+}
+
+// applySet applies a `set:` entry as helm's --set, --set-file and list forms do.
+func applySet(vals map[string]any, s setSpec) error {
+	switch {
+	case s.File != "":
+		b, err := os.ReadFile(s.File)
+		if err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		return strvals.ParseIntoString(s.Name+"="+string(b), vals)
+	case len(s.Values) > 0:
+		esc := make([]string, len(s.Values))
+		for i, v := range s.Values {
+			esc[i] = strings.ReplaceAll(v, ",", `\,`)
+		}
+		return strvals.ParseInto(s.Name+"={"+strings.Join(esc, ",")+"}", vals)
+	default:
+		v := fmt.Sprint(s.Value)
+		if s.Value == nil {
+			v = "null"
+		}
+		if err := strvals.ParseInto(s.Name+"="+strings.ReplaceAll(v, ",", `\,`), vals); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		return nil
+	}
+}
+
+// mergeMaps merges b into a, deeply, into a new map; b wins. As helm merges
+// -f files.
+func mergeMaps(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if bv, ok := v.(map[string]any); ok {
+			if av, ok := out[k].(map[string]any); ok {
+				out[k] = mergeMaps(av, bv)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func deepCopy(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return m
+	}
+	out := map[string]any{}
+	if json.Unmarshal(b, &out) != nil {
+		return m
+	}
+	return out
+}

@@ -1,0 +1,286 @@
+package nodes
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Steps a run reports when one fails.
+const (
+	stepPlan    = "plan"
+	stepBackup  = "backup"
+	stepRestart = "restart containerd"
+	stepReload  = "reload dockerd"
+	stepVerify  = "verify"
+	stepWrite   = "write " // + the file's path
+)
+
+// applyNode plans the node's change and, unless it is a dry run, carries it out all or
+// nothing: backup first, then every file, then the runtime restart or reload, then --verify.
+// When a step after the first write fails, the node is put back as it was before the run
+// (files restored, created files and directories removed, the runtime restarted on the old
+// files if it was restarted on the new) and the error names the step and the rollback.
+func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, access NodeAccess) error {
+	docker := isDocker(r.Runtime)
+	plan := planContainerd
+	if docker {
+		plan = planDocker
+	}
+	changes, err := plan(ctx, o, n, r)
+	if err != nil {
+		r.FailedStep = stepPlan
+		return err
+	}
+	for _, c := range changes {
+		r.Files = append(r.Files, describe(c))
+	}
+	switch {
+	case len(changes) == 0:
+		r.Status = StateUnchanged
+	case o.DryRun:
+		r.Status = StatePlanned
+	}
+	if o.DryRun {
+		return nil
+	}
+	t := &txn{n: n, o: o, r: r, docker: docker}
+	if len(changes) > 0 {
+		if step, err := t.backup(ctx, changes); err != nil {
+			return t.fail(ctx, step, err)
+		}
+		for _, c := range changes {
+			if err := t.write(ctx, c); err != nil {
+				return t.fail(ctx, stepWrite+c.path, err)
+			}
+		}
+		r.Status = StateChanged
+		if step, err := t.activate(ctx, changes); err != nil {
+			return t.fail(ctx, step, err)
+		}
+	}
+	if o.Verify != "" {
+		if err := verifyNode(ctx, o, r, access); err != nil {
+			return t.fail(ctx, stepVerify, err)
+		}
+	}
+	return nil
+}
+
+// txn is one run's changes on one node, undoable until the run ends.
+type txn struct {
+	n      Node
+	o      MirrorOptions
+	r      *NodeReport
+	docker bool
+
+	dir         string   // the run's backup directory ("" when the run keeps none, as --revert)
+	manifest    backup   // what dir/manifest.json says
+	backupFiles []string // files written into dir
+	createdDirs []string // directories the run created, in creation order (dir's too)
+	written     []change // node files written so far, in order
+	config      *change  // the runtime's config file when written (config.toml or daemon.json)
+	activated   bool     // a restart or reload command ran (or may have) on the new files
+}
+
+// backup saves the old bytes of every file the run will change, and a manifest.json that
+// --revert reads, in a new directory: nothing on the node changes before this is done.
+func (t *txn) backup(ctx context.Context, changes []change) (string, error) {
+	t.dir = path.Join(t.o.BackupDir, t.o.Access.RunID)
+	created, err := t.n.MkdirAll(ctx, t.dir)
+	t.createdDirs = append(t.createdDirs, created...)
+	if err != nil {
+		return stepBackup, err
+	}
+	b := backup{RunID: t.o.Access.RunID, Node: t.n.Name(), Created: time.Now().UTC().Format(time.RFC3339), ConfigFile: t.r.ConfigFile, CertsRoot: t.r.CertsRoot}
+	if t.docker {
+		b.Runtime = dockerRuntime
+	}
+	for i, c := range changes {
+		e := backupEntry{Path: c.path, Existed: c.old != nil, New: sum(c.new)}
+		if c.old != nil {
+			e.Old, e.Copy = sum(c.old), fmt.Sprintf("%03d-%s", i, path.Base(c.path))
+			p := path.Join(t.dir, e.Copy)
+			t.backupFiles = append(t.backupFiles, p)
+			if err := t.n.WriteFile(ctx, p, c.old); err != nil {
+				return stepBackup, err
+			}
+		}
+		b.Entries = append(b.Entries, e)
+	}
+	t.backupFiles = append(t.backupFiles, path.Join(t.dir, manifestName))
+	t.manifest = b
+	if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
+		return stepBackup, err
+	}
+	t.r.Backup = t.dir
+	return "", nil
+}
+
+// write puts one file in place, creating its directory first.
+func (t *txn) write(ctx context.Context, c change) error {
+	created, err := t.n.MkdirAll(ctx, path.Dir(c.path))
+	t.createdDirs = append(t.createdDirs, created...)
+	if err != nil {
+		return err
+	}
+	if len(created) > 0 && t.dir != "" {
+		// --revert removes them too.
+		t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, created...)
+		if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
+			return err
+		}
+	}
+	// Recorded before the write: a write that fails half-way is restored too.
+	t.written = append(t.written, c)
+	if c.path == t.r.ConfigFile && t.r.ConfigChanged {
+		t.config = &c
+	}
+	if c.new == nil {
+		return t.n.Remove(ctx, c.path)
+	}
+	return t.n.WriteFile(ctx, c.path, c.new)
+}
+
+// activate makes the runtime take the written config file up (unless --restart never).
+func (t *txn) activate(ctx context.Context, changes []change) (string, error) {
+	if t.config == nil {
+		return "", nil
+	}
+	if t.o.Restart == RestartNever {
+		if t.docker {
+			t.r.Warnings = append(t.r.Warnings, fmt.Sprintf("%s changed but --restart never: run %q on this node for it to take effect", t.config.path, t.o.DockerReloadCmd))
+		} else {
+			t.r.Warnings = append(t.r.Warnings, fmt.Sprintf("%s changed but --restart never: restart containerd on this node for it to take effect", t.config.path))
+		}
+		return "", nil
+	}
+	if t.docker {
+		t.activated = true
+		err := reloadDocker(ctx, t.o, t.n, t.r, t.config.old, t.config.new)
+		if commandNotRun(err) {
+			t.activated = false
+		}
+		return stepReload, err
+	}
+	t.activated = true
+	err := restartContainerd(ctx, t.o, t.n, t.r)
+	if commandNotRun(err) {
+		t.activated = false
+	}
+	return stepRestart, err
+}
+
+// fail rolls the node back and returns the error the report shows: the failed step, what
+// the rollback did, and what to do when the rollback itself failed.
+func (t *txn) fail(ctx context.Context, step string, cause error) error {
+	t.r.Status, t.r.FailedStep = StateFailed, step
+	msg := fmt.Sprintf("%s failed: %v", step, cause)
+	ok, did := t.rollback(ctx)
+	t.r.RolledBack = did
+	if len(did) > 0 {
+		msg += "; rolled back: " + strings.Join(did, ", ")
+	}
+	if ok {
+		if len(t.written) > 0 || t.dir != "" {
+			msg += "; the node is as it was before the run"
+		}
+		t.r.Backup = ""
+	} else if t.dir != "" {
+		msg += fmt.Sprintf("; the backup %s is kept: run kubectl bkcache mirror --revert on this node, or restore from it by hand", t.dir)
+	} else {
+		msg += "; check the files listed above on the node by hand"
+	}
+	return &stepError{msg: msg, cause: cause}
+}
+
+// stepError is a failed step with its rollback; errors.Is/As see the step's own error.
+type stepError struct {
+	msg   string
+	cause error
+}
+
+func (e *stepError) Error() string { return e.msg }
+func (e *stepError) Unwrap() error { return e.cause }
+
+// rollback undoes the run on the node: written files get their old bytes back (or are
+// removed when they did not exist), the runtime is restarted or reloaded on them if it was on
+// the new ones, and the backup and every directory the run created are removed. It reports
+// whether the node is back as it was, and each thing it did or failed to do.
+func (t *txn) rollback(ctx context.Context) (bool, []string) {
+	// Also after a cancel or --node-timeout: the node must not be left half-changed.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	ok := true
+	var did []string
+	for i := len(t.written) - 1; i >= 0; i-- {
+		c := t.written[i]
+		var err error
+		if c.old == nil {
+			err = t.n.Remove(ctx, c.path)
+			did = append(did, "removed "+c.path)
+		} else {
+			err = t.n.WriteFile(ctx, c.path, c.old)
+			did = append(did, "restored "+c.path)
+		}
+		if err != nil {
+			ok = false
+			did[len(did)-1] = fmt.Sprintf("FAILED to put back %s (%v)", c.path, err)
+		}
+	}
+	switch {
+	case t.config == nil || !t.activated:
+	case !ok:
+		did = append(did, "runtime not restarted on a half-restored node")
+	case t.docker:
+		if err := reloadDocker(ctx, t.o, t.n, t.r, t.config.new, t.config.old); err != nil {
+			ok = false
+			did = append(did, fmt.Sprintf("FAILED to reload dockerd on the restored %s (%v)", t.config.path, err))
+		} else {
+			t.r.Reloaded = false
+			did = append(did, "reloaded dockerd on the restored "+t.config.path)
+		}
+	default:
+		if err := restartContainerd(ctx, t.o, t.n, t.r); err != nil {
+			ok = false
+			did = append(did, fmt.Sprintf("FAILED to restart containerd on the restored %s (%v): check containerd on the node (journalctl -u containerd)", t.config.path, err))
+		} else {
+			did = append(did, "restarted containerd on the restored "+t.config.path)
+		}
+	}
+	if !ok {
+		return false, did // keep the backup: it is what --revert and a person need now
+	}
+	for _, p := range t.backupFiles {
+		if err := t.n.Remove(ctx, p); err != nil {
+			return false, append(did, fmt.Sprintf("FAILED to remove %s (%v)", p, err))
+		}
+	}
+	var dirs []string
+	for i := len(t.createdDirs) - 1; i >= 0; i-- {
+		removed, err := t.n.RemoveDirIfEmpty(ctx, t.createdDirs[i])
+		if err != nil {
+			return false, append(did, fmt.Sprintf("FAILED to remove directory %s (%v)", t.createdDirs[i], err))
+		}
+		if removed {
+			dirs = append(dirs, t.createdDirs[i]+"/")
+		}
+	}
+	if len(dirs) > 0 {
+		did = append(did, "removed "+strings.Join(dirs, ", "))
+	}
+	return true, did
+}
+
+// restartContainerd runs the restart command and waits until the CRI answers again.
+func restartContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) error {
+	o.progress(n.Name(), "restarting containerd (%s)", o.RestartCmd)
+	d, err := n.RestartContainerd(ctx, o.RestartCmd)
+	if err != nil {
+		return err
+	}
+	r.Restarted, r.RestartSeconds = true, d.Seconds()
+	return nil
+}

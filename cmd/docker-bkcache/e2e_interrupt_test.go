@@ -73,6 +73,15 @@ func (s *slowBody) Close() error { return s.r.Close() }
 //   - otherwise SIGTERM to the docker CLI, as `timeout` or a service manager does.
 func interrupted(t *testing.T, tmp, waitFor string, toPlugin bool, args ...string) result {
 	t.Helper()
+	return interruptedWhen(t, tmp, waitFor, func() bool {
+		m, _ := filepath.Glob(filepath.Join(tmp, waitFor))
+		return len(m) > 0
+	}, 300*time.Millisecond, toPlugin, args...)
+}
+
+// interruptedWhen signals the command once ready() holds, after settle.
+func interruptedWhen(t *testing.T, tmp, what string, ready func() bool, settle time.Duration, toPlugin bool, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", args...)
@@ -83,18 +92,15 @@ func interrupted(t *testing.T, tmp, waitFor string, toPlugin bool, args ...strin
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if m, _ := filepath.Glob(filepath.Join(tmp, waitFor)); len(m) > 0 {
-			break
-		}
+	for !ready() {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("%s never appeared in %s; stderr:\n%s", waitFor, tmp, errb.String())
+			t.Fatalf("%s never happened; stderr:\n%s", what, errb.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond) // well inside the work
+	time.Sleep(settle) // well inside the work
 	if toPlugin {
 		pid := pluginPID(t, cmd.Process.Pid)
 		syscall.Kill(pid, syscall.SIGINT)

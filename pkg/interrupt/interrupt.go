@@ -70,6 +70,9 @@ func ExitCode(ctx context.Context, err error) int {
 	if err == nil {
 		return 0 // the work finished before the signal stopped it
 	}
+	if ctx == nil {
+		return 1
+	}
 	var s Signaled
 	if errors.As(context.Cause(ctx), &s) {
 		return s.ExitCode()

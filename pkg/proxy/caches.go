@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -68,12 +69,24 @@ func ReadCredentials(ctx context.Context, path string) (username, password strin
 	if err := ctx.Err(); err != nil {
 		return "", "", err
 	}
-	info, err := os.Stat(path)
+	// A symlink's own mode says nothing: judge, and name, the file it points to.
+	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return "", "", fmt.Errorf("credentials file: %w", err)
 	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return "", "", fmt.Errorf("credentials file: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		return "", "", fmt.Errorf("credentials file %s is not a regular file", path)
+	}
 	if info.Mode().Perm()&0o077 != 0 {
-		return "", "", fmt.Errorf("credentials file %s is readable by other users (mode %04o); run chmod 600 %s", path, info.Mode().Perm(), path)
+		via := ""
+		if real != path {
+			via = fmt.Sprintf(" (%s links to it)", path)
+		}
+		return "", "", fmt.Errorf("credentials file %s%s is readable by other users (mode %04o); run chmod 600 %s", real, via, info.Mode().Perm(), real)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

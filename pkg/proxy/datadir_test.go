@@ -105,6 +105,9 @@ func TestLockCacheWaitsForTheHolder(t *testing.T) {
 	}
 	got := time.Now()
 	unlock2()
+	if _, err := os.Stat(lockPath(dir, "bkhub")); !os.IsNotExist(err) {
+		t.Errorf("the lock file stays after unlock: %v", err)
+	}
 	if got.Before(<-released) {
 		t.Error("the second lock was granted while the first was held")
 	}

@@ -31,6 +31,9 @@ type Desired struct {
 	Spec   Spec
 	Config []byte
 	Labels map[string]string
+	// ReplaceForeign lets Up replace a container under the cache's name that is
+	// neither bkcache's nor the guide's registry:2 (--replace).
+	ReplaceForeign bool
 }
 
 // Plan is what Up does to reach Desired from Current.
@@ -45,6 +48,8 @@ type Plan struct {
 	Create bool
 	// Start: start the existing, stopped container as it is.
 	Start bool
+	// Refuse, when set, is why Up must change nothing.
+	Refuse error
 }
 
 // Decide is Up's reconciliation, as a pure function of what is and what is
@@ -64,8 +69,16 @@ func Decide(cur Current, want Desired) Plan {
 		labels = c.Config.Labels
 	}
 	if _, managed := labels[LabelManaged]; !managed {
+		guide, why := guideRegistry(c)
+		if !guide && !want.ReplaceForeign {
+			return Plan{Refuse: fmt.Errorf("container %s (image %s) is not a registry:2 cache bkcache can adopt: %s; pick another --name, remove it yourself, or pass --replace to replace it (its volumes are not deleted)",
+				want.Spec.ContainerName(), containerImage(c), why)}
+		}
 		p.Action, p.Replace, p.Create = ActionAdopted, true, true
 		p.Changes = []string{"container made without bkcache labels (the guide's script): recreated with its data dir " + want.Spec.DataDir}
+		if !guide {
+			p.Changes = []string{fmt.Sprintf("container of image %s replaced (--replace)", containerImage(c))}
+		}
 		if want.Spec.Layout != LayoutPlain {
 			p.Changes = append(p.Changes, "converted: "+LayoutPlain+" -> "+want.Spec.Layout)
 		}

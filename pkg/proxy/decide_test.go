@@ -47,10 +47,26 @@ func TestDecide(t *testing.T) {
 			State:  &container.State{Running: true},
 		}
 	}
+	// guides is the container the guide's script runs: registry:2's entrypoint
+	// serving the mounted config, data at /var/lib/registry.
 	guides := &container.InspectResponse{
+		Path:   "/entrypoint.sh",
+		Args:   []string{"/etc/docker/registry/config.yml"},
 		Config: &container.Config{Image: "hub.bktencent.com/library/registry:2"},
 		State:  &container.State{Running: true},
+		Mounts: []container.MountPoint{
+			{Source: "/etc/docker/registry/bkhub.yaml", Destination: containerConfigPath},
+			{Source: "/var/lib/registry-bkhub", Destination: containerDataDir},
+		},
 	}
+	// stranger has the cache's name but is something else (an nginx named proxy-bkhub).
+	stranger := &container.InspectResponse{
+		Path:   "/docker-entrypoint.sh",
+		Config: &container.Config{Image: "nginx:1.25"},
+		State:  &container.State{Running: true},
+	}
+	replacing := desired(front, sumA)
+	replacing.ReplaceForeign = true
 
 	tests := []struct {
 		name    string
@@ -79,11 +95,16 @@ func TestDecide(t *testing.T) {
 			"container made without bkcache labels (the guide's script): recreated with its data dir /var/lib/registry-bkhub; converted: plain -> front", true, true, true, false},
 		{"guide's container, kept plain", Current{Container: guides}, desired(plain, ""), ActionAdopted,
 			"container made without bkcache labels (the guide's script): recreated with its data dir /var/lib/registry-bkhub", true, true, true, false},
+		{"a stranger, --replace", Current{Container: stranger}, replacing, ActionAdopted,
+			"container of image nginx:1.25 replaced (--replace); converted: plain -> front", true, true, true, false},
 		{"stopped and changed", Current{Container: ours(desired(front, sumA), false), Config: config}, desired(restarted, sumA), ActionRecreated, "restart: always -> no", false, true, true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := Decide(tc.cur, tc.want)
+			if p.Refuse != nil {
+				t.Fatalf("refused: %v", p.Refuse)
+			}
 			want(t, "action", p.Action, tc.action)
 			want(t, "changes", strings.Join(p.Changes, "; "), tc.changes)
 			want(t, "write config", p.WriteConfig, tc.write)
@@ -91,5 +112,29 @@ func TestDecide(t *testing.T) {
 			want(t, "create", p.Create, tc.create)
 			want(t, "start", p.Start, tc.start)
 		})
+	}
+}
+
+// TestDecideRefusesStrangers: a container under the cache's name that is not
+// a registry:2 cache is never replaced without --replace, and the refusal names
+// its image and what to do.
+func TestDecideRefusesStrangers(t *testing.T) {
+	want := Desired{Spec: Spec{}.WithDefaults(), Config: []byte("c")}
+	for _, c := range []*container.InspectResponse{
+		{Path: "/docker-entrypoint.sh", Config: &container.Config{Image: "nginx:1.25"}},
+		// A registry with no data mount at /var/lib/registry is not the guide's either.
+		{Path: "/entrypoint.sh", Config: &container.Config{Image: "registry:2"},
+			Mounts: []container.MountPoint{{Source: "/etc/x.yaml", Destination: containerConfigPath}}},
+	} {
+		p := Decide(Current{Container: c}, want)
+		if p.Refuse == nil || p.Create || p.Replace {
+			t.Errorf("%s: plan %+v, want a refusal that changes nothing", c.Config.Image, p)
+			continue
+		}
+		for _, w := range []string{c.Config.Image, "--replace", "proxy-bkhub"} {
+			if !strings.Contains(p.Refuse.Error(), w) {
+				t.Errorf("refusal %q does not name %q", p.Refuse, w)
+			}
+		}
 	}
 }

@@ -24,7 +24,8 @@ func lockPath(configDir, name string) string {
 // lockCache takes the cache's lock, so that `up`, `down` and a warm into the
 // cache's storage never run at once on one cache. When another command holds
 // it, lockCache says so on progress and waits (up to lockWait or ctx).
-// The lock is an flock: it is released when the process ends, whatever way.
+// The lock is an flock: it is released when the process ends, whatever way;
+// the file is removed when the holder unlocks.
 func lockCache(ctx context.Context, configDir, name string, progress io.Writer) (unlock func(), err error) {
 	if err := os.MkdirAll(configDir, 0o755); err != nil {
 		return nil, fmt.Errorf("lock cache %s: %w; run as root (sudo) or pass --config-dir", name, err)
@@ -39,7 +40,18 @@ func lockCache(ctx context.Context, configDir, name string, progress io.Writer) 
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			// The holder before us removes the file as it unlocks: a lock on a
+			// removed file locks nothing, so open the path again.
+			if fi, serr := f.Stat(); serr == nil {
+				if pi, perr := os.Stat(path); perr == nil && os.SameFile(fi, pi) {
+					break
+				}
+			}
+			f.Close()
+			if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+				return nil, fmt.Errorf("lock cache %s: %w", name, err)
+			}
+			continue
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
@@ -65,7 +77,7 @@ func lockCache(ctx context.Context, configDir, name string, progress io.Writer) 
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() {
-		f.Truncate(0)
+		os.Remove(path) // before unlocking, so a waiter sees the file is gone and reopens
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil

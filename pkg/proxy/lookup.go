@@ -14,6 +14,9 @@ type Cache struct {
 
 // Lookup finds a bkcache cache by name on this engine.
 func Lookup(ctx context.Context, eng Engine, name string) (Cache, error) {
+	if err := ValidateName(name); err != nil {
+		return Cache{}, err
+	}
 	c, ok, err := inspect(ctx, eng, ContainerName(name))
 	if err != nil {
 		return Cache{}, err
@@ -28,9 +31,9 @@ func Lookup(ctx context.Context, eng Engine, name string) (Cache, error) {
 	return Cache{Spec: spec, DataDir: mountSource(c, containerDataDir), Running: c.State != nil && c.State.Running}, nil
 }
 
-// All returns every bkcache cache on this engine.
+// All returns every bkcache cache on this engine (strangers left out; see Names).
 func All(ctx context.Context, eng Engine) ([]Cache, error) {
-	names, err := Names(ctx, eng)
+	names, _, err := Names(ctx, eng)
 	if err != nil {
 		return nil, err
 	}

@@ -138,22 +138,28 @@ type CacheMetrics struct {
 const metricsNote = "registry:2 keeps no usable blob counters; blob hits and misses are not reported (docker bkcache verify measures them per image)"
 
 // Statuses reports every bkcache cache on this engine, or only the named ones.
-func Statuses(ctx context.Context, eng Engine, names ...string) ([]Status, error) {
+// Containers that carry bkcache's labels without being its caches are skipped
+// and returned, so one of them cannot stop the report on the others.
+func Statuses(ctx context.Context, eng Engine, names ...string) ([]Status, []Stranger, error) {
+	var strangers []Stranger
 	if len(names) == 0 {
 		var err error
-		if names, err = Names(ctx, eng); err != nil {
-			return nil, err
+		if names, strangers, err = Names(ctx, eng); err != nil {
+			return nil, nil, err
 		}
 	}
 	out := make([]Status, 0, len(names))
 	for _, n := range names {
+		if err := ValidateName(n); err != nil {
+			return nil, nil, err
+		}
 		st, err := statusOf(ctx, eng, n)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, st)
 	}
-	return out, nil
+	return out, strangers, nil
 }
 
 func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,12 @@ type UpOptions struct {
 	// FrontBinary is the static executable the front layout runs; default
 	// this process's own (os.Executable).
 	FrontBinary string
+	// Force accepts a non-empty data directory that holds more than a
+	// registry's storage (--force).
+	Force bool
+	// Replace lets Up replace a container under the cache's name that is
+	// neither bkcache's nor the guide's registry:2 (--replace).
+	Replace bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 	// ImageArchive is a `docker save` archive to load the image from when the engine lacks it.
@@ -82,9 +89,42 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	if progress == nil {
 		progress = io.Discard
 	}
+	if err := ValidateName(spec.Name); err != nil {
+		return UpResult{}, fmt.Errorf("%w (--name)", err)
+	}
+	if !filepath.IsAbs(spec.ConfigDir) {
+		return UpResult{}, fmt.Errorf("config directory %q of cache %s must be an absolute path (--config-dir)", spec.ConfigDir, spec.Name)
+	}
 	if err := Ping(ctx, eng); err != nil {
 		return UpResult{}, err
 	}
+	for _, f := range []struct{ path, flag string }{{spec.TLSCert, "--tls-cert"}, {spec.TLSKey, "--tls-key"}, {spec.Htpasswd, "--htpasswd"}} {
+		if f.path != "" {
+			if err := readable(f.path, f.flag); err != nil {
+				return UpResult{}, err
+			}
+		}
+	}
+	var front frontBinary
+	if spec.Layout == LayoutFront {
+		path := opts.FrontBinary
+		var err error
+		if path == "" {
+			if path, err = os.Executable(); err != nil {
+				return UpResult{}, fmt.Errorf("find the plugin's own binary for the cache's front: %w; pass --plain for registry:2 alone", err)
+			}
+		}
+		if front, err = readFront(path); err != nil {
+			return UpResult{}, err
+		}
+	}
+	// One command at a time per cache: two ups, or an up during a down --purge,
+	// would leave labels, config and data disagreeing.
+	unlock, err := lockCache(ctx, spec.ConfigDir, spec.Name, progress)
+	if err != nil {
+		return UpResult{}, err
+	}
+	defer unlock()
 	cname := spec.ContainerName()
 	existing, exists, err := inspect(ctx, eng, cname)
 	if err != nil {
@@ -100,30 +140,14 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	if err := spec.Validate(); err != nil {
 		return UpResult{}, err
 	}
+	if err := CheckDataDir(spec.DataDir, opts.Force); err != nil {
+		return UpResult{}, err
+	}
 	result := UpResult{
 		Name: spec.Name, Container: cname, Layout: spec.Layout, Address: spec.LocalAddress(), Upstream: spec.Upstream,
 		ConfigPath: spec.ConfigPath(), DataDir: spec.DataDir,
 	}
 
-	for _, f := range []struct{ path, flag string }{{spec.TLSCert, "--tls-cert"}, {spec.TLSKey, "--tls-key"}, {spec.Htpasswd, "--htpasswd"}} {
-		if f.path != "" {
-			if err := readable(f.path, f.flag); err != nil {
-				return result, err
-			}
-		}
-	}
-	var front frontBinary
-	if spec.Layout == LayoutFront {
-		path := opts.FrontBinary
-		if path == "" {
-			if path, err = os.Executable(); err != nil {
-				return result, fmt.Errorf("find the plugin's own binary for the cache's front: %w; pass --plain for registry:2 alone", err)
-			}
-		}
-		if front, err = readFront(path); err != nil {
-			return result, err
-		}
-	}
 	if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
 		return result, err
 	}
@@ -154,7 +178,10 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	if exists {
 		cur.Container = &existing
 	}
-	plan := Decide(cur, Desired{Spec: spec, Config: config, Labels: labels})
+	plan := Decide(cur, Desired{Spec: spec, Config: config, Labels: labels, ReplaceForeign: opts.Replace})
+	if plan.Refuse != nil {
+		return result, plan.Refuse
+	}
 	result.Action, result.Changes = plan.Action, plan.Changes
 
 	if plan.Create {
@@ -401,26 +428,33 @@ func checkPortFree(ctx context.Context, eng Engine, spec Spec, selfID string, se
 	if err != nil {
 		return engineError(eng, err)
 	}
+	// The ports this cache will hold: its own and, with host networking, its metrics port.
+	mine := map[int]string{spec.Port: "--port"}
+	if spec.Network == NetworkHost && spec.MetricsPort != 0 {
+		mine[spec.MetricsPort] = "--metrics-port"
+	}
 	for _, c := range list.Items {
 		if c.ID == selfID {
 			continue
 		}
 		holder := strings.TrimPrefix(firstName(c.Names), "/")
-		held := false
+		var theirs []int
 		for _, p := range c.Ports {
-			if int(p.PublicPort) == spec.Port {
-				held = true
+			theirs = append(theirs, int(p.PublicPort))
+		}
+		if s, ok := specFromLabels(c.Labels); ok && s.Network == NetworkHost {
+			theirs = append(theirs, s.Port, s.MetricsPort)
+		}
+		for _, port := range theirs {
+			flag, clash := mine[port]
+			if !clash || port == 0 {
+				continue
 			}
-		}
-		if s, ok := specFromLabels(c.Labels); ok && s.Network == NetworkHost && (s.Port == spec.Port || s.MetricsPort == spec.Port) {
-			held = true
-		}
-		if held {
 			advice := fmt.Sprintf("docker rm -f %s", holder)
 			if other := c.Labels[LabelName]; other != "" {
 				advice = fmt.Sprintf("docker bkcache down %s", other)
 			}
-			return fmt.Errorf("port %d is in use by container %s; pass --port or run %q", spec.Port, holder, advice)
+			return fmt.Errorf("port %d is in use by container %s; pass %s or run %q", port, holder, flag, advice)
 		}
 	}
 	if selfHolds || !strings.HasPrefix(eng.DaemonHost(), "unix://") {

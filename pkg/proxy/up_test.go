@@ -358,9 +358,10 @@ func TestUpAdoptsTheGuidesContainerAndStartsAStoppedOne(t *testing.T) {
 	f := newUpFixture(t, ModeOnline)
 	guideData := filepath.Join(t.TempDir(), "registry-guide")
 	f.eng.containers["proxy-fake"] = &container.InspectResponse{
-		ID: "guide", Config: &container.Config{Image: "registry:2"}, HostConfig: &container.HostConfig{},
-		State:  &container.State{Running: true, Status: container.StateRunning},
-		Mounts: []container.MountPoint{{Source: guideData, Destination: containerDataDir}},
+		ID: "guide", Path: "/entrypoint.sh", Config: &container.Config{Image: "registry:2"}, HostConfig: &container.HostConfig{},
+		State: &container.State{Running: true, Status: container.StateRunning},
+		Mounts: []container.MountPoint{{Source: guideData, Destination: containerDataDir},
+			{Source: filepath.Join(f.configDir, "fake.yaml"), Destination: containerConfigPath}},
 	}
 	spec := f.spec
 	spec.DataDir = ""

@@ -207,13 +207,19 @@ func warmGroup(ctx context.Context, eng Engine, g *cacheGroup, opts WarmOptions)
 		return warmFront(ctx, eng, g, viaCache, wopts)
 	}
 
+	// The storage mode writes into the cache's files: no up or down of it meanwhile.
+	unlock, err := lockCache(ctx, g.cache.Spec.ConfigDir, g.cache.Spec.Name, opts.Progress)
+	if err != nil {
+		return transfer.WarmReport{}, err
+	}
+	defer unlock()
 	writer, err := StartStorageWriter(ctx, eng, *g.cache)
 	if err != nil {
 		return transfer.WarmReport{}, err
 	}
 	defer writer.Stop(context.WithoutCancel(ctx))
 	popts := transfer.PushOptions{
-		To: writer.Addr, Insecure: true, Platforms: opts.Platforms, Jobs: opts.Jobs, Progress: io.Discard, Meter: opts.Meter,
+		To: writer.Addr, TargetTransport: writer.Transport(), Insecure: true, Platforms: opts.Platforms, Jobs: opts.Jobs, Progress: io.Discard, Meter: opts.Meter,
 		SourceInsecure: strings.HasPrefix(g.cache.Spec.Upstream, "http://"),
 		From:           g.cache.Spec.UpstreamHost(),
 	}

@@ -3,11 +3,10 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -34,46 +33,51 @@ func UpstreamCredentials(spec Spec) (username, password string, err error) {
 	return cfg.Proxy.Username, cfg.Proxy.Password, nil
 }
 
-// StorageWriter is a plain registry:2 (no proxy) serving a cache's data dir on
-// loopback, so content can be written into the cache with distribution's own
-// storage code: the storage is built for several registries sharing it.
+// StorageWriter is a plain registry:2 (no proxy) on a cache's data dir, so
+// content can be written into the cache with distribution's own storage code:
+// the storage is built for several registries sharing it. Nothing but this
+// process can reach it: it listens on a unix socket in a private (0700)
+// directory, its container has no network at all, deletes are off, and Stop
+// removes it on every exit path (also after an interrupt).
 type StorageWriter struct {
+	// Addr is the registry name to push to; only Transport reaches it.
 	Addr      string
+	socket    string
 	container string
 	dir       string
 	eng       Engine
 }
 
-// StartStorageWriter runs the writer beside the cache, from the cache's image,
-// on a free loopback port of this host.
+const (
+	writerRunDir = "/run/bkcache-writer"
+	writerSocket = "registry.sock"
+	// writerAddr names the writer in references; Transport ignores it and dials the socket.
+	writerAddr = "localhost"
+)
+
+// StartStorageWriter runs the writer beside the cache, from the cache's image.
 func StartStorageWriter(ctx context.Context, eng Engine, cache Cache) (*StorageWriter, error) {
 	if cache.DataDir == "" {
 		return nil, fmt.Errorf("cache %s has no data directory mounted; warm it through the proxy instead", cache.Spec.Name)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	dir, err := os.MkdirTemp("", "bkcache-writer-") // 0700: the socket inside is root's alone
 	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir, err := os.MkdirTemp("", "bkcache-writer-")
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("storage writer for cache %s: %w", cache.Spec.Name, err)
 	}
 	secret, err := NewSecret()
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cfg := fmt.Sprintf("version: 0.1\nlog: {fields: {service: registry, cache: %s-writer}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}, redirect: {disable: true}}\nhttp: {addr: %q, secret: %s}\n",
-		cache.Spec.Name, containerDataDir, addr, secret)
+	cfg := fmt.Sprintf("version: 0.1\nlog: {fields: {service: registry, cache: %s-writer}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: false}, redirect: {disable: true}}\nhttp: {net: unix, addr: %s, secret: %s}\n",
+		cache.Spec.Name, containerDataDir, writerRunDir+"/"+writerSocket, secret)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := writeFileAtomic(cfgPath, []byte(cfg), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	w := &StorageWriter{Addr: addr, container: ContainerName(cache.Spec.Name) + "-writer", dir: dir, eng: eng}
-	// A writer left by an interrupted warm is replaced.
+	w := &StorageWriter{Addr: writerAddr, socket: filepath.Join(dir, writerSocket), container: ContainerName(cache.Spec.Name) + "-writer", dir: dir, eng: eng}
+	// A writer left by an earlier run that was killed outright is replaced.
 	eng.ContainerRemove(ctx, w.container, client.ContainerRemoveOptions{Force: true}) //nolint:errcheck
 	_, err = eng.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: w.container,
@@ -81,8 +85,9 @@ func StartStorageWriter(ctx context.Context, eng Engine, cache Cache) (*StorageW
 			LabelName: cache.Spec.Name, "io.bkcache.role": "storage-writer",
 		}},
 		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(NetworkHost),
-			Binds:       []string{cfgPath + ":" + containerConfigPath + ":ro", cache.DataDir + ":" + containerDataDir},
+			NetworkMode: "none",
+			Binds: []string{cfgPath + ":" + containerConfigPath + ":ro", dir + ":" + writerRunDir,
+				cache.DataDir + ":" + containerDataDir},
 		},
 	})
 	if err != nil {
@@ -93,16 +98,52 @@ func StartStorageWriter(ctx context.Context, eng Engine, cache Cache) (*StorageW
 		w.Stop(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("start storage writer %s: %w", w.container, err)
 	}
-	// Named so its container is w.container: waitReady watches it by that name.
-	spec := Spec{Name: cache.Spec.Name + "-writer", Port: port, Network: NetworkHost}
-	if err := waitReady(ctx, eng, spec, 30*time.Second, io.Discard); err != nil {
+	if err := w.waitReady(ctx, 30*time.Second); err != nil {
 		w.Stop(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return w, nil
 }
 
-// Stop removes the writer container and its config.
+// Transport reaches the writer through its socket, whatever host a request names.
+func (w *StorageWriter) Transport() http.RoundTripper {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", w.socket)
+		},
+		MaxIdleConnsPerHost: 16,
+	}
+}
+
+func (w *StorageWriter) waitReady(ctx context.Context, wait time.Duration) error {
+	httpc := &http.Client{Transport: w.Transport(), Timeout: 2 * time.Second}
+	deadline := time.Now().Add(wait)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+writerAddr+"/v2/", nil)
+		resp, err := httpc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET /v2/ answered %s", resp.Status)
+		}
+		if c, ok, ierr := inspect(ctx, w.eng, w.container); ierr == nil && (!ok || c.State == nil || !c.State.Running && c.State.Status != container.StateCreated) {
+			return fmt.Errorf("storage writer %s stopped while starting; last log lines:\n%s", w.container, tailLogs(ctx, w.eng, w.container, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("storage writer %s did not answer within %s (%v); last log lines:\n%s", w.container, wait, err, tailLogs(ctx, w.eng, w.container, 20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop removes the writer container and its private directory.
 func (w *StorageWriter) Stop(ctx context.Context) {
 	w.eng.ContainerRemove(ctx, w.container, client.ContainerRemoveOptions{Force: true}) //nolint:errcheck
 	os.RemoveAll(w.dir)

@@ -44,6 +44,9 @@ type PushOptions struct {
 	CacheDir string
 	// Transport is the base transport for both sides; default http.DefaultTransport.
 	Transport http.RoundTripper
+	// TargetTransport, when set, replaces Transport for the target only (a
+	// cache's storage writer, reached through its unix socket).
+	TargetTransport http.RoundTripper
 	// Progress gets one line per image; nil discards.
 	Progress io.Writer
 	// Meter, when set, follows the bytes per image for a progress display.
@@ -111,7 +114,11 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		b := defaultBackoff()
 		opts.Backoff = &b
 	}
-	pusherOpts := append(commonOptions(ctx, opts.Jobs, *opts.Backoff), remote.WithTransport(base), remote.WithAuthFromKeychain(opts.Keychain))
+	target := base
+	if opts.TargetTransport != nil {
+		target = opts.TargetTransport
+	}
+	pusherOpts := append(commonOptions(ctx, opts.Jobs, *opts.Backoff), remote.WithTransport(target), remote.WithAuthFromKeychain(opts.Keychain))
 	pusher, err := remote.NewPusher(pusherOpts...)
 	if err != nil {
 		return Report{}, err

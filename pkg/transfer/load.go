@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,6 +35,8 @@ type LoadOptions struct {
 	Progress io.Writer
 	// Meter, when set, follows the bytes per image for a progress display.
 	Meter *Meter
+	// Transport reaches the target; default http.DefaultTransport.
+	Transport http.RoundTripper
 	// TempDir holds the blobs of a compressed archive while they are pushed
 	// (default: os.TempDir()). An uncompressed archive needs no temporary space.
 	TempDir string
@@ -66,8 +69,12 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 	}
 	defer cleanup()
 
+	transport := opts.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
 	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
-		remote.WithAuthFromKeychain(opts.Keychain))...)
+		remote.WithTransport(transport), remote.WithAuthFromKeychain(opts.Keychain))...)
 	if err != nil {
 		return Report{}, err
 	}

@@ -131,16 +131,5 @@ func loadInto(ctx context.Context, dockerCli command.Cli, archive, cache string,
 	if cache == "" {
 		return transfer.Load(ctx, archive, o)
 	}
-	c, err := proxy.Lookup(ctx, dockerCli.Client(), cache)
-	if err != nil {
-		return transfer.Report{}, err
-	}
-	writer, err := proxy.StartStorageWriter(ctx, dockerCli.Client(), c)
-	if err != nil {
-		return transfer.Report{}, err
-	}
-	defer writer.Stop(context.WithoutCancel(ctx))
-	// The cache serves what its upstream names: keep repository paths as saved.
-	o.To, o.Insecure, o.Prefix = writer.Addr, true, ""
-	return transfer.Load(ctx, archive, o)
+	return proxy.LoadIntoCache(ctx, dockerCli.Client(), cache, archive, o, dockerCli.Err())
 }

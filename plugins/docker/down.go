@@ -28,7 +28,12 @@ func newDownCommand(dockerCli command.Cli) *cobra.Command {
 		Long: `Stops and removes the cache containers (default: bkhub). The config file and
 cached data stay, so "docker bkcache up" brings the cache back warm; --purge
 deletes them too and asks first unless --yes is given. Removing a cache that
-is already gone is not an error.`,
+is already gone is not an error.
+
+down touches only what it recognises as a cache's own: a container bkcache made
+(or the guide's registry:2), the registry config and the front's binary, and in
+the data directory registry:2's storage; anything else there is left and named.
+--all skips containers that only carry bkcache's labels, with a note.`,
 		Example: `  docker bkcache down
   docker bkcache down dockerio k8s
   docker bkcache down --all --purge --yes`,
@@ -39,9 +44,13 @@ is already gone is not an error.`,
 				if len(args) > 0 {
 					return errors.New("give cache names or --all, not both")
 				}
+				var strangers []proxy.Stranger
 				var err error
-				if names, err = proxy.Names(ctx, dockerCli.Client()); err != nil {
+				if names, strangers, err = proxy.Names(ctx, dockerCli.Client()); err != nil {
 					return err
+				}
+				for _, s := range strangers {
+					fmt.Fprintf(dockerCli.Err(), "note: %s\n", s)
 				}
 			} else if len(names) == 0 {
 				names = []string{proxy.DefaultName}
@@ -52,6 +61,7 @@ is already gone is not an error.`,
 					Purge:    o.purge,
 					Defaults: proxy.Spec{ConfigDir: o.configDir},
 					Confirm:  confirmPurge(dockerCli, n, o.yes),
+					Progress: dockerCli.Err(),
 				})
 				if err != nil {
 					return err
@@ -69,6 +79,9 @@ is already gone is not an error.`,
 				fmt.Fprintf(dockerCli.Out(), "cache %s: container %s %s\n", r.Name, r.Container, state)
 				for _, p := range r.Purged {
 					fmt.Fprintf(dockerCli.Out(), "  deleted %s\n", p)
+				}
+				for _, p := range r.Left {
+					fmt.Fprintf(dockerCli.Out(), "  left %s (not the cache's own: remove it yourself if you mean to)\n", p)
 				}
 			}
 			return nil

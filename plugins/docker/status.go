@@ -35,9 +35,12 @@ per image.`,
 		Example: `  docker bkcache status
   docker bkcache status bkhub -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sts, err := proxy.Statuses(cmd.Context(), dockerCli.Client(), args...)
+			sts, strangers, err := proxy.Statuses(cmd.Context(), dockerCli.Client(), args...)
 			if err != nil {
 				return err
+			}
+			for _, s := range strangers {
+				fmt.Fprintf(dockerCli.Err(), "note: %s\n", s)
 			}
 			if ok, err := printer.Structured(dockerCli.Out(), output, sts); ok {
 				return err

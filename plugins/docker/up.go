@@ -28,6 +28,8 @@ type upOptions struct {
 	wait          time.Duration
 	skipCheck     bool
 	plain         bool
+	force         bool
+	replace       bool
 	upstreamRate  string
 	output        string
 }
@@ -106,6 +108,8 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
 	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (with --plain, registry:2 crashes on start when it is unreachable)")
 	f.BoolVar(&o.plain, "plain", false, "run registry:2 alone, the guide's layout, without bkcache's front")
+	f.BoolVar(&o.force, "force", false, "use a --data-dir that holds files besides a registry's storage (down --purge still deletes only the cache's own)")
+	f.BoolVar(&o.replace, "replace", false, "replace a container named proxy-NAME that is neither bkcache's nor the guide's registry:2")
 	f.StringVar(&o.upstreamRate, "upstream-rate", "0", "cap the cache's upstream traffic, bytes per second: 500000, 512K, 20M, 1G (1024-based); 0 is unlimited")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
@@ -148,13 +152,18 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 		if err := spec.WithDefaults().Validate(); err != nil {
 			return err
 		}
+		if spec.DataDir != "" {
+			if err := proxy.CheckDataDir(spec.DataDir, o.force); err != nil {
+				return fmt.Errorf("cache %s: %w", spec.Name, err)
+			}
+		}
 	}
 	var results []proxy.UpResult
 	var failed []string
 	for _, spec := range specs {
 		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
 			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
-			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(),
+			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace,
 		})
 		if err != nil {
 			if len(specs) == 1 {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
@@ -250,4 +251,33 @@ func TestInterruptedLoadIntoCacheLeavesNoWriter(t *testing.T) {
 	if !strings.Contains(l.stdout, "loaded 1 of 1") {
 		t.Errorf("load after the interrupt:\n%s", l)
 	}
+}
+
+// Finding 6: warm into a --plain cache's storage, interrupted while its writer
+// runs and blobs stream in over a slow link, leaves no writer and no temp files.
+func TestInterruptedWarmIntoStorageCleansUp(t *testing.T) {
+	up := registrytest.Start(t)
+	img, _ := registrytest.Image(3, 4<<20, "amd64")
+	if _, err := up.Push("blueking/big:1", img); err != nil {
+		t.Fatal(err)
+	}
+	slow := slowProxy(t, up.URL, 2<<20)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs("http://"+slow, "--plain")...)
+	list := filepath.Join(t.TempDir(), "images.txt")
+	os.WriteFile(list, []byte(slow+"/blueking/big:1\n"), 0o644)
+	writer := "proxy-" + c.name + "-writer"
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", writer).Run() })
+	tmp := t.TempDir()
+	r := interruptedWhen(t, tmp, "a blob download into the writer", func() bool {
+		m, _ := filepath.Glob(filepath.Join(tmp, "bkcache-blobs-*", "*"))
+		return len(m) > 0 && exec.Command("docker", "inspect", writer).Run() == nil
+	}, 200*time.Millisecond, true, "bkcache", "warm", "-f", list, "--cache", c.name)
+	if r.code != 130 {
+		t.Errorf("exit code %d, want 130\n%s", r.code, r)
+	}
+	if exec.Command("docker", "inspect", writer).Run() == nil {
+		t.Errorf("the storage writer %s is still there after the interrupt", writer)
+	}
+	assertEmpty(t, "TMPDIR", tmp)
 }

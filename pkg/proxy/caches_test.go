@@ -49,6 +49,12 @@ func TestReadCredentials(t *testing.T) {
 	if _, _, err := ReadCredentials(context.Background(), open); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a world-readable credentials file was accepted: %v", err)
 	}
+	// The advice names the file a symlink points to: chmod on the link would change the target anyway.
+	link := dir + "/link.yaml"
+	os.Symlink(open, link)
+	if _, _, err := ReadCredentials(context.Background(), link); err == nil || !strings.Contains(err.Error(), "chmod 600 "+open) || !strings.Contains(err.Error(), link+" links to it") {
+		t.Errorf("a link to a world-readable file: %v; want advice naming the target", err)
+	}
 	half := dir + "/half.yaml"
 	writeFile(t, half, "username: bk\n")
 	if _, _, err := ReadCredentials(context.Background(), half); err == nil {

@@ -30,6 +30,7 @@ type fakeEngine struct {
 	containers map[string]*container.InspectResponse
 	calls      []string
 	nextID     int
+	listed     []container.Summary // what ContainerList answers
 }
 
 func newFakeEngine() *fakeEngine {
@@ -73,7 +74,7 @@ func (f *fakeEngine) ImagePull(context.Context, string, client.ImagePullOptions)
 
 func (f *fakeEngine) ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error) {
 	f.record("list")
-	return client.ContainerListResult{}, nil
+	return client.ContainerListResult{Items: f.listed}, nil
 }
 
 func (f *fakeEngine) ContainerInspect(_ context.Context, name string, _ client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
@@ -386,3 +387,38 @@ func TestUpAdoptsTheGuidesContainerAndStartsAStoppedOne(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestPortClashNamesTheCacheHoldingIt: a metrics port another host-network
+// cache holds is that cache's, not "another process on this host".
+func TestPortClashNamesTheCacheHoldingIt(t *testing.T) {
+	other := Spec{Name: "other", Port: 5600, MetricsPort: 15600, Network: NetworkHost}.WithDefaults()
+	labels, err := specLabels(other, []byte("c"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := newFakeEngine()
+	eng.listed = []container.Summary{{ID: "x", Names: []string{"/proxy-other"}, Labels: labels}}
+	for _, tc := range []struct {
+		spec     Spec
+		port     string
+		flag     string
+		wantNone bool
+	}{
+		{spec: Spec{Name: "mine", Port: 15600, Network: NetworkHost, MetricsPort: 15700}, port: "15600", flag: "--port"},
+		{spec: Spec{Name: "mine", Port: 5700, Network: NetworkHost, MetricsPort: 15600}, port: "15600", flag: "--metrics-port"},
+		{spec: Spec{Name: "mine", Port: 5600, Network: NetworkBridge}, port: "5600", flag: "--port"},
+		{spec: Spec{Name: "mine", Port: 5800, Network: NetworkHost, MetricsPort: 15800}, wantNone: true},
+	} {
+		err := checkPortFree(context.Background(), eng, tc.spec.WithDefaults(), "", false)
+		if tc.wantNone {
+			if err != nil {
+				t.Errorf("%+v: %v", tc.spec, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "port "+tc.port+" is in use by container proxy-other") ||
+			!strings.Contains(err.Error(), tc.flag) || !strings.Contains(err.Error(), "docker bkcache down other") {
+			t.Errorf("%+v: %v; want the clash on %s named with %s", tc.spec, err, tc.port, tc.flag)
+		}
+	}
+}

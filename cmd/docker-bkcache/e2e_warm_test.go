@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -249,12 +250,7 @@ func TestImagesPipeIntoWarm(t *testing.T) {
 	rendered := filepath.Join(t.TempDir(), "rendered.yaml")
 	os.WriteFile(rendered, []byte(manifests.String()), 0o644)
 
-	kubectlPlugin := filepath.Join(t.TempDir(), "kubectl-bkcache")
-	build := exec.Command("go", "build", "-o", kubectlPlugin, "../kubectl-bkcache")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build kubectl-bkcache: %v\n%s", err, out)
-	}
-	images := exec.Command(kubectlPlugin, "images", "--from-manifests", rendered)
+	images := exec.Command(kubectlPlugin(t), "images", "--from-manifests", rendered)
 	warm := exec.Command("docker", "bkcache", "warm", "-f", "-", "--cache", c.name)
 	warm.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
 	pipe, err := images.StdoutPipe()
@@ -306,5 +302,50 @@ func TestWarmShowsProgressOnATerminal(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, s)
 		}
+	}
+}
+
+var kubectlBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// kubectlPlugin builds kubectl-bkcache once for the tests that pipe it into docker bkcache.
+func kubectlPlugin(t *testing.T) string {
+	t.Helper()
+	kubectlBuild.once.Do(func() {
+		kubectlBuild.path = filepath.Join(dockerConfig, "kubectl-bkcache")
+		out, err := exec.Command("go", "build", "-o", kubectlBuild.path, "../kubectl-bkcache").CombinedOutput()
+		if err != nil {
+			kubectlBuild.err = fmt.Errorf("build kubectl-bkcache: %v\n%s", err, out)
+		}
+	})
+	if kubectlBuild.err != nil {
+		t.Fatal(kubectlBuild.err)
+	}
+	return kubectlBuild.path
+}
+
+// The site set-up from a helmfile: `kubectl bkcache images --upstreams` prints a
+// caches file that `docker bkcache up -f` takes as it is (a dry run here: the
+// upstreams are public registries this machine cannot reach).
+func TestImagesUpstreamsIntoUpDryRun(t *testing.T) {
+	tree := filepath.Join(repoRoot(), "pkg/helmfile/testdata/bkdocs/base.yaml.gotmpl")
+	out, err := exec.Command(kubectlPlugin(t), "images", "--from-helmfile", tree, "--upstreams", "--cache-host", "10.0.0.5").Output()
+	if err != nil {
+		t.Fatalf("kubectl bkcache images --upstreams: %v", err)
+	}
+	caches := filepath.Join(t.TempDir(), "caches.yaml")
+	os.WriteFile(caches, out, 0o644)
+	configDir := filepath.Join(t.TempDir(), "etc")
+	r := mustDocker(t, "bkcache", "up", "-f", caches, "--dry-run", "--config-dir", configDir, "--image", registryImage, "--pull", "never")
+	for _, want := range []string{"cache bkhub: would be created", "cache docker-io: would be created", "cache quay-io: would be created", "https://hub.bktencent.com", "https://registry-1.docker.io"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("up -f (--upstreams output) --dry-run lacks %q:\n%s\ncaches file:\n%s", want, r, out)
+		}
+	}
+	if _, err := os.Stat(configDir); !os.IsNotExist(err) {
+		t.Errorf("a dry run created %s", configDir)
 	}
 }

@@ -48,6 +48,9 @@ type UpOptions struct {
 	// Replace lets Up replace a container under the cache's name that is
 	// neither bkcache's nor the guide's registry:2 (--replace).
 	Replace bool
+	// DryRun decides and reports what Up would do, changing nothing: no image
+	// pulled or loaded, no file written, no container touched.
+	DryRun bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 	// ImageArchive is a `docker save` archive to load the image from when the engine lacks it.
@@ -70,6 +73,8 @@ type UpResult struct {
 	Mode string `json:"mode,omitempty"`
 	// Warning says what works less than fully, e.g. an unreachable upstream.
 	Warning string `json:"warning,omitempty"`
+	// DryRun: Action and Changes say what Up would do; nothing was changed.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // UnreachableWarning is what Up reports for a front cache started while its
@@ -120,11 +125,13 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	}
 	// One command at a time per cache: two ups, or an up during a down --purge,
 	// would leave labels, config and data disagreeing.
-	unlock, err := lockCache(ctx, spec.ConfigDir, spec.Name, progress)
-	if err != nil {
-		return UpResult{}, err
+	if !opts.DryRun { // a dry run reads only, and may not even create the config dir
+		unlock, err := lockCache(ctx, spec.ConfigDir, spec.Name, progress)
+		if err != nil {
+			return UpResult{}, err
+		}
+		defer unlock()
 	}
-	defer unlock()
 	cname := spec.ContainerName()
 	existing, exists, err := inspect(ctx, eng, cname)
 	if err != nil {
@@ -148,11 +155,18 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		ConfigPath: spec.ConfigPath(), DataDir: spec.DataDir,
 	}
 
-	if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
-		return result, err
-	}
-	if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
-		return result, err
+	var wouldFetchImage string
+	if opts.DryRun {
+		if wouldFetchImage, err = imageWouldBeFetched(ctx, eng, spec.Image, opts); err != nil {
+			return result, err
+		}
+	} else {
+		if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
+			return result, err
+		}
+		if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
+			return result, err
+		}
 	}
 
 	// The config file: keep a secret we wrote before, else a fresh random one.
@@ -183,6 +197,16 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		return result, plan.Refuse
 	}
 	result.Action, result.Changes = plan.Action, plan.Changes
+	if opts.DryRun {
+		result.DryRun = true
+		if wouldFetchImage != "" {
+			result.Changes = append(result.Changes, wouldFetchImage)
+		}
+		if plan.WriteConfig && plan.Action != ActionCreated {
+			result.Changes = append(result.Changes, "config "+spec.ConfigPath()+" rewritten (the previous one kept as .bak)")
+		}
+		return result, nil
+	}
 
 	if plan.Create {
 		holdsPort := exists && existing.State != nil && existing.State.Running && portOf(existing) == spec.Port
@@ -354,6 +378,22 @@ func frontCommand(spec Spec) []string {
 		"--metrics-listen", metrics,
 		"--upstream-rate", strconv.FormatInt(spec.UpstreamRate, 10),
 	}
+}
+
+// imageWouldBeFetched says how Up would get an image the engine lacks, for a dry run.
+func imageWouldBeFetched(ctx context.Context, eng Engine, image string, opts UpOptions) (string, error) {
+	_, err := eng.ImageInspect(ctx, image)
+	switch {
+	case err == nil && opts.Pull != PullAlways:
+		return "", nil
+	case err != nil && !isNotFound(err):
+		return "", engineError(eng, err)
+	case opts.ImageArchive != "":
+		return "image " + image + " loaded from " + opts.ImageArchive, nil
+	case opts.Pull == PullNever:
+		return "", missingImage(image, "--pull never was given")
+	}
+	return "image " + image + " pulled", nil
 }
 
 func ensureImage(ctx context.Context, eng Engine, image, pull string, progress io.Writer) error {

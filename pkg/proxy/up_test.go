@@ -422,3 +422,38 @@ func TestPortClashNamesTheCacheHoldingIt(t *testing.T) {
 		}
 	}
 }
+
+// TestUpDryRunChangesNothing: --dry-run says what up would do for a new cache,
+// a changed one and an adopted one, and writes no file and touches no container.
+func TestUpDryRunChangesNothing(t *testing.T) {
+	f := newUpFixture(t, ModeOnline)
+	dry := func(o *UpOptions) { o.DryRun = true }
+	res, err := f.up(t, f.spec, f.static, dry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, "action", res.Action, ActionCreated)
+	want(t, "dry run", res.DryRun, true)
+	want(t, "engine changes", strings.Join(f.eng.changes(), ", "), "")
+	if _, err := os.Stat(f.configDir); !os.IsNotExist(err) {
+		t.Errorf("a dry run created %s: %v", f.configDir, err)
+	}
+
+	if _, err := f.up(t, f.spec, f.static); err != nil {
+		t.Fatal(err)
+	}
+	config, _ := os.ReadFile(f.spec.ConfigPath())
+	f.eng.calls = nil
+	changed := f.spec
+	changed.Restart = "no"
+	res, err = f.up(t, changed, f.static, dry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, "action", res.Action, ActionRecreated)
+	want(t, "changes", strings.Join(res.Changes, "; "), "restart: always -> no")
+	want(t, "engine changes", strings.Join(f.eng.changes(), ", "), "")
+	if now, _ := os.ReadFile(f.spec.ConfigPath()); string(now) != string(config) {
+		t.Error("a dry run rewrote the config")
+	}
+}

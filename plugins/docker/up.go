@@ -29,6 +29,7 @@ type upOptions struct {
 	skipCheck     bool
 	plain         bool
 	force         bool
+	dryRun        bool
 	replace       bool
 	upstreamRate  string
 	output        string
@@ -108,6 +109,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
 	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (with --plain, registry:2 crashes on start when it is unreachable)")
 	f.BoolVar(&o.plain, "plain", false, "run registry:2 alone, the guide's layout, without bkcache's front")
+	f.BoolVar(&o.dryRun, "dry-run", false, "say what up would do (create, recreate, convert, adopt, pull…) and change nothing")
 	f.BoolVar(&o.force, "force", false, "use a --data-dir that holds files besides a registry's storage (down --purge still deletes only the cache's own)")
 	f.BoolVar(&o.replace, "replace", false, "replace a container named proxy-NAME that is neither bkcache's nor the guide's registry:2")
 	f.StringVar(&o.upstreamRate, "upstream-rate", "0", "cap the cache's upstream traffic, bytes per second: 500000, 512K, 20M, 1G (1024-based); 0 is unlimited")
@@ -163,7 +165,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	for _, spec := range specs {
 		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
 			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
-			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace,
+			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
 		})
 		if err != nil {
 			if len(specs) == 1 {
@@ -229,9 +231,16 @@ func readPassword(in io.Reader) (string, error) {
 
 func printUp(w io.Writer, results []proxy.UpResult) {
 	for _, r := range results {
-		fmt.Fprintf(w, "cache %s: %s (container %s)\n", r.Name, r.Action, r.Container)
+		verb, change := "", "changed"
+		if r.DryRun {
+			verb, change = "would be ", "would be"
+			if r.Action == proxy.ActionUnchanged {
+				verb = ""
+			}
+		}
+		fmt.Fprintf(w, "cache %s: %s%s (container %s)\n", r.Name, verb, r.Action, r.Container)
 		for _, c := range r.Changes {
-			fmt.Fprintf(w, "  changed   %s\n", c)
+			fmt.Fprintf(w, "  %-9s %s\n", change, c)
 		}
 		layout := r.Layout
 		if r.Layout == proxy.LayoutFront {

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bkcache/bkcache/internal/containerdtest"
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
@@ -44,60 +45,15 @@ func (n *localNode) criStatus() string {
 
 func startContainerd(t *testing.T, registrySection string) *localNode {
 	t.Helper()
-	if _, err := exec.LookPath("containerd"); err != nil {
-		t.Fatalf("containerd is needed (apt-get install containerd): %v", err)
-	}
-	dir, err := os.MkdirTemp("/tmp", "bkcache-ctrd-") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &localNode{t: t, dir: dir, config: filepath.Join(dir, "config.toml"), sock: filepath.Join(dir, "c.sock")}
-	t.Cleanup(func() {
-		n.stop()
-		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
-		_ = os.RemoveAll(dir)
-	})
-	cfg := fmt.Sprintf(`# test containerd (bkcache pkg/nodes e2e)
-version = 2
-root = "%[1]s/root"
-state = "%[1]s/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-
-[grpc]
-  address = "%[1]s/c.sock"
-[ttrpc]
-  address = "%[1]s/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "%[1]s/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "%[1]s/cni"
-    conf_dir = "%[1]s/cni"
-%[2]s`, dir, registrySection)
-	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if n.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.start(); err != nil {
-		t.Fatal(err)
-	}
+	c := containerdtest.Start(t, registrySection)
+	n := &localNode{t: t, dir: c.Dir, config: c.Config, sock: c.Sock, ctrd: c}
 	if st := n.criStatus(); st != "ok" {
 		t.Fatalf("CRI plugin %s before any change; log:\n%s", st, n.logText())
 	}
 	return n
 }
 
-func (n *localNode) logText() string { b, _ := os.ReadFile(n.log.Name()); return string(b) }
+func (n *localNode) logText() string { return n.ctrd.Log() }
 
 func closedPort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -10,19 +10,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bkcache/bkcache/internal/containerdtest"
 )
 
-// localNode is this machine as a Node, running its own containerd.
+// localNode is this machine as a Node, running its own containerd (ctrd; nil
+// for a Docker-runtime node).
 type localNode struct {
 	t       *testing.T
 	dir     string
 	config  string
 	sock    string
-	cmd     *exec.Cmd
-	log     *os.File
+	ctrd    *containerdtest.Containerd
 	hostEnv []string // set: RunOnHost runs host commands with it
 }
 
@@ -77,45 +78,7 @@ func (n *localNode) List(_ context.Context, dir string) ([]string, error) {
 }
 func (n *localNode) Rename(_ context.Context, from, to string) error { return os.Rename(from, to) }
 
-func (n *localNode) ctr(args ...string) (string, error) {
-	out, err := exec.Command("ctr", append([]string{"-a", n.sock}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-func (n *localNode) start() error {
-	n.cmd = exec.Command("containerd", "--config", n.config)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := n.ctr("version"); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd did not answer on %s", n.sock)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (n *localNode) stop() {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = n.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-done
-	}
-	n.cmd = nil
-}
+func (n *localNode) ctr(args ...string) (string, error) { return n.ctrd.Ctr(args...) }
 
 // RunOnHost runs command on this machine with hostEnv (a Docker-runtime test points
 // DOCKER_HOST at its own dockerd); a node without hostEnv runs containerd only.
@@ -141,8 +104,7 @@ func (n *localNode) RunOnHost(ctx context.Context, command string) ([]byte, erro
 // RestartContainerd restarts the test's containerd and waits until it answers.
 func (n *localNode) RestartContainerd(context.Context, string) (time.Duration, error) {
 	start := time.Now()
-	n.stop()
-	if err := n.start(); err != nil {
+	if err := n.ctrd.Restart(); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil

@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
+
+	"github.com/bkcache/bkcache/pkg/front"
 )
 
 // Status is what `docker bkcache status` shows of one cache.
@@ -83,20 +85,9 @@ func (fs FrontStatus) SinceTime() time.Time {
 	return t
 }
 
-// FrontCounters are the front's counters since it started.
-type FrontCounters struct {
-	BlobRequests     int64 `json:"blobRequests"`
-	BlobHits         int64 `json:"blobHits"`
-	BlobLinks        int64 `json:"blobLinks"`
-	BlobFetches      int64 `json:"blobFetches"`
-	SharedWaiters    int64 `json:"sharedWaiters"`
-	UpstreamBytes    int64 `json:"upstreamBytes"`
-	ServedBytes      int64 `json:"servedBytes"`
-	Resumes          int64 `json:"resumes"`
-	DigestMismatches int64 `json:"digestMismatches"`
-	NsRejected       int64 `json:"nsRejected"`
-	OfflineRefusals  int64 `json:"offlineRefusals"`
-}
+// FrontCounters are the front's counters since it started: the front's own
+// type, so the two sides of /bkcache/status cannot drift apart.
+type FrontCounters = front.Counters
 
 // Figures derives what status shows from the front's status.
 func (fs FrontStatus) Figures() FrontFigures {

@@ -23,6 +23,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // LoadOptions tune Load; To, Prefix and Insecure as for Push.
@@ -403,7 +405,7 @@ func (c *archiveContents) open(ctx context.Context, tempDir string) (*blobSource
 	}
 	if free, ok := freeSpace(tempDir); ok && need+64<<20 > free {
 		return nil, nil, fmt.Errorf("loading %s needs %s of temporary space in %s to unpack its blobs, but %s is free; free space there, point TMPDIR at a larger disk, or load an uncompressed archive (made by save without --zstd), which needs none (nothing was loaded)",
-			c.path, humanSize(need), tempDir, humanSize(free))
+			c.path, printer.Bytes(need), tempDir, printer.Bytes(free))
 	}
 	dir, err := os.MkdirTemp(tempDir, "bkcache-load-")
 	if err != nil {
@@ -479,17 +481,4 @@ func freeSpace(dir string) (int64, bool) {
 		return 0, false
 	}
 	return int64(st.Bavail) * int64(st.Bsize), true
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -61,7 +61,7 @@ refused before anything is downloaded.`,
 			if out == transfer.StdoutPath {
 				summary = dockerCli.Err() // standard output carries the archive
 			}
-			fmt.Fprintf(summary, "saved %d images to %s: %d blobs, %s, in %.1fs\n", len(rep.Images), out, rep.Blobs, humanBytes(rep.Bytes), rep.Seconds)
+			fmt.Fprintf(summary, "saved %d images to %s: %d blobs, %s, in %.1fs\n", len(rep.Images), out, rep.Blobs, printer.Bytes(rep.Bytes), rep.Seconds)
 			return nil
 		},
 	}

@@ -55,7 +55,7 @@ Credentials come from the Docker config and its credential helpers.`,
 					verb = "would copy"
 				}
 				fmt.Fprintf(dockerCli.Out(), "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
-					verb, len(report.Images)-report.Failed, len(report.Images), o.To, report.Seconds, report.BlobsFetched, humanBytes(report.BytesFetched), humanBytes(report.BytesReused))
+					verb, len(report.Images)-report.Failed, len(report.Images), o.To, report.Seconds, report.BlobsFetched, printer.Bytes(report.BytesFetched), printer.Bytes(report.BytesReused))
 				var failed []transfer.ImageResult
 				for _, r := range report.Images {
 					if r.Error != "" {

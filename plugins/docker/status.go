@@ -78,12 +78,12 @@ func printStatus(w io.Writer, sts []proxy.Status) {
 			if s.Front.Counters.BlobRequests > 0 {
 				hits = fmt.Sprintf("%.1f%% of %d blobs", 100*s.Front.HitRatio, s.Front.Counters.BlobRequests)
 			}
-			saved = humanBytes(max(s.Front.BytesSaved, 0))
+			saved = printer.Bytes(max(s.Front.BytesSaved, 0))
 			shared = strconv.FormatInt(s.Front.SharedDownloads, 10)
 		case s.Metrics != nil:
 			hits = fmt.Sprintf("%d/%d manifests", s.Metrics.ManifestHits, s.Metrics.ManifestRequests)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Layout, s.Upstream, s.Address, s.State, s.Restarts, s.Health, mode, humanBytes(s.DiskBytes), hits, saved, shared)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Layout, s.Upstream, s.Address, s.State, s.Restarts, s.Health, mode, printer.Bytes(s.DiskBytes), hits, saved, shared)
 	}
 	tw.Flush() //nolint:errcheck // a failed write to the terminal has nowhere to go
 	for _, s := range sts {

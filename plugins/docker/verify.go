@@ -72,9 +72,9 @@ Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/bluek
 func printVerify(dockerCli command.Cli, r proxy.VerifyResult) {
 	w := dockerCli.Out()
 	fmt.Fprintf(w, "image      %s via %s (%s)\n", r.Image, r.Via, r.Platform)
-	fmt.Fprintf(w, "blobs      %d, %s; %d in the cache before\n", r.Blobs, humanBytes(r.Bytes), r.CachedBefore)
-	fmt.Fprintf(w, "cold pass  %7.2fs  %10s  upstream blob fetches: %d\n", r.Cold.Seconds, humanBytes(r.Cold.Bytes), r.Cold.UpstreamBlobFetches)
-	fmt.Fprintf(w, "warm pass  %7.2fs  %10s  upstream blob fetches: %d\n", r.Warm.Seconds, humanBytes(r.Warm.Bytes), r.Warm.UpstreamBlobFetches)
+	fmt.Fprintf(w, "blobs      %d, %s; %d in the cache before\n", r.Blobs, printer.Bytes(r.Bytes), r.CachedBefore)
+	fmt.Fprintf(w, "cold pass  %7.2fs  %10s  upstream blob fetches: %d\n", r.Cold.Seconds, printer.Bytes(r.Cold.Bytes), r.Cold.UpstreamBlobFetches)
+	fmt.Fprintf(w, "warm pass  %7.2fs  %10s  upstream blob fetches: %d\n", r.Warm.Seconds, printer.Bytes(r.Warm.Bytes), r.Warm.UpstreamBlobFetches)
 	if r.WarmFromCache {
 		speed := ""
 		if r.Warm.Seconds > 0 {

@@ -71,7 +71,7 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 			} else {
 				for _, r := range outcome.Caches {
 					fmt.Fprintf(dockerCli.Out(), "cache %s (%s): %d images, %d manifests, %d blobs (%d already cached, %s); %s\n",
-						r.Cache, r.Mode, r.Images, r.Manifests, r.Blobs, r.BlobsCached, humanBytes(r.BytesCached), upstreamLine(r.WarmReport))
+						r.Cache, r.Mode, r.Images, r.Manifests, r.Blobs, r.BlobsCached, printer.Bytes(r.BytesCached), upstreamLine(r.WarmReport))
 				}
 				printFailures(dockerCli.Out(), outcome.Failed)
 			}
@@ -98,12 +98,12 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 func upstreamLine(r transfer.WarmReport) string {
 	switch {
 	case r.Upstream != nil && r.Mode == proxy.WarmFront:
-		return fmt.Sprintf("%s in %d blobs from the upstream in %.1fs", humanBytes(r.Upstream.BytesFetched), r.Upstream.BlobsFetched, r.Seconds)
+		return fmt.Sprintf("%s in %d blobs from the upstream in %.1fs", printer.Bytes(r.Upstream.BytesFetched), r.Upstream.BlobsFetched, r.Seconds)
 	case r.Upstream != nil:
-		return fmt.Sprintf("%s from the upstream in %.1fs", humanBytes(r.Upstream.BytesFetched), r.Seconds)
+		return fmt.Sprintf("%s from the upstream in %.1fs", printer.Bytes(r.Upstream.BytesFetched), r.Seconds)
 	case r.Mode == proxy.WarmFront:
-		return fmt.Sprintf("%s pulled through the front in %.1fs", humanBytes(r.BytesFetched), r.Seconds)
+		return fmt.Sprintf("%s pulled through the front in %.1fs", printer.Bytes(r.BytesFetched), r.Seconds)
 	default:
-		return fmt.Sprintf("%s pulled through the cache in %.1fs (registry:2 fetches each uncached blob from the upstream twice)", humanBytes(r.BytesFetched), r.Seconds)
+		return fmt.Sprintf("%s pulled through the cache in %.1fs (registry:2 fetches each uncached blob from the upstream twice)", printer.Bytes(r.BytesFetched), r.Seconds)
 	}
 }

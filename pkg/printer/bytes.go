@@ -1,8 +1,9 @@
-package docker
+package printer
 
 import "fmt"
 
-func humanBytes(n int64) string {
+// Bytes says a size the way docker does: 1.5 MiB; "?" for an unknown (negative) size.
+func Bytes(n int64) string {
 	if n < 0 {
 		return "?"
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,7 +41,8 @@ import (
 // BKCACHE_BENCH_SCALE (default 1: 8 images, 208 MiB) and BKCACHE_BENCH_RATE
 // (MiB/s of the link, default 40) make a quick try cheaper;
 // BKCACHE_BENCH_CLIENTS (default "1,4,8,32") picks the N, BKCACHE_BENCH_WAYS
-// (default "abc") the ways.
+// (default "abc") the ways; BKCACHE_BENCH_TAILS=0 leaves out the slow and
+// the cut blob.
 func BenchmarkFront(b *testing.B) {
 	if b.N > 1 {
 		b.Skip("one run is the measurement; use -benchtime 1x")
@@ -78,7 +80,7 @@ func BenchmarkFront(b *testing.B) {
 		cacheCPU, benchCPU float64
 	}
 	var rows []row
-	measure := func(way string, n int, registry, container string) row {
+	measure := func(way string, n int, registry, container, metrics string) row {
 		link.ResetLog()
 		link.SetRate(int64(rateMiB * (1 << 20)))
 		r := row{way: way, n: n}
@@ -89,13 +91,20 @@ func BenchmarkFront(b *testing.B) {
 		r.ratio = float64(link.BlobBytes("")) / float64(set.bytes)
 		fmt.Fprintf(os.Stderr, "  %-22s N=%-3d upstream/set %6.2f  wall %7.1fs  slowest first byte %6.2fs  CPU s cache %5.1f clients+relay %5.1f  failed %d\n",
 			way, n, r.ratio, r.wall.Seconds(), r.firstByte.Seconds(), r.cacheCPU, r.benchCPU, r.failed)
+		if metrics != "" {
+			fmt.Fprintf(os.Stderr, "  %-22s %s\n", "", frontCounters(metrics))
+		}
 		return r
 	}
 	withCache := func(way string, n int, extra ...string) row {
 		c := newTestCache(b)
 		mustDocker(b, c.upArgs(link.URL, extra...)...)
 		defer mustDocker(b, "bkcache", "down", "--purge", "--yes", "--config-dir", c.configDir, c.name)
-		return measure(way, n, c.addr(), "proxy-"+c.name)
+		metrics := ""
+		if len(extra) == 0 {
+			metrics = "127.0.0.1:" + strconv.Itoa(c.metricsPort)
+		}
+		return measure(way, n, c.addr(), "proxy-"+c.name, metrics)
 	}
 	ways := os.Getenv("BKCACHE_BENCH_WAYS")
 	if ways == "" {
@@ -103,7 +112,7 @@ func BenchmarkFront(b *testing.B) {
 	}
 	for _, n := range clientCounts {
 		if strings.Contains(ways, "a") {
-			rows = append(rows, measure("(a) direct", n, link.Addr, ""))
+			rows = append(rows, measure("(a) direct", n, link.Addr, "", ""))
 		}
 		if strings.Contains(ways, "b") {
 			rows = append(rows, withCache("(b) registry:2 alone", n, "--plain"))
@@ -134,6 +143,9 @@ func BenchmarkFront(b *testing.B) {
 	}
 	fmt.Fprint(os.Stderr, sb.String())
 
+	if os.Getenv("BKCACHE_BENCH_TAILS") == "0" {
+		return
+	}
 	benchSlowBlob(b, dist, link)
 	benchCutBlob(b, dist, link, rateMiB)
 }
@@ -163,6 +175,24 @@ func containerCPU(name string) float64 {
 		}
 	}
 	return 0
+}
+
+// frontCounters is what the front at metrics counted: how clients were served.
+func frontCounters(metrics string) string {
+	resp, err := http.Get("http://" + metrics + "/bkcache/status")
+	if err != nil {
+		return "front counters: " + err.Error()
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Counters map[string]int64 `json:"counters"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return "front counters: " + err.Error()
+	}
+	c := st.Counters
+	return fmt.Sprintf("front: %d blob requests (%d fetches, %d joined a fetch, %d from storage), %d manifest requests shared",
+		c["blobRequests"], c["blobFetches"], c["sharedWaiters"], c["blobHits"], c["manifestShared"])
 }
 
 // processCPU is the CPU seconds this process (clients and relay) used so far.

@@ -363,7 +363,12 @@ func (f *flight) stream(ctx context.Context, w http.ResponseWriter, file *os.Fil
 			limit = min(limit, written-1) // the final byte waits for the digest
 		}
 		if pos < limit {
-			n, err := io.Copy(w, io.NewSectionReader(file, pos, limit-pos))
+			// The waiter's own handle, positioned: io.Copy hands an
+			// *os.File to the connection, which sends it with sendfile(2).
+			if _, err := file.Seek(pos, io.SeekStart); err != nil {
+				panic(http.ErrAbortHandler)
+			}
+			n, err := io.Copy(w, io.LimitReader(file, limit-pos))
 			pos += n
 			f.s.counters.servedBytes.Add(n)
 			if err != nil {

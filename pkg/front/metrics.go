@@ -18,7 +18,7 @@ import (
 type counters struct {
 	blobRequests, blobHits, blobLinks, blobFetches, sharedWaiters,
 	upstreamBytes, servedBytes, resumes, digestMismatches, nsRejected,
-	offlineRefusals atomic.Int64
+	offlineRefusals, manifestShared atomic.Int64
 }
 
 // Counters is the counters' snapshot in /bkcache/status.
@@ -45,6 +45,9 @@ type Counters struct {
 	NsRejected int64 `json:"nsRejected"`
 	// OfflineRefusals: requests for content not cached, refused while the upstream is unreachable.
 	OfflineRefusals int64 `json:"offlineRefusals"`
+	// ManifestShared: manifest requests answered by an identical one already
+	// in flight to the registry (single-flight; nothing is cached).
+	ManifestShared int64 `json:"manifestShared"`
 }
 
 func (c *counters) snapshot() Counters {
@@ -53,6 +56,7 @@ func (c *counters) snapshot() Counters {
 		BlobFetches: c.blobFetches.Load(), SharedWaiters: c.sharedWaiters.Load(), UpstreamBytes: c.upstreamBytes.Load(),
 		ServedBytes: c.servedBytes.Load(), Resumes: c.resumes.Load(), DigestMismatches: c.digestMismatches.Load(),
 		NsRejected: c.nsRejected.Load(), OfflineRefusals: c.offlineRefusals.Load(),
+		ManifestShared: c.manifestShared.Load(),
 	}
 }
 
@@ -138,7 +142,7 @@ func writePrometheus(w io.Writer, st Status) {
 	b, _ := json.Marshal(st.Counters)
 	json.Unmarshal(b, &m) //nolint:errcheck // our own JSON
 	order := []string{"blobRequests", "blobHits", "blobLinks", "blobFetches", "sharedWaiters", "upstreamBytes",
-		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals"}
+		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals", "manifestShared"}
 	for _, k := range order {
 		name := "bkcache_front_" + strings.ToLower(camelHump.ReplaceAllString(k, "${1}_${2}")) + "_total"
 		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", name, name, m[k])

@@ -115,6 +115,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		s.writeRP.ServeHTTP(w, r)
+	case online && rt.kind == "manifest":
+		s.serveManifest(w, r)
 	case online:
 		s.onlineRP.ServeHTTP(w, r)
 	default:
@@ -125,11 +127,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt route) {
 func (s *Server) buildProxies() {
 	mk := func(rt http.RoundTripper) *httputil.ReverseProxy {
 		return &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.Out.URL.Scheme, pr.Out.URL.Host = "http", "registry"
-				pr.Out.Host = pr.In.Host // registry:2 builds Location URLs from it
-				pr.SetXForwarded()
-			},
+			Rewrite:       rewriteToChild,
 			Transport:     rt,
 			FlushInterval: -1,
 			ErrorLog:      s.logger,
@@ -143,7 +141,8 @@ func (s *Server) buildProxies() {
 		}
 	}
 	s.writeRP = mk(&childTransport{s: s, primary: s.proxy})
-	s.onlineRP = mk(&childTransport{s: s, primary: s.proxy, fallback: s.local})
+	s.onlineRT = &childTransport{s: s, primary: s.proxy, fallback: s.local}
+	s.onlineRP = mk(s.onlineRT)
 	s.offlineRP = mk(&childTransport{s: s, primary: s.local, offline: true})
 	s.blobRP = mk(&childTransport{s: s, primary: s.local})
 }

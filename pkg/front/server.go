@@ -40,6 +40,8 @@ type Server struct {
 	incoming  string // <rootdirectory>/bkcache/incoming
 
 	onlineRP, offlineRP, writeRP, blobRP http.Handler
+	onlineRT                             http.RoundTripper // onlineRP's: manifest calls share it
+	manifests                            manifestCalls
 
 	ln, metricsLn   net.Listener
 	srv, metricsSrv *http.Server
@@ -118,6 +120,7 @@ func New(opts Options) (*Server, error) {
 		incoming: filepath.Join(cfg.RootDir, "bkcache", "incoming"),
 	}
 	s.flights = &flights{m: map[string]*flight{}, holders: map[string]string{}}
+	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))
 	}

@@ -27,8 +27,8 @@ func lockPath(configDir, name string) string {
 // The lock is an flock: it is released when the process ends, whatever way;
 // the file is removed when the holder unlocks.
 func lockCache(ctx context.Context, configDir, name string, progress io.Writer) (unlock func(), err error) {
-	if err := os.MkdirAll(configDir, 0o755); err != nil {
-		return nil, fmt.Errorf("lock cache %s: %w; run as root (sudo) or pass --config-dir", name, err)
+	if err := ensureDir(configDir, "--config-dir"); err != nil {
+		return nil, err
 	}
 	path := lockPath(configDir, name)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)

@@ -363,7 +363,12 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 	home, _ := os.UserHomeDir()
 	gomodcache, _ := exec.Command("go", "env", "GOMODCACHE").Output()
 	goroot, _ := exec.Command("go", "env", "GOROOT").Output()
-	leaks := []string{repo, home + "/", strings.TrimSpace(string(gomodcache)), strings.TrimSpace(string(goroot)) + "/", os.TempDir() + "/"}
+	// Build paths as a leak shows them: source file paths under the checkout, the
+	// module cache, GOROOT's sources, a home's Go tree or the build's work dir.
+	// (Bare "/root/" or "/tmp/" would also match the plugin's own list of system
+	// directories it refuses as a data dir.)
+	leaks := []string{repo + "/", strings.TrimSpace(string(gomodcache)) + "/", strings.TrimSpace(string(goroot)) + "/src/",
+		filepath.Join(home, "go") + "/", filepath.Join(os.TempDir(), "go-build")}
 	for _, bin := range []string{"docker-bkcache", "kubectl-bkcache"} {
 		data := files[top+"/"+bin]
 		f, err := elf.NewFile(bytes.NewReader(data))

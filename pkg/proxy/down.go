@@ -69,11 +69,13 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 			configDir = filepath.Dir(src)
 		}
 	}
-	unlock, err := lockCache(ctx, configDir, name, opts.Progress)
-	if err != nil {
-		return res, err
+	if _, err := os.Stat(configDir); err == nil { // no config dir: no cache files to guard, and none to create
+		unlock, err := lockCache(ctx, configDir, name, opts.Progress)
+		if err != nil {
+			return res, err
+		}
+		defer unlock()
 	}
-	defer unlock()
 
 	configPath, dataDir, front := defaults.ConfigPath(), defaults.DataDir, defaults.FrontPath()
 	if exists {

@@ -12,7 +12,9 @@ set -euo pipefail
 want_image=false
 need=()
 case "${1:-}" in
-  --test) want_image=true; command -v zstd >/dev/null 2>&1 || need+=(zstd) ;;
+  --test) want_image=true
+    command -v zstd >/dev/null 2>&1 || need+=(zstd)
+    command -v curl >/dev/null 2>&1 || need+=(curl) ;; # the planted-upload attempt on the storage writer
   --bench) want_image=true; command -v skopeo >/dev/null 2>&1 || need+=(skopeo) ;;
 esac
 

@@ -201,6 +201,11 @@ func TestConcurrentUpsOfOneCacheAgree(t *testing.T) {
 // Finding 2 and 6: the storage writer was an open registry on a loopback port,
 // left running after Ctrl-C with its temp files.
 func TestInterruptedLoadIntoCacheLeavesNoWriter(t *testing.T) {
+	for _, tool := range []string{"curl", "runuser"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to try the planted upload; run scripts/setup.sh --test", tool)
+		}
+	}
 	up := registrytest.Start(t)
 	img, _ := registrytest.Image(4, 8<<20, "amd64")
 	if _, err := up.Push("blueking/big:1", img); err != nil {
@@ -216,22 +221,36 @@ func TestInterruptedLoadIntoCacheLeavesNoWriter(t *testing.T) {
 	writer := "proxy-" + c.name + "-writer"
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", writer).Run() })
 	tmp := t.TempDir()
+	// $TMPDIR as on a host: other users may walk through it (t.TempDir alone is
+	// 0700 and would stop them before the writer's own directory does).
+	os.Chmod(filepath.Dir(tmp), 0o755)
+	os.Chmod(tmp, 0o755)
 	var network, socketDir string
 	var mode fs.FileMode
-	r := interruptedWhen(t, tmp, "the storage writer", func() bool {
+	var planted plantResult
+	r := interruptedWhen(t, tmp, "the storage writer answering on its socket", func() bool {
 		out, err := exec.Command("docker", "inspect", "-f", `{{.HostConfig.NetworkMode}} {{range .Mounts}}{{if eq .Destination "/run/bkcache-writer"}}{{.Source}}{{end}}{{end}}`, writer).Output()
 		if err != nil {
 			return false
 		}
 		fields := strings.Fields(string(out))
-		if len(fields) == 2 {
-			network, socketDir = fields[0], fields[1]
-			if info, err := os.Stat(socketDir); err == nil {
-				mode = info.Mode().Perm()
-			}
+		if len(fields) != 2 {
+			return false
 		}
-		return true
+		network, socketDir = fields[0], fields[1]
+		if info, err := os.Stat(socketDir); err == nil {
+			mode = info.Mode().Perm()
+		}
+		// The attack of the finding, made while the writer is up: another local
+		// user starts a blob upload, the first step of planting a tag.
+		planted = plantThroughSocket(filepath.Join(socketDir, "registry.sock"))
+		return planted.writerUp
 	}, 0, true, "bkcache", "load", "-i", archive, "--cache", c.name)
+	// curl exits 7 when it cannot connect: root got 200 on the same socket a
+	// moment before, so what stops nobody is the permissions on the way in.
+	if planted.otherUserExit != 7 {
+		t.Errorf("another local user (nobody) reached the storage writer through its socket (curl exit %d): %s", planted.otherUserExit, planted.otherUser)
+	}
 
 	if network != "none" {
 		t.Errorf("the storage writer runs with network %q; want none (no port anyone could push to)", network)
@@ -251,6 +270,25 @@ func TestInterruptedLoadIntoCacheLeavesNoWriter(t *testing.T) {
 	if !strings.Contains(l.stdout, "loaded 1 of 1") {
 		t.Errorf("load after the interrupt:\n%s", l)
 	}
+}
+
+type plantResult struct {
+	writerUp      bool   // the plugin's own user reaches the writer: the socket is live
+	otherUser     string // what an upload attempt by user nobody got: a status code or curl's error
+	otherUserExit int
+}
+
+// plantThroughSocket tries a blob upload into the writer as user nobody, once
+// the writer is seen answering root (its owner) on the same socket.
+func plantThroughSocket(socket string) plantResult {
+	code, err := exec.Command("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", socket, "http://localhost/v2/").Output()
+	if err != nil || string(code) != "200" {
+		return plantResult{}
+	}
+	attempt := exec.Command("runuser", "-u", "nobody", "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+		"-X", "POST", "--unix-socket", socket, "http://localhost/v2/blueking/big/blobs/uploads/")
+	out, _ := attempt.CombinedOutput()
+	return plantResult{writerUp: true, otherUser: strings.TrimSpace(string(out)), otherUserExit: attempt.ProcessState.ExitCode()}
 }
 
 // Finding 6: warm into a --plain cache's storage, interrupted while its writer

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,12 +119,44 @@ func mustDocker(t testing.TB, args ...string) result {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freePorts(t, 1)[0]
+}
+
+// handedOut holds every port freePorts gave in this test process: a port
+// closed after picking may come back from the kernel for the next pick, and
+// two caches given one port clash (they did: two metrics ports in one caches file).
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePorts picks n loopback ports free now and never handed out before.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	var held []net.Listener // kept open so the kernel offers another port
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		if p := l.Addr().(*net.TCPAddr).Port; !handedOut.ports[p] {
+			handedOut.ports[p] = true
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 // testCache is one cache a test creates, removed with its files when the test ends.
@@ -137,21 +170,14 @@ func newTestCache(t testing.TB) *testCache {
 	b := make([]byte, 4)
 	rand.Read(b)
 	root := t.TempDir()
-	// Both ports picked while both are held, so they differ.
-	l1, err1 := net.Listen("tcp", "127.0.0.1:0")
-	l2, err2 := net.Listen("tcp", "127.0.0.1:0")
-	if err1 != nil || err2 != nil {
-		t.Fatal(err1, err2)
-	}
+	ports := freePorts(t, 2)
 	c := &testCache{
 		name:        "bkt-" + hex.EncodeToString(b),
 		configDir:   filepath.Join(root, "etc"),
 		dataDir:     filepath.Join(root, "data"),
-		port:        l1.Addr().(*net.TCPAddr).Port,
-		metricsPort: l2.Addr().(*net.TCPAddr).Port,
+		port:        ports[0],
+		metricsPort: ports[1],
 	}
-	l1.Close()
-	l2.Close()
 	t.Cleanup(func() {
 		exec.Command("docker", "rm", "-f", "proxy-"+c.name).Run()
 		// The registry writes as root inside the container; the test may not own the files.

@@ -38,7 +38,9 @@ type Relay struct {
 	headerDelay time.Duration
 	cuts        []*cutRule
 	corrupt     map[string]bool // digest -> serve wrong bytes
-	log         []RelayRequest
+	// log holds requests from their arrival, kept up to date as they run, so a
+	// test that reads it the moment its client is done sees the last bytes too.
+	log []*RelayRequest
 }
 
 // RelayRequest is one request the relay passed on, with what went back.
@@ -197,11 +199,16 @@ func (r *Relay) Corrupt(digest string, on bool) {
 	r.corrupt[digest] = on
 }
 
-// Log is every request so far, in arrival order.
+// Log is every request so far, in arrival order, those still running included
+// (End is zero until they are done).
 func (r *Relay) Log() []RelayRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]RelayRequest(nil), r.log...)
+	out := make([]RelayRequest, len(r.log))
+	for i, q := range r.log {
+		out[i] = *q
+	}
+	return out
 }
 
 // ResetLog forgets the requests so far (counters start again from zero).
@@ -262,17 +269,27 @@ func blobOf(path string) (string, bool) {
 	return d, strings.HasPrefix(d, "sha256:")
 }
 
-func (r *Relay) record(q RelayRequest) {
+// arrive logs a request as it arrives; publish brings its entry up to date.
+func (r *Relay) arrive(q RelayRequest) *RelayRequest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.log = append(r.log, q)
+	e := &q
+	r.log = append(r.log, e)
+	return e
+}
+
+func (r *Relay) publish(e *RelayRequest, q RelayRequest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*e = q
 }
 
 func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 	q := RelayRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Range: req.Header.Get("Range"), Start: time.Now()}
+	entry := r.arrive(q)
 	defer func() {
 		q.End = time.Now()
-		r.record(q)
+		r.publish(entry, q)
 	}()
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
@@ -317,8 +334,9 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
-	w.WriteHeader(resp.StatusCode)
 	q.Status = resp.StatusCode
+	r.publish(entry, q)
+	w.WriteHeader(resp.StatusCode)
 	http.NewResponseController(w).Flush() //nolint:errcheck // the client may be gone
 	buf := make([]byte, 32<<10)
 	for {
@@ -334,15 +352,18 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 			if err := wait(req.Context(), limiter, len(p)); err != nil {
 				return
 			}
+			// Counted before they can reach the client, so the count is never behind what a client has.
+			q.Bytes += int64(len(p))
+			r.publish(entry, q)
 			m, werr := w.Write(p)
-			q.Bytes += int64(m)
 			if werr != nil {
+				q.Bytes -= int64(len(p) - m)
 				return
 			}
 			http.NewResponseController(w).Flush() //nolint:errcheck
 			if cutAt >= 0 && q.Bytes >= cutAt {
 				q.Cut = true
-				panic(http.ErrAbortHandler) // the client sees the connection drop; the deferred record still runs
+				panic(http.ErrAbortHandler) // the client sees the connection drop; the deferred publish still runs
 			}
 		}
 		if rerr != nil {

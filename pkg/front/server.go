@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/bkcache/bkcache/pkg/atomicfile"
 	"github.com/bkcache/bkcache/pkg/version"
 )
 
@@ -177,7 +178,8 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFile0600(c.config, data); err != nil {
+		// 0600: it carries the upstream password.
+		if err := atomicfile.WriteFile(c.config, data, 0o600); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/bkcache/bkcache/pkg/atomicfile"
 )
 
 // Where the front's binary sits in the container, and its run directory.
@@ -80,30 +82,17 @@ func installFront(fb frontBinary, dst string) error {
 		return fmt.Errorf("copy the plugin binary %s: %w", fb.path, err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	tmp, err := atomicfile.Create(dst, 0o755)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
+		return err
 	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer tmp.Cleanup() //nolint:errcheck // a no-op after Commit
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(tmp, h), src)
-	if err == nil {
-		err = tmp.Chmod(0o755)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && hex.EncodeToString(h.Sum(nil)) != fb.sum {
-		err = fmt.Errorf("%s changed while it was copied; run the command again", fb.path)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
+	if _, err := io.Copy(io.MultiWriter(tmp, h), src); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
-	return nil
+	if hex.EncodeToString(h.Sum(nil)) != fb.sum {
+		return fmt.Errorf("%s changed while it was copied; run the command again", fb.path)
+	}
+	return tmp.Commit()
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/bkcache/bkcache/pkg/atomicfile"
 )
 
 // Pull policies for the cache image, as `docker run --pull` names them.
@@ -286,11 +288,11 @@ func writeConfig(spec Spec, old, config []byte) (string, error) {
 	backup := ""
 	if len(old) > 0 {
 		backup = spec.ConfigPath() + ".bak"
-		if err := writeFileAtomic(backup, old, 0o600); err != nil {
+		if err := atomicfile.WriteFile(backup, old, 0o600); err != nil {
 			return "", fmt.Errorf("back up %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
 		}
 	}
-	if err := writeFileAtomic(spec.ConfigPath(), config, 0o600); err != nil {
+	if err := atomicfile.WriteFile(spec.ConfigPath(), config, 0o600); err != nil {
 		return backup, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
 	}
 	return backup, nil

@@ -12,6 +12,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/atomicfile"
 )
 
 // UpstreamCredentials reads the upstream user and password a cache's config
@@ -72,7 +74,7 @@ func StartStorageWriter(ctx context.Context, eng Engine, cache Cache) (*StorageW
 	cfg := fmt.Sprintf("version: 0.1\nlog: {fields: {service: registry, cache: %s-writer}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: false}, redirect: {disable: true}}\nhttp: {net: unix, addr: %s, secret: %s}\n",
 		cache.Spec.Name, containerDataDir, writerRunDir+"/"+writerSocket, secret)
 	cfgPath := filepath.Join(dir, "config.yml")
-	if err := writeFileAtomic(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := atomicfile.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}

@@ -3,14 +3,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -249,7 +242,7 @@ func TestTLSAndHtpasswd(t *testing.T) {
 	up := registrytest.Start(t)
 	c := newTestCache(t)
 	dir := t.TempDir()
-	cert, key := writeSelfSigned(t, dir)
+	cert, key, _ := registrytest.SelfSigned(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("client-pw"), bcrypt.DefaultCost)
 	if err != nil {
 		t.Fatal(err)
@@ -281,27 +274,4 @@ func TestTLSAndHtpasswd(t *testing.T) {
 	if !strings.Contains(st.stdout, " ok ") {
 		t.Errorf("status of a TLS+auth cache is not ok:\n%s", st)
 	}
-}
-
-func writeSelfSigned(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(priv)
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certPath, keyPath
 }

@@ -7,7 +7,6 @@
 package front
 
 import (
-	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -18,16 +17,6 @@ import (
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestContainerdThroughFront(t *testing.T) {
 	e := newEnv(t)
 	// containerd -> nodeLink (a relay: the node's link to the cache) -> front -> e.relay -> upstream
@@ -35,7 +24,7 @@ func TestContainerdThroughFront(t *testing.T) {
 	ctrd := containerdtest.Start(t, "")
 	// The images are named after the upstream (e.relay); their own server
 	// refuses, so only the cache can serve them.
-	if err := ctrd.WriteHosts(e.relay.Addr, "http://"+closedAddr(t), "http://"+nodeLink.Addr); err != nil {
+	if err := ctrd.WriteHosts(e.relay.Addr, "http://"+freePort(t), "http://"+nodeLink.Addr); err != nil {
 		t.Fatal(err)
 	}
 	push := func(repoTag string) (layer string, size int64) {

@@ -22,17 +22,7 @@ import (
 // operator runs it from $INSTALL_DIR/blueking.
 func bkdocsKubectl(t *testing.T, ctx context.Context) func(dir, command string, args ...string) (string, string, error) {
 	t.Helper()
-	if _, err := os.Stat(imagesKubectl); err != nil {
-		t.Fatalf("the real kubectl is needed at %s: %v", imagesKubectl, err)
-	}
-	bin := t.TempDir()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "kubectl-bkcache"), ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	env := append(os.Environ(),
-		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
+	env := pluginEnv(t, ctx)
 	return func(dir, command string, args ...string) (string, string, error) {
 		if command == "kubectl" {
 			command = imagesKubectl

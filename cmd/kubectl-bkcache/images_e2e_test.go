@@ -23,20 +23,27 @@ import (
 // The real kubectl, as an operator runs it.
 const imagesKubectl = "/usr/bin/kubectl"
 
-func TestImagesThroughKubectl(t *testing.T) {
+// pluginEnv builds the plugin into a temporary directory and returns an
+// environment in which the real kubectl finds it, with no cluster configured.
+func pluginEnv(t *testing.T, ctx context.Context) []string {
+	t.Helper()
 	if _, err := os.Stat(imagesKubectl); err != nil {
 		t.Fatalf("the real kubectl is needed at %s: %v", imagesKubectl, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	bin := t.TempDir()
 	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "kubectl-bkcache"), ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	env := append(os.Environ(),
+	return append(os.Environ(),
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
+}
+
+func TestImagesThroughKubectl(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	env := pluginEnv(t, ctx)
 	kubectl := func(stdin string, args ...string) (string, string, error) {
 		cmd := exec.CommandContext(ctx, imagesKubectl, args...)
 		cmd.Env = env

@@ -23,7 +23,7 @@ import (
 
 	"github.com/bkcache/bkcache/internal/containerdtest"
 	"github.com/bkcache/bkcache/internal/registrytest"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 // These tests try the cache front as a user would: through the real docker
@@ -125,14 +125,14 @@ func ggcrPull(ctx context.Context, cacheAddr, ref string, want v1.Hash) error {
 }
 
 // frontStatus reads the front's own status from the cache's metrics port.
-func (c *testCache) frontStatus(t *testing.T) proxy.FrontStatus {
+func (c *testCache) frontStatus(t *testing.T) cache.FrontStatus {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/bkcache/status", c.metricsPort))
 	if err != nil {
 		t.Fatalf("front status of %s: %v", c.name, err)
 	}
 	defer resp.Body.Close()
-	var fs proxy.FrontStatus
+	var fs cache.FrontStatus
 	if err := json.NewDecoder(resp.Body).Decode(&fs); err != nil {
 		t.Fatalf("front status of %s: %v", c.name, err)
 	}
@@ -140,10 +140,10 @@ func (c *testCache) frontStatus(t *testing.T) proxy.FrontStatus {
 }
 
 // status is `docker bkcache status NAME -o json`.
-func (c *testCache) status(t *testing.T) proxy.Status {
+func (c *testCache) status(t *testing.T) cache.Status {
 	t.Helper()
 	r := mustDocker(t, "bkcache", "status", c.name, "-o", "json")
-	var sts []proxy.Status
+	var sts []cache.Status
 	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil || len(sts) != 1 {
 		t.Fatalf("status -o json: %v\n%s", err, r)
 	}
@@ -223,7 +223,7 @@ func TestFrontConcurrentColdPulls(t *testing.T) {
 		t.Errorf("upstream blob bytes %d = %.2fx the set (%d), want 1.00x", got, float64(got)/float64(set.bytes), set.bytes)
 	}
 	st := c.status(t)
-	if st.Layout != proxy.LayoutFront || st.Mode != proxy.ModeOnline || st.ModeText != "online" || st.Front == nil ||
+	if st.Layout != cache.LayoutFront || st.Mode != cache.ModeOnline || st.ModeText != "online" || st.Front == nil ||
 		st.Front.Counters.BlobFetches != int64(len(set.blobs)) || st.Front.SharedDownloads == 0 || st.Front.BytesSaved <= 0 {
 		t.Errorf("status after the pulls: %+v %+v", st, st.Front)
 	}
@@ -468,7 +468,7 @@ func TestFrontServesThroughOutageAndRestart(t *testing.T) {
 		t.Errorf("docker pull of an uncached image succeeded during the outage")
 	}
 	st := c.status(t)
-	if st.Mode != proxy.ModeOffline || !strings.HasPrefix(st.ModeText, "upstream unreachable since ") || !strings.HasSuffix(st.ModeText, ", serving cached content") {
+	if st.Mode != cache.ModeOffline || !strings.HasPrefix(st.ModeText, "upstream unreachable since ") || !strings.HasSuffix(st.ModeText, ", serving cached content") {
 		t.Errorf("status during the outage: mode %q, %q", st.Mode, st.ModeText)
 	}
 	table := mustDocker(t, "bkcache", "status", c.name)
@@ -481,7 +481,7 @@ func TestFrontServesThroughOutageAndRestart(t *testing.T) {
 	}
 	relay.ResetLog()
 	deadline := time.Now().Add(90 * time.Second)
-	for c.frontStatus(t).Mode != proxy.ModeOnline {
+	for c.frontStatus(t).Mode != cache.ModeOnline {
 		if time.Now().After(deadline) {
 			t.Fatalf("the front did not see the upstream come back within 90 s: %+v", c.frontStatus(t))
 		}
@@ -532,7 +532,7 @@ func TestFrontConvertsAPlainCache(t *testing.T) {
 	if !strings.Contains(r.stdout, "cache "+c.name+": converted") || !strings.Contains(r.stdout, "converted: plain -> front") || !strings.Contains(r.stdout, c.dataDir) {
 		t.Fatalf("up after --plain did not say it converted, keeping the data:\n%s", r)
 	}
-	if st := c.status(t); st.Layout != proxy.LayoutFront || st.Mode != proxy.ModeOnline {
+	if st := c.status(t); st.Layout != cache.LayoutFront || st.Mode != cache.ModeOnline {
 		t.Errorf("status after conversion: layout %q mode %q", st.Layout, st.Mode)
 	}
 	relay.ResetLog()
@@ -615,10 +615,10 @@ func TestFrontStartsWithoutItsUpstream(t *testing.T) {
 	c := newTestCache(t)
 	dead := "http://127.0.0.1:" + itoa(freePort(t))
 	r := runDocker(t, "", c.upArgs(dead)...)
-	if r.code != 0 || !strings.Contains(r.stdout, proxy.UnreachableWarning) {
+	if r.code != 0 || !strings.Contains(r.stdout, cache.UnreachableWarning) {
 		t.Fatalf("up of a front cache with its upstream down:\n%s", r)
 	}
-	if st := c.status(t); st.Mode != proxy.ModeOffline || st.Health != "ok" {
+	if st := c.status(t); st.Mode != cache.ModeOffline || st.Health != "ok" {
 		t.Errorf("status: mode %q health %q", st.Mode, st.Health)
 	}
 

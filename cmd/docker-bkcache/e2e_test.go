@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 func TestPluginIsListedByDocker(t *testing.T) {
@@ -89,7 +89,7 @@ func TestPullThroughCacheTwice(t *testing.T) {
 	waitStored(t, c.dataDir, "library/multi", amd64)
 
 	st := mustDocker(t, "bkcache", "status", c.name, "-o", "json")
-	var sts []proxy.Status
+	var sts []cache.Status
 	if err := json.Unmarshal([]byte(st.stdout), &sts); err != nil {
 		t.Fatalf("status -o json is not JSON: %v\n%s", err, st.stdout)
 	}
@@ -119,7 +119,7 @@ func TestVerifyColdThenWarm(t *testing.T) {
 	c := newTestCache(t)
 	mustDocker(t, c.upArgs(up.URL)...)
 	r := mustDocker(t, "bkcache", "verify", "--cache", c.name, "-o", "json", strings.TrimPrefix(up.URL, "http://")+"/blueking/bk-paas:1.2.3")
-	var res []proxy.VerifyResult
+	var res []cache.VerifyResult
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("verify -o json: %v\n%s", err, r)
 	}
@@ -161,7 +161,7 @@ func TestChangedSpecRecreatesAndKeepsData(t *testing.T) {
 	}
 	before := up.BlobGets()
 	v := mustDocker(t, "bkcache", "verify", "--cache", c.name, "-o", "json", "blueking/app:1")
-	var res []proxy.VerifyResult
+	var res []cache.VerifyResult
 	json.Unmarshal([]byte(v.stdout), &res)
 	if len(res) != 1 || res[0].CachedBefore != res[0].Blobs || up.BlobGets() != before {
 		t.Errorf("data was not kept across the recreate: %+v, upstream blob GETs %d -> %d", res, before, up.BlobGets())
@@ -229,7 +229,7 @@ proxy:
 	}
 	before := up.BlobGets()
 	v := mustDocker(t, "bkcache", "verify", "--cache", c.name, "-o", "json", "blueking/app:2")
-	var res []proxy.VerifyResult
+	var res []cache.VerifyResult
 	json.Unmarshal([]byte(v.stdout), &res)
 	if len(res) != 1 || res[0].CachedBefore != res[0].Blobs || up.BlobGets() != before {
 		t.Errorf("adopted cache lost the guide's data: %+v, upstream blob GETs %d -> %d", res, before, up.BlobGets())

@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
@@ -96,7 +96,7 @@ func TestWarmThroughTheFrontFetchesEachBlobOnce(t *testing.T) {
 
 	bytesBefore := up.BlobBytes()
 	r := mustDocker(t, "bkcache", "warm", "-f", list, "-j", "16", "-o", "json")
-	var reps []proxy.WarmResult
+	var reps []cache.WarmResult
 	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil {
 		t.Fatalf("warm -o json: %v\n%s", err, r)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 // bkdocsKubectl builds the plugin onto PATH and returns a runner of a
@@ -182,12 +182,12 @@ quay.io            1       0      1
 	}
 
 	// --upstreams: a caches file `docker bkcache up -f` takes. `up` has no
-	// dry run: the file is checked with up's own parser (pkg/proxy).
+	// dry run: the file is checked with up's own parser (pkg/cache).
 	out, _, err = kubectl(fresh, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl", "--upstreams", "--cache-host", "10.0.0.5")
 	if err != nil {
 		t.Fatalf("--upstreams: %v\n%s", err, out)
 	}
-	caches, err := proxy.ParseCachesFile([]byte(out))
+	caches, err := cache.ParseCachesFile([]byte(out))
 	if err != nil {
 		t.Fatalf("docker bkcache up -f would refuse the --upstreams output: %v\n%s", err, out)
 	}

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bkcache/bkcache/internal/clustertest"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 // What the cluster runs now, read through the kubeconfig by the real kubectl.
@@ -63,7 +63,7 @@ func TestImagesUpstreamsIntoMirror(t *testing.T) {
 	if err != nil {
 		t.Fatalf("images --upstreams: %v\n%s", err, errOut)
 	}
-	caches, err := proxy.ParseCachesFile([]byte(out))
+	caches, err := cache.ParseCachesFile([]byte(out))
 	if err != nil || len(caches) != 3 {
 		t.Fatalf("docker bkcache up -f would not take the --upstreams output (%d caches): %v\n%s", len(caches), err, out)
 	}

@@ -32,7 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/version"
 	"sigs.k8s.io/yaml"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 const (
@@ -211,7 +211,7 @@ func TestDist(t *testing.T) {
 
 	t.Run("registry image archives", func(t *testing.T) {
 		for _, arch := range arches {
-			images, err := proxy.ReadImageArchive(context.Background(), filepath.Join(dist, imageName(arch)))
+			images, err := cache.ReadImageArchive(context.Background(), filepath.Join(dist, imageName(arch)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/transfer"
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 	"github.com/bkcache/bkcache/pkg/version"
 )
 
@@ -273,15 +273,15 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, diges
 	return true
 }
 
-func upstreamErrorOf(u string, resp *http.Response) *transfer.UpstreamError {
+func upstreamErrorOf(u string, resp *http.Response) *blobfetch.UpstreamError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return &transfer.UpstreamError{URL: u, StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+	return &blobfetch.UpstreamError{URL: u, StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
 }
 
 // upstreamFailed answers a failure to reach the upstream (503, and a probe)
 // or relays the upstream's own error answer.
 func (s *Server) upstreamFailed(w http.ResponseWriter, err error) {
-	var ue *transfer.UpstreamError
+	var ue *blobfetch.UpstreamError
 	if errors.As(err, &ue) {
 		s.relayUpstreamError(w, ue)
 		return
@@ -293,7 +293,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, err error) {
 }
 
 // relayUpstreamError passes the upstream's error answer on in registry:2's shape.
-func (s *Server) relayUpstreamError(w http.ResponseWriter, ue *transfer.UpstreamError) {
+func (s *Server) relayUpstreamError(w http.ResponseWriter, ue *blobfetch.UpstreamError) {
 	if ue.StatusCode >= 500 {
 		s.up.Suspect(ue)
 	}

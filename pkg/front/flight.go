@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bkcache/bkcache/pkg/transfer"
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 	"github.com/bkcache/bkcache/pkg/version"
 )
 
@@ -225,7 +225,7 @@ func (f *flight) download(ctx context.Context, repo string) error {
 		f.failHeaders(err)
 		return err
 	}
-	fetcher := &transfer.Fetcher{
+	fetcher := &blobfetch.Fetcher{
 		Client:  &http.Client{Transport: rt},
 		Header:  http.Header{"User-Agent": {"bkcache-front/" + version.Version}},
 		Limiter: s.limiter,
@@ -276,7 +276,7 @@ func (f *flight) end(err error) {
 	}
 	s.flights.mu.Unlock()
 	if err != nil {
-		if errors.Is(err, transfer.ErrDigestMismatch) {
+		if errors.Is(err, blobfetch.ErrDigestMismatch) {
 			s.counters.digestMismatches.Add(1)
 		}
 		if connectionFailure(err) {

@@ -136,7 +136,7 @@ type UpstreamOptions struct {
 	FirstPort int
 }
 
-// cachesFile is docker bkcache up's `-f caches.yaml` (pkg/proxy.CachesFile;
+// cachesFile is docker bkcache up's `-f caches.yaml` (pkg/cache.CachesFile;
 // not imported: this package links no Docker client).
 type cachesFile struct {
 	Caches []cacheEntry `json:"caches"`

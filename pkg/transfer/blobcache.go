@@ -14,13 +14,15 @@ import (
 	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 )
 
 // BlobCache is an http.RoundTripper in front of a source registry that fetches
 // each blob once: a GET for a blob it holds is answered from disk, and
 // concurrent GETs of one digest wait for the single fetch in flight. Every
 // byte it stores is checked against its digest before anyone reads it, and a
-// broken download resumes where it stopped (Fetcher).
+// broken download resumes where it stopped (blobfetch.Fetcher).
 //
 // go-containerregistry fetches a blob again for every repository it is pushed
 // to and for every image that shares it; this makes a list copy cost the
@@ -145,7 +147,7 @@ func (c *BlobCache) fromDisk(req *http.Request, digest string) (*http.Response, 
 // source is handed back as it came, so go-containerregistry's transports
 // (token refresh, retries) see it.
 func (c *BlobCache) fetch(req *http.Request, digest string) (*http.Response, error) {
-	f := &Fetcher{
+	f := &blobfetch.Fetcher{
 		Client:   &http.Client{Transport: c.next},
 		Header:   req.Header.Clone(),
 		Counter:  &c.fetched,
@@ -153,7 +155,7 @@ func (c *BlobCache) fetch(req *http.Request, digest string) (*http.Response, err
 	}
 	dl, err := f.Open(req.Context(), req.URL.String(), digest)
 	if err != nil {
-		var ue *UpstreamError
+		var ue *blobfetch.UpstreamError
 		if errors.As(err, &ue) {
 			return &http.Response{
 				Status: fmt.Sprintf("%d %s", ue.StatusCode, http.StatusText(ue.StatusCode)), StatusCode: ue.StatusCode,

@@ -8,7 +8,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 	"github.com/bkcache/bkcache/pkg/transfer"
 
 	"github.com/bkcache/bkcache/pkg/printer"
@@ -76,7 +76,7 @@ refused before anything is downloaded.`,
 
 func newLoadCommand(dockerCli command.Cli) *cobra.Command {
 	var o transfer.LoadOptions
-	var archive, cache, output string
+	var archive, cacheName, output string
 	cmd := &cobra.Command{
 		Use:   "load -i ARCHIVE (--to REGISTRY | --cache NAME)",
 		Short: "Push an archive made by save into a registry or into a cache's storage",
@@ -92,12 +92,12 @@ before anything is pushed.`,
 			if archive == "" {
 				return errors.New("no archive: pass -i ARCHIVE")
 			}
-			if (o.To == "") == (cache == "") {
+			if (o.To == "") == (cacheName == "") {
 				return errors.New("pass one of --to REGISTRY or --cache NAME")
 			}
 			progress := newProgress(dockerCli)
 			o.Progress, o.Meter = progress, progress.Meter()
-			rep, err := loadInto(ctx, dockerCli, archive, cache, o)
+			rep, err := loadInto(ctx, dockerCli, archive, cacheName, o)
 			progress.Close()
 			if ok, werr := printer.Structured(dockerCli.Out(), output, rep); ok {
 				if werr != nil {
@@ -119,7 +119,7 @@ before anything is pushed.`,
 	f := cmd.Flags()
 	f.StringVarP(&archive, "input", "i", "", "archive written by docker bkcache save")
 	f.StringVar(&o.To, "to", "", "target registry HOST[:PORT]")
-	f.StringVar(&cache, "cache", "", "write into the storage of this bkcache cache instead")
+	f.StringVar(&cacheName, "cache", "", "write into the storage of this bkcache cache instead")
 	f.StringVar(&o.Prefix, "prefix", "", "repository prefix at the target")
 	f.BoolVar(&o.Insecure, "insecure", false, "plain HTTP to the target")
 	f.IntVarP(&o.Jobs, "jobs", "j", 4, "blobs pushed at once")
@@ -127,9 +127,9 @@ before anything is pushed.`,
 	return cmd
 }
 
-func loadInto(ctx context.Context, dockerCli command.Cli, archive, cache string, o transfer.LoadOptions) (transfer.Report, error) {
-	if cache == "" {
+func loadInto(ctx context.Context, dockerCli command.Cli, archive, cacheName string, o transfer.LoadOptions) (transfer.Report, error) {
+	if cacheName == "" {
 		return transfer.Load(ctx, archive, o)
 	}
-	return proxy.LoadIntoCache(ctx, dockerCli.Client(), cache, archive, o, dockerCli.Err())
+	return cache.LoadIntoCache(ctx, dockerCli.Client(), cacheName, archive, o, dockerCli.Err())
 }

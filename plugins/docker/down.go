@@ -9,7 +9,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -44,22 +44,22 @@ the data directory registry:2's storage; anything else there is left and named.
 				if len(args) > 0 {
 					return errors.New("give cache names or --all, not both")
 				}
-				var strangers []proxy.Stranger
+				var strangers []cache.Stranger
 				var err error
-				if names, strangers, err = proxy.Names(ctx, dockerCli.Client()); err != nil {
+				if names, strangers, err = cache.Names(ctx, dockerCli.Client()); err != nil {
 					return err
 				}
 				for _, s := range strangers {
 					fmt.Fprintf(dockerCli.Err(), "note: %s\n", s)
 				}
 			} else if len(names) == 0 {
-				names = []string{proxy.DefaultName}
+				names = []string{cache.DefaultName}
 			}
-			var results []proxy.DownResult
+			var results []cache.DownResult
 			for _, n := range names {
-				res, err := proxy.Down(ctx, dockerCli.Client(), n, proxy.DownOptions{
+				res, err := cache.Down(ctx, dockerCli.Client(), n, cache.DownOptions{
 					Purge:    o.purge,
-					Defaults: proxy.Spec{ConfigDir: o.configDir},
+					Defaults: cache.Spec{ConfigDir: o.configDir},
 					Confirm:  confirmPurge(dockerCli, n, o.yes),
 					Progress: dockerCli.Err(),
 				})
@@ -91,7 +91,7 @@ the data directory registry:2's storage; anything else there is left and named.
 	f.BoolVar(&o.all, "all", false, "every bkcache cache on this engine")
 	f.BoolVar(&o.purge, "purge", false, "also delete the config file and the cached data")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask before --purge deletes")
-	f.StringVar(&o.configDir, "config-dir", proxy.DefaultConfigDir, "where to find NAME.yaml when the container is already gone")
+	f.StringVar(&o.configDir, "config-dir", cache.DefaultConfigDir, "where to find NAME.yaml when the container is already gone")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
 }

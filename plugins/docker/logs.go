@@ -4,7 +4,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 func newLogsCommand(dockerCli command.Cli) *cobra.Command {
@@ -17,11 +17,11 @@ func newLogsCommand(dockerCli command.Cli) *cobra.Command {
   docker bkcache logs -f --tail 50 dockerio`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name := proxy.DefaultName
+			name := cache.DefaultName
 			if len(args) == 1 {
 				name = args[0]
 			}
-			return proxy.Logs(cmd.Context(), dockerCli.Client(), name, follow, tail, dockerCli.Out(), dockerCli.Err())
+			return cache.Logs(cmd.Context(), dockerCli.Client(), name, follow, tail, dockerCli.Out(), dockerCli.Err())
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow log output")

@@ -9,7 +9,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -35,7 +35,7 @@ per image.`,
 		Example: `  docker bkcache status
   docker bkcache status bkhub -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sts, strangers, err := proxy.Statuses(cmd.Context(), dockerCli.Client(), args...)
+			sts, strangers, err := cache.Statuses(cmd.Context(), dockerCli.Client(), args...)
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ per image.`,
 
 // printStatus writes the status table, then one line per cache whose mode
 // needs words (an unreachable upstream).
-func printStatus(w io.Writer, sts []proxy.Status) {
+func printStatus(w io.Writer, sts []cache.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tLAYOUT\tUPSTREAM\tADDRESS\tSTATE\tRESTARTS\tHEALTH\tMODE\tDISK\tHITS\tSAVED\tSHARED")
 	for _, s := range sts {
@@ -72,7 +72,7 @@ func printStatus(w io.Writer, sts []proxy.Status) {
 		switch {
 		case s.Front != nil:
 			mode = s.Mode
-			if s.Mode == proxy.ModeOffline && s.ModeSince != nil {
+			if s.Mode == cache.ModeOffline && s.ModeSince != nil {
 				mode = "offline since " + s.ModeSince.Local().Format("15:04")
 			}
 			if s.Front.Counters.BlobRequests > 0 {
@@ -87,7 +87,7 @@ func printStatus(w io.Writer, sts []proxy.Status) {
 	}
 	tw.Flush() //nolint:errcheck // a failed write to the terminal has nowhere to go
 	for _, s := range sts {
-		if s.Mode == proxy.ModeOffline {
+		if s.Mode == cache.ModeOffline {
 			fmt.Fprintf(w, "cache %s: %s\n", s.Name, s.ModeText)
 		}
 	}

@@ -6,19 +6,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 )
 
 func TestPrintStatus(t *testing.T) {
 	since := time.Date(2026, 3, 1, 12, 3, 0, 0, time.Local)
-	online := proxy.FrontStatus{Mode: proxy.ModeOnline, Counters: proxy.FrontCounters{BlobRequests: 40, BlobHits: 30, SharedWaiters: 7, ServedBytes: 900 << 20, UpstreamBytes: 100 << 20}}
-	offline := proxy.FrontStatus{Mode: proxy.ModeOffline, Since: since.Format(time.RFC3339)}
+	online := cache.FrontStatus{Mode: cache.ModeOnline, Counters: cache.FrontCounters{BlobRequests: 40, BlobHits: 30, SharedWaiters: 7, ServedBytes: 900 << 20, UpstreamBytes: 100 << 20}}
+	offline := cache.FrontStatus{Mode: cache.ModeOffline, Since: since.Format(time.RFC3339)}
 	of, off := online.Figures(), offline.Figures()
-	sts := []proxy.Status{
-		{Name: "bkhub", Layout: proxy.LayoutFront, State: "running", Health: "ok", Mode: proxy.ModeOnline, ModeText: "online", Front: &of},
-		{Name: "dockerio", Layout: proxy.LayoutFront, State: "running", Health: "ok", Mode: proxy.ModeOffline, ModeSince: &since,
-			ModeText: proxy.ModeText(proxy.ModeOffline, since, since.Add(time.Hour)), Front: &off},
-		{Name: "guide", Layout: proxy.LayoutPlain, State: "running", Health: "ok", Metrics: &proxy.CacheMetrics{ManifestRequests: 15, ManifestHits: 12}},
+	sts := []cache.Status{
+		{Name: "bkhub", Layout: cache.LayoutFront, State: "running", Health: "ok", Mode: cache.ModeOnline, ModeText: "online", Front: &of},
+		{Name: "dockerio", Layout: cache.LayoutFront, State: "running", Health: "ok", Mode: cache.ModeOffline, ModeSince: &since,
+			ModeText: cache.ModeText(cache.ModeOffline, since, since.Add(time.Hour)), Front: &off},
+		{Name: "guide", Layout: cache.LayoutPlain, State: "running", Health: "ok", Metrics: &cache.CacheMetrics{ManifestRequests: 15, ManifestHits: 12}},
 	}
 	var out bytes.Buffer
 	printStatus(&out, sts)

@@ -14,13 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/front"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 type upOptions struct {
-	spec          proxy.Spec
+	spec          cache.Spec
 	file          string
 	passwordStdin bool
 	pull          string
@@ -88,15 +88,15 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.spec.Name, "name", proxy.DefaultName, "cache name: container proxy-NAME, config NAME.yaml (the guide's upstream_name)")
-	f.StringVar(&o.spec.Upstream, "upstream", proxy.DefaultUpstream, "registry the cache proxies (proxy.remoteurl)")
-	f.IntVar(&o.spec.Port, "port", proxy.DefaultPort, "port the cache serves on")
+	f.StringVar(&o.spec.Name, "name", cache.DefaultName, "cache name: container proxy-NAME, config NAME.yaml (the guide's upstream_name)")
+	f.StringVar(&o.spec.Upstream, "upstream", cache.DefaultUpstream, "registry the cache proxies (proxy.remoteurl)")
+	f.IntVar(&o.spec.Port, "port", cache.DefaultPort, "port the cache serves on")
 	f.StringVar(&o.spec.Bind, "bind", "", "address to publish the port on (default all addresses)")
-	f.StringVar(&o.spec.Network, "network", proxy.DefaultNetwork, "bridge (publish PORT -> 5000 like the guide's -p) or host (registry listens on PORT itself)")
-	f.StringVar(&o.spec.ConfigDir, "config-dir", proxy.DefaultConfigDir, "directory of the registry config file NAME.yaml")
+	f.StringVar(&o.spec.Network, "network", cache.DefaultNetwork, "bridge (publish PORT -> 5000 like the guide's -p) or host (registry listens on PORT itself)")
+	f.StringVar(&o.spec.ConfigDir, "config-dir", cache.DefaultConfigDir, "directory of the registry config file NAME.yaml")
 	f.StringVar(&o.spec.DataDir, "data-dir", "", "cache data directory (default /var/lib/registry-NAME, or the adopted container's)")
-	f.StringVar(&o.spec.Image, "image", proxy.DefaultImage, "registry:2 image to run")
-	f.StringVar(&o.spec.Restart, "restart", proxy.DefaultRestart, "container restart policy: no, always, unless-stopped, on-failure")
+	f.StringVar(&o.spec.Image, "image", cache.DefaultImage, "registry:2 image to run")
+	f.StringVar(&o.spec.Restart, "restart", cache.DefaultRestart, "container restart policy: no, always, unless-stopped, on-failure")
 	f.IntVar(&o.spec.MetricsPort, "metrics-port", 0, "with --network host: loopback port of the registry's metrics listener (default PORT+10000)")
 	f.StringVar(&o.spec.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	f.StringVar(&o.spec.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
@@ -104,7 +104,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.StringVar(&o.spec.Username, "username", "", "upstream user name")
 	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the upstream password from stdin")
 	f.StringVarP(&o.file, "file", "f", "", "YAML file listing several caches (name, upstream, port, credentials)")
-	f.StringVar(&o.pull, "pull", proxy.PullMissing, "pull the image: missing, never, always")
+	f.StringVar(&o.pull, "pull", cache.PullMissing, "pull the image: missing, never, always")
 	f.StringVar(&o.imageArchive, "image-archive", "", "load --image from this docker save archive `FILE` (.tar, .tar.gz) when the engine lacks it: for hosts that can pull nothing")
 	f.DurationVar(&o.wait, "wait", 60*time.Second, "how long to wait for the cache to answer")
 	f.BoolVar(&o.skipCheck, "skip-upstream-check", false, "start without asking the upstream first (with --plain, registry:2 crashes on start when it is unreachable)")
@@ -138,7 +138,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 		o.spec.Password = pw
 	}
 	if o.plain {
-		o.spec.Layout = proxy.LayoutPlain
+		o.spec.Layout = cache.LayoutPlain
 	}
 	rate, err := front.ParseRate(o.upstreamRate)
 	if err != nil {
@@ -155,15 +155,15 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 			return err
 		}
 		if spec.DataDir != "" {
-			if err := proxy.CheckDataDir(spec.DataDir, o.force); err != nil {
+			if err := cache.CheckDataDir(spec.DataDir, o.force); err != nil {
 				return fmt.Errorf("cache %s: %w", spec.Name, err)
 			}
 		}
 	}
-	var results []proxy.UpResult
+	var results []cache.UpResult
 	var failed []string
 	for _, spec := range specs {
-		res, err := proxy.Up(ctx, dockerCli.Client(), spec, proxy.UpOptions{
+		res, err := cache.Up(ctx, dockerCli.Client(), spec, cache.UpOptions{
 			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
 			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
 		})
@@ -190,25 +190,25 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	return nil
 }
 
-func upSpecs(ctx context.Context, o upOptions) ([]proxy.Spec, error) {
+func upSpecs(ctx context.Context, o upOptions) ([]cache.Spec, error) {
 	if o.file == "" {
-		return []proxy.Spec{o.spec}, nil
+		return []cache.Spec{o.spec}, nil
 	}
 	data, err := os.ReadFile(o.file)
 	if err != nil {
 		return nil, fmt.Errorf("read caches file: %w", err)
 	}
-	entries, err := proxy.ParseCachesFile(data)
+	entries, err := cache.ParseCachesFile(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.file, err)
 	}
-	var specs []proxy.Spec
+	var specs []cache.Spec
 	for _, e := range entries {
 		s := o.spec
 		s.Name, s.Upstream, s.Port, s.DataDir, s.Bind, s.MetricsPort = e.Name, e.Upstream, e.Port, e.DataDir, e.Bind, e.MetricsPort
 		s.Username, s.Password = "", ""
 		if e.Credentials != "" {
-			if s.Username, s.Password, err = proxy.ReadCredentials(ctx, e.Credentials); err != nil {
+			if s.Username, s.Password, err = cache.ReadCredentials(ctx, e.Credentials); err != nil {
 				return nil, fmt.Errorf("cache %s: %w", e.Name, err)
 			}
 		}
@@ -229,12 +229,12 @@ func readPassword(in io.Reader) (string, error) {
 	return pw, nil
 }
 
-func printUp(w io.Writer, results []proxy.UpResult) {
+func printUp(w io.Writer, results []cache.UpResult) {
 	for _, r := range results {
 		verb, change := "", "changed"
 		if r.DryRun {
 			verb, change = "would be ", "would be"
-			if r.Action == proxy.ActionUnchanged {
+			if r.Action == cache.ActionUnchanged {
 				verb = ""
 			}
 		}
@@ -243,9 +243,9 @@ func printUp(w io.Writer, results []proxy.UpResult) {
 			fmt.Fprintf(w, "  %-9s %s\n", change, c)
 		}
 		layout := r.Layout
-		if r.Layout == proxy.LayoutFront {
+		if r.Layout == cache.LayoutFront {
 			layout = "front + registry:2"
-		} else if r.Layout == proxy.LayoutPlain {
+		} else if r.Layout == cache.LayoutPlain {
 			layout = "plain (registry:2 alone)"
 		}
 		fmt.Fprintf(w, "  layout    %s\n", layout)

@@ -7,13 +7,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 func newVerifyCommand(dockerCli command.Cli) *cobra.Command {
-	var cache, platform, output string
+	var cacheName, platform, output string
 	cmd := &cobra.Command{
 		Use:   "verify IMAGE...",
 		Short: "Prove the cache serves an image: fetch it cold, then warm, and check the upstream was not asked again",
@@ -36,10 +36,10 @@ Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/bluek
 				}
 				plat = p
 			}
-			var results []proxy.VerifyResult
+			var results []cache.VerifyResult
 			bad := 0
 			for _, image := range args {
-				res, err := proxy.Verify(cmd.Context(), dockerCli.Client(), cache, image, proxy.VerifyOptions{Platform: plat, Progress: dockerCli.Err()})
+				res, err := cache.Verify(cmd.Context(), dockerCli.Client(), cacheName, image, cache.VerifyOptions{Platform: plat, Progress: dockerCli.Err()})
 				if err != nil {
 					return err
 				}
@@ -58,18 +58,18 @@ Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/bluek
 				}
 			}
 			if bad > 0 {
-				return fmt.Errorf("%d of %d images were fetched from the upstream again on the warm pass; see \"docker bkcache logs %s\"", bad, len(results), cache)
+				return fmt.Errorf("%d of %d images were fetched from the upstream again on the warm pass; see \"docker bkcache logs %s\"", bad, len(results), cacheName)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cache, "cache", proxy.DefaultName, "name of the cache to verify")
+	cmd.Flags().StringVar(&cacheName, "cache", cache.DefaultName, "name of the cache to verify")
 	cmd.Flags().StringVar(&platform, "platform", "", "platform to fetch from a multi-platform image (default linux/amd64)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")
 	return cmd
 }
 
-func printVerify(dockerCli command.Cli, r proxy.VerifyResult) {
+func printVerify(dockerCli command.Cli, r cache.VerifyResult) {
 	w := dockerCli.Out()
 	fmt.Fprintf(w, "image      %s via %s (%s)\n", r.Image, r.Via, r.Platform)
 	fmt.Fprintf(w, "blobs      %d, %s; %d in the cache before\n", r.Blobs, printer.Bytes(r.Bytes), r.CachedBefore)

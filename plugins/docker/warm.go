@@ -8,13 +8,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/printer"
-	"github.com/bkcache/bkcache/pkg/proxy"
+	"github.com/bkcache/bkcache/pkg/cache"
 	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
 type warmOptions struct {
 	file, platforms, output string
-	opts                    proxy.WarmOptions
+	opts                    cache.WarmOptions
 }
 
 func newWarmCommand(dockerCli command.Cli) *cobra.Command {
@@ -62,7 +62,7 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 			}
 			progress := newProgress(dockerCli)
 			o.opts.Progress, o.opts.Meter = progress, progress.Meter()
-			outcome, warmErr := proxy.Warm(cmd.Context(), dockerCli.Client(), entries, o.opts)
+			outcome, warmErr := cache.Warm(cmd.Context(), dockerCli.Client(), entries, o.opts)
 			progress.Close()
 			if ok, err := printer.Structured(dockerCli.Out(), o.output, outcome.Caches); ok {
 				if err != nil {
@@ -97,11 +97,11 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 
 func upstreamLine(r transfer.WarmReport) string {
 	switch {
-	case r.Upstream != nil && r.Mode == proxy.WarmFront:
+	case r.Upstream != nil && r.Mode == cache.WarmFront:
 		return fmt.Sprintf("%s in %d blobs from the upstream in %.1fs", printer.Bytes(r.Upstream.BytesFetched), r.Upstream.BlobsFetched, r.Seconds)
 	case r.Upstream != nil:
 		return fmt.Sprintf("%s from the upstream in %.1fs", printer.Bytes(r.Upstream.BytesFetched), r.Seconds)
-	case r.Mode == proxy.WarmFront:
+	case r.Mode == cache.WarmFront:
 		return fmt.Sprintf("%s pulled through the front in %.1fs", printer.Bytes(r.BytesFetched), r.Seconds)
 	default:
 		return fmt.Sprintf("%s pulled through the cache in %.1fs (registry:2 fetches each uncached blob from the upstream twice)", printer.Bytes(r.BytesFetched), r.Seconds)

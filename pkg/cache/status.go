@@ -1,0 +1,309 @@
+package cache
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+
+	"github.com/bkcache/bkcache/pkg/front"
+)
+
+// Status is what `docker bkcache status` shows of one cache.
+type Status struct {
+	Name      string        `json:"name"`
+	Container string        `json:"container"`
+	Layout    string        `json:"layout"`
+	Upstream  string        `json:"upstream"`
+	Address   string        `json:"address"`
+	Port      int           `json:"port"`
+	Network   string        `json:"network"`
+	Image     string        `json:"image"`
+	State     string        `json:"state"`
+	Restarts  int           `json:"restarts"`
+	Health    string        `json:"health"`
+	DataDir   string        `json:"dataDir"`
+	DiskBytes int64         `json:"diskBytes"`
+	Metrics   *CacheMetrics `json:"metrics,omitempty"`
+	// Mode, since when and in words: the front's, online or offline.
+	Mode      string     `json:"mode,omitempty"`
+	ModeSince *time.Time `json:"modeSince,omitempty"`
+	ModeText  string     `json:"modeText,omitempty"`
+	// Front holds the front's figures; nil for the plain layout.
+	Front    *FrontFigures `json:"front,omitempty"`
+	Problems []string      `json:"problems,omitempty"`
+}
+
+// Modes of a front cache.
+const (
+	ModeOnline  = "online"
+	ModeOffline = "offline"
+)
+
+// FrontFigures are what the front counts and registry:2 cannot: blob
+// requests served from storage vs fetched, bytes from the upstream vs served,
+// clients that shared one download.
+type FrontFigures struct {
+	Version      string `json:"version"`
+	ProxyChild   string `json:"proxyChild"`
+	UpstreamRate int64  `json:"upstreamRate"`
+	LastError    string `json:"lastError,omitempty"`
+	// HitRatio is blobHits / blobRequests (0 before the first request).
+	HitRatio float64 `json:"hitRatio"`
+	// BytesSaved is servedBytes - upstreamBytes: what the slow link did not carry.
+	BytesSaved int64 `json:"bytesSaved"`
+	// SharedDownloads counts requests that joined a download another had started.
+	SharedDownloads int64         `json:"sharedDownloads"`
+	Counters        FrontCounters `json:"counters"`
+}
+
+// FrontStatus is the front's GET /bkcache/status (FRONT.md).
+type FrontStatus struct {
+	Layout       string        `json:"layout"`
+	Version      string        `json:"version"`
+	Upstream     string        `json:"upstream"`
+	Mode         string        `json:"mode"`
+	Since        string        `json:"since"` // RFC 3339
+	LastError    string        `json:"lastError"`
+	ProxyChild   string        `json:"proxyChild"`
+	UpstreamRate int64         `json:"upstreamRate"`
+	InFlight     int           `json:"inFlight"` // blob downloads not yet stored and linked
+	Counters     FrontCounters `json:"counters"`
+}
+
+// SinceTime is when the mode began; zero when the front did not say.
+func (fs FrontStatus) SinceTime() time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, fs.Since)
+	return t
+}
+
+// FrontCounters are the front's counters since it started: the front's own
+// type, so the two sides of /bkcache/status cannot drift apart.
+type FrontCounters = front.Counters
+
+// Figures derives what status shows from the front's status.
+func (fs FrontStatus) Figures() FrontFigures {
+	c := fs.Counters
+	f := FrontFigures{
+		Version: fs.Version, ProxyChild: fs.ProxyChild, UpstreamRate: fs.UpstreamRate, LastError: fs.LastError,
+		BytesSaved: c.ServedBytes - c.UpstreamBytes, SharedDownloads: c.SharedWaiters, Counters: c,
+	}
+	if c.BlobRequests > 0 {
+		f.HitRatio = float64(c.BlobHits) / float64(c.BlobRequests)
+	}
+	return f
+}
+
+// ModeText says a front's mode in words, e.g. "upstream unreachable since
+// 12:03, serving cached content"; times are local, with the date when not today.
+func ModeText(mode string, since, now time.Time) string {
+	if mode != ModeOffline {
+		return mode
+	}
+	when := since.Local().Format("15:04")
+	if y, m, d := since.Local().Date(); y != now.Local().Year() || m != now.Local().Month() || d != now.Local().Day() {
+		when = since.Local().Format("2006-01-02 15:04")
+	}
+	return "upstream unreachable since " + when + ", serving cached content"
+}
+
+// CacheMetrics are read from registry:2's own debug endpoint (/debug/vars).
+// registry:2 keeps meaningful counters only for manifests: each one served
+// (requests) and each one fetched from the upstream (misses). Its blob
+// counters stay at zero or count every blob as a hit, so none is reported.
+type CacheMetrics struct {
+	ManifestRequests uint64 `json:"manifestRequests"`
+	ManifestHits     uint64 `json:"manifestHits"`
+	ManifestMisses   uint64 `json:"manifestMisses"`
+	Note             string `json:"note"`
+}
+
+const metricsNote = "registry:2 keeps no usable blob counters; blob hits and misses are not reported (docker bkcache verify measures them per image)"
+
+// Statuses reports every bkcache cache on this engine, or only the named ones.
+// Containers that carry bkcache's labels without being its caches are skipped
+// and returned, so one of them cannot stop the report on the others.
+func Statuses(ctx context.Context, eng Engine, names ...string) ([]Status, []Stranger, error) {
+	var strangers []Stranger
+	if len(names) == 0 {
+		var err error
+		if names, strangers, err = Names(ctx, eng); err != nil {
+			return nil, nil, err
+		}
+	}
+	out := make([]Status, 0, len(names))
+	for _, n := range names {
+		if err := ValidateName(n); err != nil {
+			return nil, nil, err
+		}
+		st, err := statusOf(ctx, eng, n)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, st)
+	}
+	return out, strangers, nil
+}
+
+func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
+	c, ok, err := inspect(ctx, eng, ContainerName(name))
+	if err != nil {
+		return Status{}, err
+	}
+	if !ok {
+		return Status{}, notFound(name)
+	}
+	spec, _ := specFromLabels(c.Config.Labels)
+	st := Status{
+		Name: name, Container: ContainerName(name), Layout: layoutOf(c.Config.Labels), Upstream: spec.Upstream, Port: spec.Port,
+		Network: spec.Network, Image: c.Config.Image, Restarts: c.RestartCount, DiskBytes: -1,
+		DataDir: mountSource(c, containerDataDir),
+	}
+	if spec.Port != 0 {
+		st.Address = spec.LocalAddress()
+	}
+	if c.State != nil {
+		st.State = string(c.State.Status)
+	}
+	if st.DataDir != "" {
+		if n, err := dirSize(st.DataDir); err == nil {
+			st.DiskBytes = n
+		} else {
+			st.Problems = append(st.Problems, fmt.Sprintf("disk use of %s unknown: %v", st.DataDir, err))
+		}
+	}
+	st.Health = "not running"
+	if c.State != nil && c.State.Running && spec.Port != 0 {
+		if err := probe(ctx, spec); err != nil {
+			st.Health = "unhealthy"
+			st.Problems = append(st.Problems, err.Error())
+		} else {
+			st.Health = "ok"
+		}
+		addr := metricsAddress(c, spec)
+		if addr != "" && st.Layout == LayoutFront {
+			fs, err := readFrontStatus(ctx, addr)
+			if err != nil {
+				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
+			} else {
+				f := fs.Figures()
+				since := fs.SinceTime()
+				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
+				if !since.IsZero() {
+					st.ModeSince = &since
+				}
+			}
+		}
+		if addr != "" && (st.Layout != LayoutFront || st.Mode == ModeOnline) {
+			m, err := readMetrics(ctx, addr)
+			if err != nil {
+				st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
+			} else {
+				st.Metrics = m
+			}
+		}
+	}
+	return st, nil
+}
+
+func probe(ctx context.Context, spec Spec) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	url := spec.Scheme() + "://" + spec.LocalAddress() + "/v2/"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+		return fmt.Errorf("GET %s answered %s", url, resp.Status)
+	}
+	return nil
+}
+
+// metricsAddress is the host address of the registry's debug listener.
+func metricsAddress(c container.InspectResponse, spec Spec) string {
+	if spec.Network == NetworkHost {
+		if spec.MetricsPort == 0 {
+			return ""
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.MetricsPort))
+	}
+	if c.NetworkSettings == nil {
+		return ""
+	}
+	for _, b := range c.NetworkSettings.Ports[network.MustParsePort(strconv.Itoa(containerDebugPort)+"/tcp")] {
+		if b.HostPort != "" {
+			return net.JoinHostPort("127.0.0.1", b.HostPort)
+		}
+	}
+	return ""
+}
+
+func readMetrics(ctx context.Context, addr string) (*CacheMetrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/vars", nil)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET http://%s/debug/vars answered %s", addr, resp.Status)
+	}
+	type counters struct {
+		Requests, Hits, Misses, BytesPulled, BytesPushed uint64
+	}
+	var vars struct {
+		Registry struct {
+			Proxy struct {
+				Manifests counters `json:"manifests"`
+			} `json:"proxy"`
+		} `json:"registry"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
+		return nil, fmt.Errorf("decode http://%s/debug/vars: %w", addr, err)
+	}
+	p := vars.Registry.Proxy
+	m := &CacheMetrics{ManifestRequests: p.Manifests.Requests, ManifestMisses: p.Manifests.Misses, Note: metricsNote}
+	if m.ManifestRequests > m.ManifestMisses {
+		m.ManifestHits = m.ManifestRequests - m.ManifestMisses
+	}
+	return m, nil
+}
+
+// readFrontStatus reads the front's /bkcache/status from its metrics listener.
+func readFrontStatus(ctx context.Context, addr string) (FrontStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	url := "http://" + addr + "/bkcache/status"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		return FrontStatus{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return FrontStatus{}, fmt.Errorf("GET %s answered %s", url, resp.Status)
+	}
+	var fs FrontStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fs); err != nil {
+		return FrontStatus{}, fmt.Errorf("decode %s: %w", url, err)
+	}
+	return fs, nil
+}
+
+// insecureClient probes our own cache, whose certificate may name another host.
+func insecureClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}

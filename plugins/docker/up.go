@@ -13,8 +13,8 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/front"
 	"github.com/bkcache/bkcache/pkg/cache"
+	"github.com/bkcache/bkcache/pkg/front"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )

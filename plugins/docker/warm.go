@@ -7,8 +7,8 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
-	"github.com/bkcache/bkcache/pkg/printer"
 	"github.com/bkcache/bkcache/pkg/cache"
+	"github.com/bkcache/bkcache/pkg/printer"
 	"github.com/bkcache/bkcache/pkg/transfer"
 )
 

@@ -74,9 +74,9 @@ e2e:
 
 bench:
 	bash scripts/setup.sh --bench
-	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkFront -benchtime 1x -timeout 120m ./cmd/docker-bkcache
-	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./cmd/docker-bkcache
-	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./cmd/docker-bkcache
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkFront -benchtime 1x -timeout 120m ./test/e2e/docker
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./test/e2e/docker
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./test/e2e/docker
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 10x -timeout 60m ./pkg/helmfile/
 
 lint:

@@ -3,8 +3,8 @@
 // End-to-end: the plugin built onto PATH and run through the real kubectl,
 // as an operator runs it. No cluster needed.
 //
-//	go test -tags e2e ./cmd/kubectl-bkcache/ -run Images
-package main
+//	go test -tags e2e ./test/e2e/kubectl/ -run Images
+package kubectl
 
 import (
 	"bytes"
@@ -31,7 +31,7 @@ func pluginEnv(t *testing.T, ctx context.Context) []string {
 		t.Fatalf("the real kubectl is needed at %s: %v", imagesKubectl, err)
 	}
 	bin := t.TempDir()
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "kubectl-bkcache"), ".")
+	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "kubectl-bkcache"), "github.com/bkcache/bkcache/cmd/kubectl-bkcache")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -53,7 +53,7 @@ func TestImagesThroughKubectl(t *testing.T) {
 		err := cmd.Run()
 		return out.String(), errOut.String(), err
 	}
-	testdata := "../../pkg/helmfile/testdata/"
+	testdata := "../../../pkg/helmfile/testdata/"
 
 	start := time.Now()
 	out, errOut, err := kubectl("", "bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl")

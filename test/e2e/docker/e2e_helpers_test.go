@@ -1,6 +1,6 @@
 //go:build e2e
 
-package main
+package docker
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func setup() (int, error) {
 	dockerConfig = dir
 	plugin := filepath.Join(dir, "cli-plugins", "docker-bkcache")
 	// Static, as `make build` makes it: the cache container runs it as its front.
-	build := exec.Command("go", "build", "-ldflags", "-X github.com/bkcache/bkcache/pkg/version.Version=e2e-test", "-o", plugin, ".")
+	build := exec.Command("go", "build", "-ldflags", "-X github.com/bkcache/bkcache/pkg/version.Version=e2e-test", "-o", plugin, "github.com/bkcache/bkcache/cmd/docker-bkcache")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
@@ -74,7 +74,7 @@ func setup() (int, error) {
 
 func repoRoot() string {
 	wd, _ := os.Getwd()
-	return filepath.Clean(filepath.Join(wd, "..", ".."))
+	return filepath.Clean(filepath.Join(wd, "..", "..", ".."))
 }
 
 type result struct {

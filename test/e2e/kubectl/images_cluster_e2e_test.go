@@ -1,6 +1,6 @@
 //go:build cluster
 
-package main
+package kubectl
 
 import (
 	"context"

@@ -1,6 +1,6 @@
 //go:build e2e
 
-package main
+package kubectl
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func bkdocsKubectl(t *testing.T, ctx context.Context) func(dir, command string, 
 // writes the given files into the copy.
 func bkdocsCopy(t *testing.T, files map[string]string) string {
 	t.Helper()
-	src := "../../pkg/helmfile/testdata/bkdocs"
+	src := "../../../pkg/helmfile/testdata/bkdocs"
 	dst := filepath.Join(t.TempDir(), "blueking")
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

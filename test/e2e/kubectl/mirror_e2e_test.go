@@ -3,13 +3,13 @@
 // End-to-end tests of `kubectl bkcache mirror` on the real single-node cluster of
 // scripts/cluster, through the real kubectl with the plugin built onto PATH:
 //
-//	go test -tags cluster -run Mirror -v ./cmd/kubectl-bkcache/
+//	go test -tags cluster -run Mirror -v ./test/e2e/kubectl/
 //
 // The node is this machine, so the test checks the node's files directly (CERTS_DIR is the
 // node containerd's config_path) and the "cache" is a registry on 127.0.0.1. The upstream is
 // the node's name with a closed port: it resolves to 127.0.0.1 through /etc/hosts and refuses
 // connections, so a pull that bypasses the cache fails and nothing leaves the machine.
-package main
+package kubectl
 
 import (
 	"context"

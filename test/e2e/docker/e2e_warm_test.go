@@ -1,6 +1,6 @@
 //go:build e2e
 
-package main
+package docker
 
 import (
 	"encoding/json"
@@ -316,7 +316,7 @@ func kubectlPlugin(t *testing.T) string {
 	t.Helper()
 	kubectlBuild.once.Do(func() {
 		kubectlBuild.path = filepath.Join(dockerConfig, "kubectl-bkcache")
-		out, err := exec.Command("go", "build", "-o", kubectlBuild.path, "../kubectl-bkcache").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", kubectlBuild.path, "github.com/bkcache/bkcache/cmd/kubectl-bkcache").CombinedOutput()
 		if err != nil {
 			kubectlBuild.err = fmt.Errorf("build kubectl-bkcache: %v\n%s", err, out)
 		}

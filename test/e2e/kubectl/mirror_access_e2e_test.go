@@ -4,8 +4,8 @@
 // kubectl. The test node cannot pull from anywhere (like an intranet-only BlueKing node), and
 // its only shell image, NODE_IMAGE, is not a repository bkcache knows to carry a shell.
 //
-//	go test -tags cluster -run 'MirrorDefaultImage|MirrorImageOnNode|MirrorRestartCannotRun' -v ./cmd/kubectl-bkcache/
-package main
+//	go test -tags cluster -run 'MirrorDefaultImage|MirrorImageOnNode|MirrorRestartCannotRun' -v ./test/e2e/kubectl/
+package kubectl
 
 import (
 	"context"

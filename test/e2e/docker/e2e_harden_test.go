@@ -1,6 +1,6 @@
 //go:build e2e
 
-package main
+package docker
 
 import (
 	"crypto/sha256"

@@ -2,8 +2,8 @@
 
 // End-to-end smoke test against the real single-node cluster of scripts/cluster:
 //
-//	go test -tags cluster ./cmd/kubectl-bkcache/
-package main
+//	go test -tags cluster ./test/e2e/kubectl/
+package kubectl
 
 import (
 	"bytes"

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bkcache/bkcache/pkg/blobfetch"
 	"github.com/bkcache/bkcache/pkg/version"
@@ -71,6 +72,9 @@ func (st storage) findHolder(ctx context.Context, digest string) (string, bool) 
 // serveBlob is the blob path: a flight in progress, storage, or a new flight.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest string) {
 	s.counters.blobRequests.Add(1)
+	s.inUse.begin(digest) // before storage is looked at: prune never deletes it meanwhile
+	defer s.inUse.end(digest)
+	s.served.touch(digest, time.Now())
 	rng := parseRange(r.Header.Get("Range"))
 	head := r.Method == http.MethodHead
 	probe := rng.probeSized()
@@ -209,16 +213,19 @@ func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
 	if resp.StatusCode != http.StatusAccepted || err != nil || loc.Path == "" {
 		return fmt.Errorf("the local registry answered %s to an upload of %s", resp.Status, digest)
 	}
+	session := loc.RequestURI()
 	q := loc.Query()
 	q.Set("digest", digest)
 	loc.RawQuery = q.Encode()
 	resp, err = s.localDo(ctx, http.MethodPut, loc.RequestURI(), f, info.Size())
 	if err != nil {
+		s.cancelUpload(ctx, session)
 		return err
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
+		s.cancelUpload(ctx, session)
 		return fmt.Errorf("the local registry answered %s to storing %s: %s", resp.Status, digest, strings.TrimSpace(string(body)))
 	}
 	return nil
@@ -281,6 +288,11 @@ func upstreamErrorOf(u string, resp *http.Response) *blobfetch.UpstreamError {
 // upstreamFailed answers a failure to reach the upstream (503, and a probe)
 // or relays the upstream's own error answer.
 func (s *Server) upstreamFailed(w http.ResponseWriter, err error) {
+	var ns *noSpaceError
+	if errors.As(err, &ns) {
+		writeNoSpace(w, ns)
+		return
+	}
 	var ue *blobfetch.UpstreamError
 	if errors.As(err, &ue) {
 		s.relayUpstreamError(w, ue)

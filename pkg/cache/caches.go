@@ -21,6 +21,7 @@ import (
 //	  upstream: https://registry-1.docker.io
 //	  port: 5501
 //	  credentials: /root/.bkcache/dockerio.yaml   # username: and password:, mode 0600
+//	  maxSize: 500G                               # budget: least recently served content leaves
 type CachesFile struct {
 	Caches []CacheEntry `json:"caches"`
 }
@@ -34,6 +35,8 @@ type CacheEntry struct {
 	Bind        string `json:"bind,omitempty"`
 	MetricsPort int    `json:"metricsPort,omitempty"`
 	Credentials string `json:"credentials,omitempty"`
+	// MaxSize is the cache's budget, e.g. 500G (as up --max-size).
+	MaxSize string `json:"maxSize,omitempty"`
 }
 
 // ParseCachesFile decodes and checks a caches file; unknown keys are errors,

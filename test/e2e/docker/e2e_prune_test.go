@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
 
 // These tests run a cache for "months" in minutes: prune by kept lists while
@@ -163,6 +162,16 @@ func TestPruneKeepsTheNextReleaseWhileNodesPull(t *testing.T) {
 	}
 }
 
+// storesImage says whether the storage holds every blob of the set's images.
+func storesImage(dataDir string, set imageSet) bool {
+	for d := range set.blobs {
+		if _, err := os.Stat(blobPath(dataDir, d)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // --unused-for and --max-size on last-served times recorded across a restart.
 func TestPruneByAgeAndSizeAcrossARestart(t *testing.T) {
 	dist, relay := frontUpstream(t)
@@ -188,15 +197,11 @@ func TestPruneByAgeAndSizeAcrossARestart(t *testing.T) {
 	}
 	c.waitIdle(t)
 	mustDocker(t, "bkcache", "prune", c.name, "--unused-for", "3s", "--yes")
-	relay.Down()
-	if err := pullAll(t, c.addr(), recent); err != nil {
-		t.Errorf("the recently served image left with --unused-for: %v", err)
+	if !storesImage(c.dataDir, recent) {
+		t.Errorf("the recently served image left with --unused-for")
 	}
-	if err := pullAll(t, c.addr(), old); err == nil {
+	if storesImage(c.dataDir, old) {
 		t.Errorf("the image unused for 3 s stayed with --unused-for 3s")
-	}
-	if err := relay.Up(); err != nil {
-		t.Fatal(err)
 	}
 	// old comes back and is now the most recently served: --max-size drops recent.
 	if err := pullAll(t, c.addr(), old); err != nil {

@@ -189,7 +189,7 @@ func (f *flight) run(fetchCtx, ctx context.Context) {
 		f.end(nil)
 		return
 	}
-	s.stores.stored()
+	s.storedOK()
 	s.served.touch(f.digest, time.Now())
 	s.budgetKick()
 	s.flights.setHolder(f.digest, repo)
@@ -291,7 +291,8 @@ func (f *flight) end(err error) {
 		if connectionFailure(err) {
 			s.up.Suspect(err)
 		}
-		if isNoSpace(err) {
+		var refused *noSpaceError
+		if isNoSpace(err) && !errors.As(err, &refused) { // roomFor recorded its own
 			f.mu.Lock()
 			need := max(f.size, f.written)
 			f.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -47,11 +48,25 @@ func (st *storeState) failed(err error, need int64, now time.Time) {
 	}
 }
 
-// stored records a store that worked: storing has resumed.
-func (st *storeState) stored() {
+// stored records a store that worked: storing has resumed, unless the disk
+// was full and still lacks the room the refused blob needed (a small blob
+// may fit where a large one does not).
+func (st *storeState) stored(free int64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.diskFull && free < st.need {
+		return
+	}
 	st.lastErr, st.diskFull, st.need, st.since = "", false, 0, time.Time{}
+}
+
+// storedOK records a store that worked.
+func (s *Server) storedOK() {
+	free, _, err := fsSpace(s.incoming)
+	if err != nil {
+		free = math.MaxInt64
+	}
+	s.stores.stored(free)
 }
 
 func (st *storeState) snapshot() (lastErr string, since time.Time, diskFull bool, need int64) {
@@ -122,7 +137,7 @@ func (s *Server) diskState(used, budget, free, total int64) string {
 		return "disk full"
 	}
 	if full {
-		s.stores.stored() // space came back: storing resumes with the next blob
+		s.stores.stored(free) // space came back: storing resumes with the next blob
 	}
 	if (budget > 0 && float64(used) >= warnFraction*float64(budget)) ||
 		(total > 0 && float64(total-free) >= warnFraction*float64(total)) {

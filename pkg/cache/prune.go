@@ -110,6 +110,9 @@ func Prune(ctx context.Context, eng Engine, name string, opts PruneOptions) (Pru
 		}
 	}
 	rep.Result, err = call(false)
+	if err != nil && ctx.Err() != nil {
+		return rep, fmt.Errorf("prune of cache %s interrupted: the cache is consistent; run prune again to finish: %w", name, err)
+	}
 	return rep, err
 }
 

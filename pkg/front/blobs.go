@@ -192,43 +192,9 @@ func (s *Server) mount(ctx context.Context, repo, digest, from string) error {
 	return fmt.Errorf("the local registry answered %s to the mount", resp.Status)
 }
 
-// upload stores the file at path as blob digest of repo (POST, then PUT with
-// the whole body); registry:2 checks the digest again as it stores it.
+// upload stores the file at path as blob digest of repo (upload.go).
 func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	resp, err := s.localDo(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, 0)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusAccepted || err != nil || loc.Path == "" {
-		return fmt.Errorf("the local registry answered %s to an upload of %s", resp.Status, digest)
-	}
-	session := loc.RequestURI()
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
-	resp, err = s.localDo(ctx, http.MethodPut, loc.RequestURI(), f, info.Size())
-	if err != nil {
-		s.cancelUpload(ctx, session)
-		return err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		s.cancelUpload(ctx, session)
-		return fmt.Errorf("the local registry answered %s to storing %s: %s", resp.Status, digest, strings.TrimSpace(string(body)))
-	}
-	return nil
+	return s.storeFile(ctx, repo, digest, path)
 }
 
 // passThrough relays a HEAD, or a probe-sized Range GET, to the upstream:

@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"path"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -157,7 +161,22 @@ func (s *Server) cancelUpload(ctx context.Context, session string) {
 		return
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		s.logger.Printf("cancel upload %s: the local registry answered %s", session, resp.Status)
+		return
+	}
+	// registry:2 2.8 writes the cancelled upload's hash state again as it
+	// closes it (storage/blobwriter.go: Close after Cancel), leaving a
+	// directory no session uses: remove it.
+	p := strings.SplitN(session, "?", 2)[0]
+	if m := uploadPath.FindStringSubmatch(p); m != nil {
+		if uuid := path.Base(p); uploadUUID.MatchString(uuid) {
+			os.RemoveAll(filepath.Join(s.store.root, "repositories", filepath.FromSlash(m[1]), "_uploads", uuid)) //nolint:errcheck // best effort
+		}
+	}
 }
+
+var uploadUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // DiskStatus is the store's part of /bkcache/status.
 type DiskStatus struct {

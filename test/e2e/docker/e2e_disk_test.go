@@ -121,3 +121,60 @@ func TestDownPurgeFindsTheDataDir(t *testing.T) {
 		t.Errorf("mount point %s after purge: %v, %v", m.dataDir, entries, err)
 	}
 }
+
+// A blob that cannot be stored (here: a file where registry:2 puts the
+// blob's directory) still reaches its client; registry:2's upload session is
+// cancelled, nothing stays under _uploads, status says "cannot store: … since
+// …", bytes saved never go negative, and the next fetch stores it.
+func TestFailedStoreCleansUp(t *testing.T) {
+	dist, relay := frontUpstream(t)
+	set := pushSet(t, dist.Addr, "blueking/nostore", 1, 0, 0, 1, 512<<10)
+	layer := set.layers[0][1].Digest
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(relay.URL)...)
+	obstacle := filepath.Dir(blobPath(c.dataDir, layer.String()))
+	if err := os.MkdirAll(filepath.Dir(obstacle), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(obstacle, []byte("in the way"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := pullAll(t, c.addr(), set); err != nil {
+		t.Fatalf("a blob that cannot be stored did not reach its client: %v", err)
+	}
+	c.waitIdle(t)
+	st := c.status(t)
+	if st.Disk == nil || st.Disk.StoreError == "" || st.Disk.StoreErrorSince == "" {
+		t.Errorf("status does not say storing fails: %+v", st.Disk)
+	}
+	if st.Front == nil || st.Front.BytesSaved < 0 {
+		t.Errorf("bytes saved: %+v", st.Front)
+	}
+	table := mustDocker(t, "bkcache", "status", c.name)
+	if !strings.Contains(table.stderr, "cannot store: ") || !strings.Contains(table.stderr, " since ") {
+		t.Errorf("status does not warn that storing fails:\n%s", table)
+	}
+	uploads, _ := filepath.Glob(filepath.Join(c.dataDir, "docker/registry/v2/repositories/*/*/_uploads/*"))
+	partial, _ := filepath.Glob(filepath.Join(c.dataDir, "bkcache", "incoming", "*"))
+	if len(uploads)+len(partial) > 0 {
+		logs, _ := exec.Command("docker", "logs", "--tail", "40", "proxy-"+c.name).CombinedOutput()
+		t.Errorf("a failed store left %v %v; the cache's log:\n%s", uploads, partial, logs)
+	}
+	if err := os.Remove(obstacle); err != nil {
+		t.Fatal(err)
+	}
+	if err := pullAll(t, c.addr(), set); err != nil {
+		t.Fatal(err)
+	}
+	c.waitIdle(t)
+	if !storesImage(c.dataDir, set) {
+		t.Errorf("the next fetch did not store the blob")
+	}
+	if st := c.status(t); st.Disk == nil || st.Disk.StoreError != "" {
+		t.Errorf("status still says storing fails after a store worked: %+v", st.Disk)
+	}
+	relay.Down()
+	if err := pullAll(t, c.addr(), set); err != nil {
+		t.Errorf("the stored image does not pull with the upstream down: %v", err)
+	}
+}

@@ -279,3 +279,60 @@ func TestBudgetEvictsTheLeastRecentlyServed(t *testing.T) {
 		t.Errorf("the oldest image was not evicted")
 	}
 }
+
+// revisionPath is where registry:2 records that repo holds manifest digest.
+func revisionPath(dataDir, repo, digest string) string {
+	return filepath.Join(dataDir, "docker/registry/v2/repositories", repo, "_manifests/revisions/sha256", strings.TrimPrefix(digest, "sha256:"), "link")
+}
+
+// SIGINT while prune deletes: the cache stays consistent (registry:2's
+// garbage collection reads it without error), every kept image pulls with
+// the upstream down, and a second prune finishes the job.
+func TestPruneInterruptedLeavesAConsistentCache(t *testing.T) {
+	dist, relay := frontUpstream(t)
+	var rel [3]imageSet
+	for i := range rel {
+		rel[i] = pushSet(t, dist.Addr, fmt.Sprintf("blueking/int%d", i+1), 6, 1, 512<<10, 1, 256<<10)
+	}
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(relay.URL)...)
+	for _, s := range rel {
+		if err := pullAll(t, c.addr(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitIdle(t)
+	var lines []string
+	for _, ref := range rel[2].refs {
+		lines = append(lines, c.addr()+"/"+ref)
+	}
+	keep := writeKeepList(t, lines...)
+	first := revisionPath(c.dataDir, strings.Split(rel[0].refs[0], ":")[0], rel[0].digests[0].String())
+	r := interruptedWhen(t, t.TempDir(), "the first deletion", func() bool {
+		_, err := os.Stat(first)
+		return err != nil
+	}, 0, true, "bkcache", "prune", c.name, "--keep", keep, "--yes")
+	t.Logf("interrupted prune: %s", r)
+	if r.code != 0 && r.code != 130 {
+		t.Errorf("interrupted prune exit %d, want 130 (or 0 when it had finished)", r.code)
+	}
+	gcDryRun(t, c.dataDir) // fails the test when registry:2 cannot read the storage
+	relay.Down()
+	if err := pullAll(t, c.addr(), rel[2]); err != nil {
+		t.Errorf("a kept image does not pull after an interrupted prune: %v", err)
+	}
+	mustDocker(t, "bkcache", "prune", c.name, "--keep", keep, "--yes")
+	if n, out := gcDryRun(t, c.dataDir); n != 0 {
+		t.Errorf("garbage-collect --dry-run after the second prune finds %d blobs:\n%s", n, out)
+	}
+	for _, s := range rel[:2] {
+		for i, ref := range s.refs {
+			if _, err := os.Stat(revisionPath(c.dataDir, strings.Split(ref, ":")[0], s.digests[i].String())); err == nil {
+				t.Errorf("%s is still stored after the second prune", ref)
+			}
+		}
+	}
+	if err := pullAll(t, c.addr(), rel[2]); err != nil {
+		t.Errorf("a kept image does not pull after the second prune: %v", err)
+	}
+}

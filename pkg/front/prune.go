@@ -91,7 +91,9 @@ func (s *Server) prune(ctx context.Context, pol PrunePolicy, dry bool) (PruneRes
 		}
 		res.ImagesDeleted++
 	}
-	if ctx.Err() == nil {
+	// Nothing to delete: spare the storage a garbage collection's full read.
+	nothing := len(res.Plan.Delete) == res.SkippedImages && res.Plan.BlobsDeleted == 0
+	if ctx.Err() == nil && !nothing {
 		if err := s.collect(ctx, cutoff, &res); err != nil && res.Error == "" {
 			res.Error = err.Error()
 		}
@@ -325,5 +327,15 @@ func (s *Server) budgetLoop(ctx context.Context) {
 		if res.BytesAfter > s.opts.MaxSize {
 			s.logger.Printf("budget: the store holds %d bytes, over its budget of %d: what is left is kept or in use", res.BytesAfter, s.opts.MaxSize)
 		}
+		// Stores that end meanwhile are looked at together, a little later:
+		// a store over budget with nothing to evict is not re-read per blob.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(budgetPause):
+		}
 	}
 }
+
+// budgetPause spaces the budget's runs.
+const budgetPause = 2 * time.Second

@@ -278,6 +278,18 @@ func TestBudgetEvictsTheLeastRecentlyServed(t *testing.T) {
 	if err := pullAll(t, c.addr(), sets[0]); err == nil {
 		t.Errorf("the oldest image was not evicted")
 	}
+	// A new budget is a config change like the others: the container is
+	// recreated, the data stays.
+	if err := relay.Up(); err != nil {
+		t.Fatal(err)
+	}
+	mustDocker(t, c.upArgs(relay.URL, "--max-size", "30MiB")...)
+	if st := c.status(t); st.Disk == nil || st.Disk.BudgetBytes != 30<<20 {
+		t.Errorf("status after a new budget: %+v", st.Disk)
+	}
+	if !storesImage(c.dataDir, sets[2]) {
+		t.Errorf("a new budget lost the newest image")
+	}
 }
 
 // revisionPath is where registry:2 records that repo holds manifest digest.

@@ -31,10 +31,10 @@ func newPruneCommand(dockerCli command.Cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prune [NAME] (--keep FILE | --unused-for DURATION | --max-size SIZE)",
 		Short: "Free the cache's disk: keep what the next deployment needs, delete the rest while nodes pull",
-		Long: `Deletes images from a cache (default: bkhub) while it serves, through
-registry:2's own storage model: the running cache untags and deletes their
-manifests, then deletes the blobs registry:2's garbage collection finds no
-manifest referencing. A blob being downloaded, stored or served, and an
+		Long: `Deletes images from a cache (default: the only cache on this engine, else
+bkhub) while it serves, through registry:2's own storage model: the running
+cache untags and deletes their manifests, then deletes the blobs registry:2's
+garbage collection finds no manifest referencing. A blob being downloaded, stored or served, and an
 image served while the prune runs, are never deleted; an interrupt at any
 moment leaves a consistent cache (run prune again to finish).
 
@@ -91,9 +91,9 @@ then free what only the old release used:
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&o.keep, "keep", nil, "image list whose images stay (repeatable; - for stdin)")
-	f.StringVar(&o.unusedFor, "unused-for", "", "delete what was not served for this long: 30d, 36h")
-	f.StringVar(&o.maxSz, "max-size", "", "delete the least recently served until the store is under SIZE: 400G, 40MiB")
+	f.StringArrayVar(&o.keep, "keep", nil, "image list `FILE` whose images stay (repeatable; - for stdin)")
+	f.StringVar(&o.unusedFor, "unused-for", "", "delete what was not served for this `DURATION`: 30d, 36h")
+	f.StringVar(&o.maxSz, "max-size", "", "delete the least recently served until the store is under `SIZE`: 400G, 40MiB")
 	f.BoolVarP(&o.yes, "yes", "f", false, "do not ask before deleting (alias --force)")
 	f.BoolVar(&o.yes, "force", false, "do not ask before deleting")
 	f.Lookup("force").Hidden = true

@@ -114,7 +114,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.BoolVar(&o.force, "force", false, "use a --data-dir that holds files besides a registry's storage (down --purge still deletes only the cache's own)")
 	f.BoolVar(&o.replace, "replace", false, "replace a container named proxy-NAME that is neither bkcache's nor the guide's registry:2")
 	f.StringVar(&o.upstreamRate, "upstream-rate", "0", "cap the cache's upstream traffic, bytes per second: 500000, 512K, 20M, 1G (1024-based); 0 is unlimited")
-	f.StringVar(&o.maxSize, "max-size", "0", "the cache's disk budget: 40MiB, 500G, 2T (1024-based); the least recently served content that no prune --keep list names and nothing uses is evicted to stay under it; 0 is none")
+	f.StringVar(&o.maxSize, "max-size", "0", "the cache's disk budget `SIZE`: 40MiB, 500G, 2T (1024-based); the least recently served content that no prune --keep list names and nothing uses is evicted to stay under it; 0 is none")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
 }

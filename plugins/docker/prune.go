@@ -34,9 +34,10 @@ func newPruneCommand(dockerCli command.Cli) *cobra.Command {
 		Long: `Deletes images from a cache (default: the only cache on this engine, else
 bkhub) while it serves, through registry:2's own storage model: the running
 cache untags and deletes their manifests, then deletes the blobs registry:2's
-garbage collection finds no manifest referencing. A blob being downloaded, stored or served, and an
-image served while the prune runs, are never deleted; an interrupt at any
-moment leaves a consistent cache (run prune again to finish).
+garbage collection finds no manifest referencing. A blob being downloaded,
+stored or served, and an image served while the prune runs, are never
+deleted; an interrupt at any moment leaves a consistent cache (run prune
+again to finish).
 
 What leaves:
   --keep FILE        everything the lists do not name (repeatable; - is stdin).

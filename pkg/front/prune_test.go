@@ -1,6 +1,8 @@
 package front
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -115,5 +117,93 @@ func TestParseEligible(t *testing.T) {
 		"blob eligible for deletion: " + dg("9") + "\nblob eligible for deletion: sha256:bad\n"
 	if got := parseEligible([]byte(out)); !slices.Equal(got, []string{dg("9")}) {
 		t.Errorf("parseEligible = %v", got)
+	}
+}
+
+// removeBlob never deletes a blob being served, downloaded or stored, nor
+// one served since the prune began; others leave the storage whole.
+func TestRemoveBlobSparesWhatIsInUse(t *testing.T) {
+	root := t.TempDir()
+	s := &Server{
+		store:   storage{root: root},
+		flights: &flights{m: map[string]*flight{}, holders: map[string]string{}},
+		served:  newServedLog(root + "/served.json"),
+	}
+	start := time.Now()
+	cutoff := start.Add(-time.Millisecond)
+	for _, c := range "12345" {
+		d := dg(string(c))
+		if err := os.MkdirAll(filepath.Dir(s.store.dataPath(d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(s.store.dataPath(d), []byte("blob "+string(c)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.inUse.begin(dg("1"))                          // being served
+	s.flights.m[dg("2")] = &flight{}                // being downloaded or stored
+	s.served.touch(dg("3"), start.Add(time.Second)) // served since the prune began
+	s.served.touch(dg("4"), start.Add(-time.Hour))  // served before: may go
+	trash := t.TempDir()
+	for _, tc := range []struct {
+		c    string
+		gone bool
+	}{{"1", false}, {"2", false}, {"3", false}, {"4", true}, {"5", true}} {
+		size, ok, err := s.removeBlob(dg(tc.c), cutoff, trash)
+		if err != nil || ok != tc.gone || (ok && size != 6) {
+			t.Errorf("blob %s: removed %v (%d bytes), %v; want removed %v", tc.c, ok, size, err, tc.gone)
+		}
+		if s.store.hasData(dg(tc.c)) == tc.gone {
+			t.Errorf("blob %s: data present %v after removeBlob", tc.c, !tc.gone)
+		}
+	}
+	s.inUse.end(dg("1"))
+	if _, ok, _ := s.removeBlob(dg("1"), cutoff, trash); !ok {
+		t.Errorf("blob 1 is kept once its request ended")
+	}
+}
+
+// The last-served record survives a restart; a damaged one starts afresh.
+func TestServedLogPersists(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "served.json")
+	l := newServedLog(p)
+	at := time.UnixMilli(1_800_000_000_123)
+	l.touch(dg("a"), at)
+	l.touch(dg("a"), at.Add(-time.Hour)) // older: ignored
+	l.touch("not-a-digest", at)
+	if err := l.save(); err != nil {
+		t.Fatal(err)
+	}
+	again := newServedLog(p)
+	if err := again.load(); err != nil || !again.get(dg("a")).Equal(at) || len(again.t) != 1 {
+		t.Errorf("reloaded %v, %v", again.t, err)
+	}
+	os.WriteFile(p, []byte("{half"), 0o600)
+	if err := newServedLog(p).load(); err == nil {
+		t.Errorf("a damaged record loads without a word")
+	}
+}
+
+// A full disk stays full until the refused blob's room is free, whatever
+// smaller blobs are stored meanwhile; other failures clear at the next store.
+func TestStoreStateDiskFull(t *testing.T) {
+	var st storeState
+	now := time.Now()
+	st.failed(&noSpaceError{digest: dg("b"), size: 100, free: 50}, 200, now)
+	st.stored(150)
+	if _, _, full, _ := st.snapshot(); !full {
+		t.Errorf("a small store cleared the disk-full state")
+	}
+	st.stored(250)
+	if msg, _, full, _ := st.snapshot(); full || msg != "" {
+		t.Errorf("room came back but the state stays: %q %v", msg, full)
+	}
+	st.failed(os.ErrPermission, 0, now)
+	if msg, since, full, _ := st.snapshot(); full || msg == "" || !since.Equal(now) {
+		t.Errorf("another failure: %q %v %v", msg, since, full)
+	}
+	st.stored(0)
+	if msg, _, _, _ := st.snapshot(); msg != "" {
+		t.Errorf("a store did not clear the failure")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/front"
 )
 
 // CachesFile is the `-f caches.yaml` of `docker bkcache up`: one entry per
@@ -58,6 +60,11 @@ func ParseCachesFile(data []byte) ([]CacheEntry, error) {
 			return nil, fmt.Errorf("caches file: name %s appears twice", c.Name)
 		}
 		names[c.Name] = true
+		if c.MaxSize != "" {
+			if _, err := front.ParseSize(c.MaxSize); err != nil {
+				return nil, fmt.Errorf("caches file: cache %s: maxSize: %w", c.Name, err)
+			}
+		}
 		if other, dup := ports[c.Port]; dup {
 			return nil, fmt.Errorf("caches file: port %d is given to both %s and %s", c.Port, other, c.Name)
 		}

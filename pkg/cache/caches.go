@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/front"
 )
 
 // CachesFile is the `-f caches.yaml` of `docker bkcache up`: one entry per
@@ -21,6 +23,7 @@ import (
 //	  upstream: https://registry-1.docker.io
 //	  port: 5501
 //	  credentials: /root/.bkcache/dockerio.yaml   # username: and password:, mode 0600
+//	  maxSize: 500G                               # budget: least recently served content leaves
 type CachesFile struct {
 	Caches []CacheEntry `json:"caches"`
 }
@@ -34,6 +37,8 @@ type CacheEntry struct {
 	Bind        string `json:"bind,omitempty"`
 	MetricsPort int    `json:"metricsPort,omitempty"`
 	Credentials string `json:"credentials,omitempty"`
+	// MaxSize is the cache's budget, e.g. 500G (as up --max-size).
+	MaxSize string `json:"maxSize,omitempty"`
 }
 
 // ParseCachesFile decodes and checks a caches file; unknown keys are errors,
@@ -55,6 +60,11 @@ func ParseCachesFile(data []byte) ([]CacheEntry, error) {
 			return nil, fmt.Errorf("caches file: name %s appears twice", c.Name)
 		}
 		names[c.Name] = true
+		if c.MaxSize != "" {
+			if _, err := front.ParseSize(c.MaxSize); err != nil {
+				return nil, fmt.Errorf("caches file: cache %s: maxSize: %w", c.Name, err)
+			}
+		}
 		if other, dup := ports[c.Port]; dup {
 			return nil, fmt.Errorf("caches file: port %d is given to both %s and %s", c.Port, other, c.Name)
 		}

@@ -17,6 +17,8 @@ func TestParseCachesFile(t *testing.T) {
 		{"missing port", "caches:\n- {name: a, upstream: 'https://x'}\n", "name, upstream and port", 0},
 		{"duplicate name", "caches:\n- {name: a, upstream: 'https://x', port: 1}\n- {name: a, upstream: 'https://y', port: 2}\n", "twice", 0},
 		{"duplicate port", "caches:\n- {name: a, upstream: 'https://x', port: 1}\n- {name: b, upstream: 'https://y', port: 1}\n", "port 1", 0},
+		{"budget", "caches:\n- {name: a, upstream: 'https://x', port: 1, maxSize: 500G}\n", "", 1},
+		{"bad budget", "caches:\n- {name: a, upstream: 'https://x', port: 1, maxSize: lots}\n", "maxSize", 0},
 		{"typo is an error", "caches:\n- {name: a, upstream: 'https://x', prot: 1}\n", "prot", 0},
 	}
 	for _, tc := range tests {

@@ -69,12 +69,16 @@ func frontCommand(spec Spec) []string {
 			metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.MetricsPort))
 		}
 	}
-	return []string{containerFrontPath, "front",
+	args := []string{containerFrontPath, "front",
 		"--registry-config", containerConfigPath,
 		"--listen", listen,
 		"--metrics-listen", metrics,
 		"--upstream-rate", strconv.FormatInt(spec.UpstreamRate, 10),
 	}
+	if spec.MaxSize > 0 { // only when set: a cache without a budget keeps its command line
+		args = append(args, "--max-size", strconv.FormatInt(spec.MaxSize, 10))
+	}
+	return args
 }
 
 func mountSource(c container.InspectResponse, dest string) string {

@@ -116,10 +116,15 @@ func purgeDataDir(dir string) (removed, left []string, err error) {
 		removed = append(removed, p)
 	}
 	if len(left) == 0 {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, left, fmt.Errorf("purge %s: %w", dir, err)
+		gone, note, err := removeEmptyDataDir(dir)
+		if err != nil {
+			return removed, left, err
 		}
-		removed = append(removed, dir)
+		if gone {
+			removed = append(removed, dir)
+		} else {
+			left = append(left, note)
+		}
 	}
 	return removed, left, nil
 }

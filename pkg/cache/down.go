@@ -78,6 +78,11 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 	}
 
 	configPath, dataDir, front := defaults.ConfigPath(), defaults.DataDir, defaults.FrontPath()
+	recordSpec := defaults
+	recordSpec.ConfigDir = configDir
+	if rec := recordedDataDir(recordSpec); rec != "" {
+		dataDir = rec // a plain down removed the container: the record says where
+	}
 	if exists {
 		if src := mountSource(c, containerConfigPath); src != "" {
 			configPath = src
@@ -111,6 +116,14 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 		res.Removed = true
 	}
 	if !opts.Purge {
+		if exists {
+			if _, err := os.Stat(configDir); err == nil {
+				// The container held the only record of a --data-dir: keep one for down --purge.
+				if err := recordDataDir(recordSpec, dataDir); err != nil && opts.Progress != nil {
+					fmt.Fprintf(opts.Progress, "warning: %v\n", err)
+				}
+			}
+		}
 		return res, nil
 	}
 	for _, p := range files {
@@ -133,6 +146,12 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 	res.Left = append(res.Left, left...)
 	if err != nil {
 		return res, err
+	}
+	// Last: an interrupted purge still finds the data directory next time.
+	if p := recordSpec.DataDirRecord(); isRecord(p) {
+		if err := os.Remove(p); err == nil {
+			res.Purged = append(res.Purged, p)
+		}
 	}
 	return res, nil
 }

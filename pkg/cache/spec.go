@@ -71,6 +71,9 @@ type Spec struct {
 	Layout string `json:"layout"`
 	// UpstreamRate caps the front's upstream traffic, bytes/s; 0 is unlimited.
 	UpstreamRate int64 `json:"upstreamRate,omitempty"`
+	// MaxSize is the store's budget in bytes (the front evicts the least
+	// recently served content to stay under it); 0 is none.
+	MaxSize int64 `json:"maxSize,omitempty"`
 }
 
 // ContainerName is the guide's container name for a cache.
@@ -136,6 +139,9 @@ func (s Spec) Validate() error {
 	}
 	if s.MetricsPort < 0 || s.MetricsPort > 65535 || (s.MetricsPort != 0 && s.MetricsPort == s.Port) {
 		return fmt.Errorf("invalid metrics port %d for cache %s: use 1-65535, not the cache port (--metrics-port)", s.MetricsPort, s.Name)
+	}
+	if s.MaxSize < 0 || (s.MaxSize > 0 && s.Layout == LayoutPlain) {
+		return fmt.Errorf("cache %s: a budget (--max-size, maxSize:) needs the front layout and a positive size; registry:2 alone (--plain) has none", s.Name)
 	}
 	if s.Bind != "" && net.ParseIP(s.Bind) == nil {
 		return fmt.Errorf("invalid bind address %q for cache %s: give an IP address such as 0.0.0.0 or 10.0.0.5 (--bind)", s.Bind, s.Name)

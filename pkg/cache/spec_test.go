@@ -51,6 +51,9 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"bad layout", Spec{Layout: "sidecar"}, "--plain"},
 		{"negative rate", Spec{UpstreamRate: -1}, "--upstream-rate"},
 		{"rate needs the front", Spec{Layout: LayoutPlain, UpstreamRate: 1 << 20}, "--upstream-rate"},
+		{"budget", Spec{MaxSize: 40 << 20}, ""},
+		{"negative budget", Spec{MaxSize: -1}, "--max-size"},
+		{"budget needs the front", Spec{Layout: LayoutPlain, MaxSize: 40 << 20}, "--max-size"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

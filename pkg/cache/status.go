@@ -9,30 +9,35 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 
 	"github.com/bkcache/bkcache/pkg/front"
+	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // Status is what `docker bkcache status` shows of one cache.
 type Status struct {
-	Name      string        `json:"name"`
-	Container string        `json:"container"`
-	Layout    string        `json:"layout"`
-	Upstream  string        `json:"upstream"`
-	Address   string        `json:"address"`
-	Port      int           `json:"port"`
-	Network   string        `json:"network"`
-	Image     string        `json:"image"`
-	State     string        `json:"state"`
-	Restarts  int           `json:"restarts"`
-	Health    string        `json:"health"`
-	DataDir   string        `json:"dataDir"`
-	DiskBytes int64         `json:"diskBytes"`
-	Metrics   *CacheMetrics `json:"metrics,omitempty"`
+	Name      string `json:"name"`
+	Container string `json:"container"`
+	Layout    string `json:"layout"`
+	Upstream  string `json:"upstream"`
+	Address   string `json:"address"`
+	Port      int    `json:"port"`
+	Network   string `json:"network"`
+	Image     string `json:"image"`
+	State     string `json:"state"`
+	Restarts  int    `json:"restarts"`
+	Health    string `json:"health"`
+	DataDir   string `json:"dataDir"`
+	DiskBytes int64  `json:"diskBytes"`
+	// Disk is the front's view of its store: used, budget, the file
+	// system's free space, and "ok", "warning" or "disk full".
+	Disk    *front.DiskStatus `json:"disk,omitempty"`
+	Metrics *CacheMetrics     `json:"metrics,omitempty"`
 	// Mode, since when and in words: the front's, online or offline.
 	Mode      string     `json:"mode,omitempty"`
 	ModeSince *time.Time `json:"modeSince,omitempty"`
@@ -58,7 +63,8 @@ type FrontFigures struct {
 	LastError    string `json:"lastError,omitempty"`
 	// HitRatio is blobHits / blobRequests (0 before the first request).
 	HitRatio float64 `json:"hitRatio"`
-	// BytesSaved is servedBytes - upstreamBytes: what the slow link did not carry.
+	// BytesSaved is servedBytes - upstreamBytes: what the slow link did not
+	// carry; never below 0 (a blob fetched and not stored is served once).
 	BytesSaved int64 `json:"bytesSaved"`
 	// SharedDownloads counts requests that joined a download another had started.
 	SharedDownloads int64         `json:"sharedDownloads"`
@@ -67,16 +73,17 @@ type FrontFigures struct {
 
 // FrontStatus is the front's GET /bkcache/status (FRONT.md).
 type FrontStatus struct {
-	Layout       string        `json:"layout"`
-	Version      string        `json:"version"`
-	Upstream     string        `json:"upstream"`
-	Mode         string        `json:"mode"`
-	Since        string        `json:"since"` // RFC 3339
-	LastError    string        `json:"lastError"`
-	ProxyChild   string        `json:"proxyChild"`
-	UpstreamRate int64         `json:"upstreamRate"`
-	InFlight     int           `json:"inFlight"` // blob downloads not yet stored and linked
-	Counters     FrontCounters `json:"counters"`
+	Layout       string            `json:"layout"`
+	Version      string            `json:"version"`
+	Upstream     string            `json:"upstream"`
+	Mode         string            `json:"mode"`
+	Since        string            `json:"since"` // RFC 3339
+	LastError    string            `json:"lastError"`
+	ProxyChild   string            `json:"proxyChild"`
+	UpstreamRate int64             `json:"upstreamRate"`
+	InFlight     int               `json:"inFlight"` // blob downloads not yet stored and linked
+	Counters     FrontCounters     `json:"counters"`
+	Disk         *front.DiskStatus `json:"disk,omitempty"`
 }
 
 // SinceTime is when the mode began; zero when the front did not say.
@@ -94,7 +101,7 @@ func (fs FrontStatus) Figures() FrontFigures {
 	c := fs.Counters
 	f := FrontFigures{
 		Version: fs.Version, ProxyChild: fs.ProxyChild, UpstreamRate: fs.UpstreamRate, LastError: fs.LastError,
-		BytesSaved: c.ServedBytes - c.UpstreamBytes, SharedDownloads: c.SharedWaiters, Counters: c,
+		BytesSaved: max(c.ServedBytes-c.UpstreamBytes, 0), SharedDownloads: c.SharedWaiters, Counters: c,
 	}
 	if c.BlobRequests > 0 {
 		f.HitRatio = float64(c.BlobHits) / float64(c.BlobRequests)
@@ -195,6 +202,8 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
 			} else {
 				f := fs.Figures()
+				st.Disk = fs.Disk
+				st.Problems = append(st.Problems, diskProblems(fs.Disk)...)
 				since := fs.SinceTime()
 				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
 				if !since.IsZero() {
@@ -306,4 +315,55 @@ func readFrontStatus(ctx context.Context, addr string) (FrontStatus, error) {
 // insecureClient probes our own cache, whose certificate may name another host.
 func insecureClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// diskProblems are status's warnings about the store: a full disk, a store
+// or file system from 90 %, a store that fails.
+func diskProblems(d *front.DiskStatus) []string {
+	if d == nil {
+		return nil
+	}
+	var out []string
+	switch d.State {
+	case DiskFull:
+		out = append(out, fmt.Sprintf("disk full: new blobs are not stored (cached content is still served) since %s; free space with \"docker bkcache prune\" or set a budget (up --max-size)", d.StoreErrorSince))
+	case DiskWarning:
+		out = append(out, fmt.Sprintf("disk warning: store %s of budget %s, file system %s free of %s; plan a \"docker bkcache prune\"",
+			printer.Bytes(d.UsedBytes), budgetText(d.BudgetBytes), printer.Bytes(d.FreeBytes), printer.Bytes(d.TotalBytes)))
+	}
+	if d.StoreError != "" && d.State != DiskFull {
+		out = append(out, "cannot store: "+d.StoreError+" since "+d.StoreErrorSince)
+	}
+	return out
+}
+
+// Disk states of a front's store.
+const (
+	DiskOK      = "ok"
+	DiskWarning = "warning"
+	DiskFull    = "disk full"
+)
+
+func budgetText(b int64) string {
+	if b <= 0 {
+		return "none"
+	}
+	return printer.Bytes(b)
+}
+
+// DiskText is status's DISK column: used / budget, and the file system's free space.
+func DiskText(st Status) string {
+	if st.Disk == nil {
+		return printer.Bytes(st.DiskBytes)
+	}
+	d := st.Disk
+	s := printer.Bytes(st.DiskBytes)
+	if d.BudgetBytes > 0 {
+		s += " / " + printer.Bytes(d.BudgetBytes)
+	}
+	s += " (" + printer.Bytes(d.FreeBytes) + " free)"
+	if d.State != DiskOK && d.State != "" {
+		s += " " + strings.ToUpper(d.State)
+	}
+	return s
 }

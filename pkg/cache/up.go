@@ -225,6 +225,9 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
 			return result, err
 		}
+		if err := recordDataDir(spec, spec.DataDir); err != nil {
+			return result, err
+		}
 		if plan.WriteConfig {
 			if result.Backup, err = writeConfig(spec, old, config); err != nil {
 				return result, err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bkcache/bkcache/pkg/blobfetch"
 	"github.com/bkcache/bkcache/pkg/version"
@@ -71,6 +72,9 @@ func (st storage) findHolder(ctx context.Context, digest string) (string, bool) 
 // serveBlob is the blob path: a flight in progress, storage, or a new flight.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest string) {
 	s.counters.blobRequests.Add(1)
+	s.inUse.begin(digest) // before storage is looked at: prune never deletes it meanwhile
+	defer s.inUse.end(digest)
+	s.served.touch(digest, time.Now())
 	rng := parseRange(r.Header.Get("Range"))
 	head := r.Method == http.MethodHead
 	probe := rng.probeSized()
@@ -188,40 +192,9 @@ func (s *Server) mount(ctx context.Context, repo, digest, from string) error {
 	return fmt.Errorf("the local registry answered %s to the mount", resp.Status)
 }
 
-// upload stores the file at path as blob digest of repo (POST, then PUT with
-// the whole body); registry:2 checks the digest again as it stores it.
+// upload stores the file at path as blob digest of repo (upload.go).
 func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	resp, err := s.localDo(ctx, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, 0)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusAccepted || err != nil || loc.Path == "" {
-		return fmt.Errorf("the local registry answered %s to an upload of %s", resp.Status, digest)
-	}
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
-	resp, err = s.localDo(ctx, http.MethodPut, loc.RequestURI(), f, info.Size())
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("the local registry answered %s to storing %s: %s", resp.Status, digest, strings.TrimSpace(string(body)))
-	}
-	return nil
+	return s.storeFile(ctx, repo, digest, path)
 }
 
 // passThrough relays a HEAD, or a probe-sized Range GET, to the upstream:
@@ -281,6 +254,11 @@ func upstreamErrorOf(u string, resp *http.Response) *blobfetch.UpstreamError {
 // upstreamFailed answers a failure to reach the upstream (503, and a probe)
 // or relays the upstream's own error answer.
 func (s *Server) upstreamFailed(w http.ResponseWriter, err error) {
+	var ns *noSpaceError
+	if errors.As(err, &ns) {
+		writeNoSpace(w, ns)
+		return
+	}
 	var ue *blobfetch.UpstreamError
 	if errors.As(err, &ue) {
 		s.relayUpstreamError(w, ue)

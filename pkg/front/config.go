@@ -99,8 +99,14 @@ func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]
 	case localChild:
 		delete(httpSec, "debug")
 		delete(doc, "proxy")
-		ensure(ensure(doc, "storage"), "delete")["enabled"] = false
+		// Only the front reaches it with other methods than GET/HEAD: prune
+		// and the budget delete manifests through it.
+		ensure(ensure(doc, "storage"), "delete")["enabled"] = true
 	}
+	// No in-memory blob descriptor cache: prune removes blobs and manifests
+	// beneath the running children, and a cached descriptor would make them
+	// answer for content that is gone.
+	delete(ensure(doc, "storage"), "cache")
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("render %s child config: %w", kind, err)

@@ -185,9 +185,13 @@ func (f *flight) run(fetchCtx, ctx context.Context) {
 	s.logger.Printf("fetched blob %s for %s: %d bytes in %s, %d waiters, %d resumes", f.digest, repo, f.written, d.Round(time.Millisecond), waiters, f.resumeCount)
 	if err := s.upload(ctx, repo, f.digest, f.path); err != nil {
 		s.logger.Printf("store blob %s for %s: %v (served, not kept; the next request fetches it again)", f.digest, repo, err)
+		s.stores.failed(err, 2*f.written+spaceReserve, time.Now())
 		f.end(nil)
 		return
 	}
+	s.storedOK()
+	s.served.touch(f.digest, time.Now())
+	s.budgetKick()
 	s.flights.setHolder(f.digest, repo)
 	// Link it into every repository that joined, including ones joining meanwhile.
 	for {
@@ -243,6 +247,11 @@ func (f *flight) download(ctx context.Context, repo string) error {
 		f.failHeaders(err)
 		return err
 	}
+	if err := s.roomFor(f.digest, dl.Size); err != nil {
+		dl.Close()
+		f.failHeaders(err)
+		return err
+	}
 	f.mu.Lock()
 	f.size = dl.Size
 	close(f.headers)
@@ -281,6 +290,13 @@ func (f *flight) end(err error) {
 		}
 		if connectionFailure(err) {
 			s.up.Suspect(err)
+		}
+		var refused *noSpaceError
+		if isNoSpace(err) && !errors.As(err, &refused) { // roomFor recorded its own
+			f.mu.Lock()
+			need := max(f.size, f.written)
+			f.mu.Unlock()
+			s.stores.failed(err, 2*need+spaceReserve, time.Now())
 		}
 		s.logger.Printf("download of blob %s failed, nothing stored: %v", f.digest, err)
 		f.mu.Lock()

@@ -74,6 +74,8 @@ type Status struct {
 	// InFlight is how many blobs are being fetched or stored right now.
 	InFlight int      `json:"inFlight"`
 	Counters Counters `json:"counters"`
+	// Disk is the store's use, budget and free space, and whether storing works.
+	Disk *DiskStatus `json:"disk,omitempty"`
 }
 
 // Status reports the front's state and figures.
@@ -98,8 +100,12 @@ func (s *Server) metricsHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(s.Status()) //nolint:errcheck // the client may be gone
+		st := s.Status()
+		d := s.disk(r.Context())
+		st.Disk = &d
+		enc.Encode(st) //nolint:errcheck // the client may be gone
 	})
+	mux.HandleFunc("POST /bkcache/prune", s.handlePrune)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		writePrometheus(w, s.Status())

@@ -33,6 +33,9 @@ type Options struct {
 	RegistryBin string
 	// UpstreamRate caps the blob bytes per second read from the upstream; 0 = no cap.
 	UpstreamRate int64
+	// MaxSize is the store's budget in bytes: the least recently served
+	// content is evicted to stay under it; 0 = no budget.
+	MaxSize int64
 
 	// Not flags: knobs for tests.
 
@@ -58,7 +61,7 @@ const (
 // ParseFlags reads the front's flags (the arguments after "front").
 func ParseFlags(args []string) (Options, error) {
 	var o Options
-	var rateFlag string
+	var rateFlag, sizeFlag string
 	fs := flag.NewFlagSet("docker-bkcache front", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.RegistryConfig, "registry-config", DefaultRegistryConfig, "registry:2 config file")
@@ -67,8 +70,9 @@ func ParseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.RunDir, "run-dir", DefaultRunDir, "directory for the registry children's sockets and configs")
 	fs.StringVar(&o.RegistryBin, "registry-bin", DefaultRegistryBin, "registry:2 binary")
 	fs.StringVar(&rateFlag, "upstream-rate", "0", "cap on upstream blob bytes per second, e.g. 20M (0: none)")
+	fs.StringVar(&sizeFlag, "max-size", "0", "the store's budget, e.g. 500G (0: none)")
 	if err := fs.Parse(args); err != nil {
-		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate)", err)
+		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate, --max-size)", err)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("front: unexpected argument %q", fs.Arg(0))
@@ -78,6 +82,9 @@ func ParseFlags(args []string) (Options, error) {
 		return o, fmt.Errorf("front: --upstream-rate: %w", err)
 	}
 	o.UpstreamRate = r
+	if o.MaxSize, err = ParseSize(sizeFlag); err != nil {
+		return o, fmt.Errorf("front: --max-size: %w", err)
+	}
 	if o.Listen == "" {
 		return o, errors.New("front: --listen must not be empty")
 	}

@@ -76,6 +76,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.auth != nil && !s.auth.check(w, r, rt.repo) {
 			return
 		}
+		w = s.recordServed(w, r, rt)
 		if rt.kind == "blob" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && sha256Ref.MatchString(rt.ref) {
 			s.serveBlob(w, r, rt.repo, rt.ref)
 			return

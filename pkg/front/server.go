@@ -37,6 +37,15 @@ type Server struct {
 	auth     *htpasswd
 	counters counters
 
+	// Months of operation: last-served records, blobs in use, store
+	// failures, prune and the budget (served.go, storestate.go, prune.go).
+	served     *servedLog
+	inUse      inUse
+	stores     storeState
+	pruneMu    sync.Mutex
+	budget     chan struct{}
+	adminToken string
+
 	debugAddr string // the proxy child's debug listener (127.0.0.1:PORT)
 	incoming  string // <rootdirectory>/bkcache/incoming
 
@@ -121,6 +130,11 @@ func New(opts Options) (*Server, error) {
 		incoming: filepath.Join(cfg.RootDir, "bkcache", "incoming"),
 	}
 	s.flights = &flights{m: map[string]*flight{}, holders: map[string]string{}}
+	s.served = newServedLog(filepath.Join(cfg.RootDir, "bkcache", servedFile))
+	s.budget = make(chan struct{}, 1)
+	if opts.MaxSize < 0 {
+		return nil, fmt.Errorf("budget %d is negative", opts.MaxSize)
+	}
 	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))
@@ -192,6 +206,11 @@ func (s *Server) Start(ctx context.Context) error {
 		s.up.setOnline(true, "")
 	}
 	s.goRun(func() { s.up.watch(s.ctx) })
+	s.goRun(func() { s.served.flushLoop(s.ctx, servedFlushInterval, s.logger.Printf) })
+	if s.opts.MaxSize > 0 {
+		s.goRun(func() { s.budgetLoop(s.ctx) })
+		s.budgetKick()
+	}
 	s.goRun(func() { s.local.supervise(s.ctx, func() bool { return true }, nil) })
 	s.goRun(func() {
 		s.proxy.supervise(s.ctx, func() bool { online, _, _ := s.up.Online(); return online }, s.up.Changed)
@@ -255,6 +274,11 @@ func (s *Server) Close() {
 			s.metricsLn.Close()
 		}
 		s.wg.Wait()
+		if s.served != nil {
+			if err := s.served.save(); err != nil {
+				s.logger.Printf("save last-served times: %v", err)
+			}
+		}
 	})
 }
 
@@ -270,6 +294,14 @@ func (s *Server) prepareDirs() error {
 	left, _ := filepath.Glob(filepath.Join(s.incoming, "*.partial"))
 	for _, p := range left {
 		os.Remove(p)
+	}
+	// Blobs an interrupted prune had moved out of the storage.
+	os.RemoveAll(filepath.Join(filepath.Dir(s.incoming), trashDir)) //nolint:errcheck // best effort
+	if err := s.served.load(); err != nil {
+		s.logger.Printf("%v", err)
+	}
+	if err := s.ensureAdminToken(); err != nil {
+		return fmt.Errorf("write the admin token beside the storage: %w", err)
 	}
 	return nil
 }

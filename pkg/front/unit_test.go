@@ -150,7 +150,7 @@ notifications: {endpoints: []}
 	if str(p, "proxy", "remoteurl") == "" || str(p, "http", "debug", "addr") != "127.0.0.1:41000" || str(p, "http", "debug", "prometheus", "enabled") != "true" {
 		t.Errorf("proxy child config: %v", p)
 	}
-	if l["proxy"] != nil || sub(l, "http", "debug") != nil || str(l, "storage", "delete", "enabled") != "false" {
+	if l["proxy"] != nil || sub(l, "http", "debug") != nil || str(l, "storage", "delete", "enabled") != "true" || sub(l, "storage", "cache") != nil || sub(p, "storage", "cache") != nil {
 		t.Errorf("local child config: %v", l)
 	}
 	// The parsed document is not changed by rendering.

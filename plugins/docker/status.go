@@ -31,7 +31,12 @@ carries every counter of the front.
 A cache of registry:2 alone (--plain) reports registry:2's own figures:
 manifests served from the cache and fetched from the upstream. registry:2
 keeps no usable blob counters; "docker bkcache verify" measures blob fetches
-per image.`,
+per image.
+
+DISK is the data directory's size, the budget (up --max-size) when there is
+one, and the file system's free space; status warns from 90 % of either,
+says "disk full" when new blobs cannot be stored (cached content is still
+served), and "cannot store: REASON since TIME" when storing fails otherwise.`,
 		Example: `  docker bkcache status
   docker bkcache status bkhub -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -83,7 +88,7 @@ func printStatus(w io.Writer, sts []cache.Status) {
 		case s.Metrics != nil:
 			hits = fmt.Sprintf("%d/%d manifests", s.Metrics.ManifestHits, s.Metrics.ManifestRequests)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Layout, s.Upstream, s.Address, s.State, s.Restarts, s.Health, mode, printer.Bytes(s.DiskBytes), hits, saved, shared)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Layout, s.Upstream, s.Address, s.State, s.Restarts, s.Health, mode, cache.DiskText(s), hits, saved, shared)
 	}
 	tw.Flush() //nolint:errcheck // a failed write to the terminal has nowhere to go
 	for _, s := range sts {

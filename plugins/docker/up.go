@@ -32,6 +32,7 @@ type upOptions struct {
 	dryRun        bool
 	replace       bool
 	upstreamRate  string
+	maxSize       string
 	output        string
 }
 
@@ -113,6 +114,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.BoolVar(&o.force, "force", false, "use a --data-dir that holds files besides a registry's storage (down --purge still deletes only the cache's own)")
 	f.BoolVar(&o.replace, "replace", false, "replace a container named proxy-NAME that is neither bkcache's nor the guide's registry:2")
 	f.StringVar(&o.upstreamRate, "upstream-rate", "0", "cap the cache's upstream traffic, bytes per second: 500000, 512K, 20M, 1G (1024-based); 0 is unlimited")
+	f.StringVar(&o.maxSize, "max-size", "0", "the cache's disk budget `SIZE`: 40MiB, 500G, 2T (1024-based); the least recently served content that no prune --keep list names and nothing uses is evicted to stay under it; 0 is none")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
 }
@@ -145,6 +147,9 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 		return fmt.Errorf("--upstream-rate: %w", err)
 	}
 	o.spec.UpstreamRate = rate
+	if o.spec.MaxSize, err = front.ParseSize(o.maxSize); err != nil {
+		return fmt.Errorf("--max-size: %w", err)
+	}
 	specs, err := upSpecs(ctx, o)
 	if err != nil {
 		return err
@@ -207,6 +212,11 @@ func upSpecs(ctx context.Context, o upOptions) ([]cache.Spec, error) {
 		s := o.spec
 		s.Name, s.Upstream, s.Port, s.DataDir, s.Bind, s.MetricsPort = e.Name, e.Upstream, e.Port, e.DataDir, e.Bind, e.MetricsPort
 		s.Username, s.Password = "", ""
+		if e.MaxSize != "" {
+			if s.MaxSize, err = front.ParseSize(e.MaxSize); err != nil {
+				return nil, fmt.Errorf("cache %s: maxSize: %w", e.Name, err)
+			}
+		}
 		if e.Credentials != "" {
 			if s.Username, s.Password, err = cache.ReadCredentials(ctx, e.Credentials); err != nil {
 				return nil, fmt.Errorf("cache %s: %w", e.Name, err)

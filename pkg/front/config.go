@@ -84,7 +84,12 @@ func parseRegistryConfig(path string, data []byte) (*registryConfig, error) {
 
 // childConfig derives a child's config: the same document on a unix socket,
 // without TLS and auth (the front does both). The proxy child gets a debug
-// listener; the local child loses the proxy section and deletion.
+// listener; the local child loses the proxy section. Neither may delete:
+// registry:2 2.8's proxy schedules every manifest and blob it fetched for
+// deletion 7 days later (distribution registry/proxy/proxyregistry.go, no
+// setting in 2.8), which during a long outage would make cached tags vanish;
+// with deletion off its expiry fails harmlessly (linkedBlobStore.Delete
+// answers ErrUnsupported) and the content stays.
 func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]byte, error) {
 	doc := deepCopy(c.raw).(map[string]any)
 	httpSec := ensure(doc, "http")
@@ -99,8 +104,8 @@ func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]
 	case localChild:
 		delete(httpSec, "debug")
 		delete(doc, "proxy")
-		ensure(ensure(doc, "storage"), "delete")["enabled"] = false
 	}
+	ensure(ensure(doc, "storage"), "delete")["enabled"] = false
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("render %s child config: %w", kind, err)

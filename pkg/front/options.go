@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 )
 
 // Options is the front's command line.
@@ -33,6 +35,10 @@ type Options struct {
 	RegistryBin string
 	// UpstreamRate caps the blob bytes per second read from the upstream; 0 = no cap.
 	UpstreamRate int64
+	// MaxBlobSize caps a blob download whose size neither a manifest the
+	// front served nor the upstream's Content-Length declares; 0 means
+	// blobfetch.DefaultMaxSize.
+	MaxBlobSize int64
 
 	// Not flags: knobs for tests.
 
@@ -58,7 +64,7 @@ const (
 // ParseFlags reads the front's flags (the arguments after "front").
 func ParseFlags(args []string) (Options, error) {
 	var o Options
-	var rateFlag string
+	var rateFlag, maxFlag string
 	fs := flag.NewFlagSet("docker-bkcache front", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.RegistryConfig, "registry-config", DefaultRegistryConfig, "registry:2 config file")
@@ -67,8 +73,9 @@ func ParseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.RunDir, "run-dir", DefaultRunDir, "directory for the registry children's sockets and configs")
 	fs.StringVar(&o.RegistryBin, "registry-bin", DefaultRegistryBin, "registry:2 binary")
 	fs.StringVar(&rateFlag, "upstream-rate", "0", "cap on upstream blob bytes per second, e.g. 20M (0: none)")
+	fs.StringVar(&maxFlag, "max-blob-size", "16G", "cap on a blob download of undeclared size, e.g. 4G")
 	if err := fs.Parse(args); err != nil {
-		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate)", err)
+		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate, --max-blob-size)", err)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("front: unexpected argument %q", fs.Arg(0))
@@ -78,6 +85,10 @@ func ParseFlags(args []string) (Options, error) {
 		return o, fmt.Errorf("front: --upstream-rate: %w", err)
 	}
 	o.UpstreamRate = r
+	// A size is a number of bytes with the same units as a rate.
+	if o.MaxBlobSize, err = ParseRate(maxFlag); err != nil || o.MaxBlobSize == 0 {
+		return o, fmt.Errorf("front: --max-blob-size %q: give bytes, e.g. 4G or 500000000", maxFlag)
+	}
 	if o.Listen == "" {
 		return o, errors.New("front: --listen must not be empty")
 	}
@@ -114,4 +125,12 @@ func ParseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("rate %q is below 1 byte per second", s)
 	}
 	return int64(b), nil
+}
+
+// maxBlobSize is the cap on a download of undeclared size.
+func (o Options) maxBlobSize() int64 {
+	if o.MaxBlobSize > 0 {
+		return o.MaxBlobSize
+	}
+	return blobfetch.DefaultMaxSize
 }

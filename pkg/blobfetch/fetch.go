@@ -117,7 +117,7 @@ type Download struct {
 	f       *Fetcher
 	url     string
 	want    digest.Digest
-	limit   int64 // bytes the blob may have at most
+	limit   int64           // bytes the blob may have at most
 	ctx     context.Context // Open's: every attempt lives inside it
 	body    io.ReadCloser
 	mu      sync.Mutex         // guards cancel: Copy's context may fire any time

@@ -68,15 +68,15 @@ func (c *counters) snapshot() Counters {
 
 // Status is the JSON of GET /bkcache/status on the metrics listener.
 type Status struct {
-	Layout       string `json:"layout"` // always "front"
-	Version      string `json:"version"`
-	Upstream     string `json:"upstream"`
-	Mode         string `json:"mode"`  // online | offline
-	Since        string `json:"since"` // RFC 3339: when the mode began
+	Layout   string `json:"layout"` // always "front"
+	Version  string `json:"version"`
+	Upstream string `json:"upstream"`
+	Mode     string `json:"mode"`  // online | offline
+	Since    string `json:"since"` // RFC 3339: when the mode began
 	// Reason says why offline: "not answering" (accepts, stays silent past
 	// the deadlines) or "unreachable" (refused, cut); "" online.
-	Reason    string `json:"reason,omitempty"`
-	LastError string `json:"lastError"`
+	Reason       string `json:"reason,omitempty"`
+	LastError    string `json:"lastError"`
 	ProxyChild   string `json:"proxyChild"` // running | starting | stopped
 	LocalChild   string `json:"localChild"` // running | starting | stopped
 	UpstreamRate int64  `json:"upstreamRate"`

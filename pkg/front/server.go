@@ -42,7 +42,7 @@ type Server struct {
 	incoming  string // <rootdirectory>/bkcache/incoming
 
 	onlineRP, offlineRP, writeRP, blobRP http.Handler
-	ownMux                               http.Handler // /bkcache/… on the client listener
+	ownMux                               http.Handler      // /bkcache/… on the client listener
 	onlineRT                             http.RoundTripper // onlineRP's: manifest calls share it
 	manifests                            manifestCalls
 

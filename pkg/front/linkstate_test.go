@@ -1,0 +1,86 @@
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestLinkStateTransitions(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	unknown := linkState{since: t0}
+	online := linkState{known: true, online: true, since: t0}
+	offline := linkState{known: true, online: false, since: t0, outages: 1, lastError: "refused"}
+	silentOff := linkState{known: true, online: false, since: t0, outages: 1, lastError: "timeout", silent: true}
+	at := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name    string
+		from    linkState
+		ev      linkEvent
+		err     string
+		silent  bool
+		online  bool
+		changed bool
+		probe   bool
+		outages int64
+		offline time.Duration // offlineTotal after
+		reason  string
+	}{
+		{"start, upstream answers", unknown, probeAnswered, "", false, true, true, false, 0, 0, "unreachable"},
+		{"start, upstream refuses", unknown, probeFailed, "refused", false, false, true, false, 1, 0, "unreachable"},
+		{"start, upstream silent", unknown, probeFailed, "timeout", true, false, true, false, 1, 0, "not answering"},
+		{"start, a request fails before the first probe", unknown, requestFailed, "cut", false, false, false, true, 0, 0, "unreachable"},
+		{"online, a request fails: probe, stay online", online, requestFailed, "cut", false, true, false, true, 0, 0, "unreachable"},
+		{"online, a request times out: probe", online, requestFailed, "deadline", true, true, false, true, 0, 0, "not answering"},
+		{"online, probe fails: offline", online, probeFailed, "refused", false, false, true, false, 1, 0, "unreachable"},
+		{"online, probe silent: offline, not answering", online, probeFailed, "timeout", true, false, true, false, 1, 0, "not answering"},
+		{"online, probe answers: nothing changes", online, probeAnswered, "", false, true, false, false, 0, 0, "unreachable"},
+		{"offline, probe answers: online, outage time added", offline, probeAnswered, "", false, true, true, false, 1, time.Minute, "unreachable"},
+		{"offline silent, probe answers: online", silentOff, probeAnswered, "", false, true, true, false, 1, time.Minute, "unreachable"},
+		{"offline, probe fails again: no new outage", offline, probeFailed, "refused", false, false, false, false, 1, 0, "unreachable"},
+		{"offline, a request fails: the watcher probes anyway", offline, requestFailed, "cut", false, false, false, false, 1, 0, "unreachable"},
+		{"offline refused, then silent: reason follows", offline, probeFailed, "timeout", true, false, false, false, 1, 0, "not answering"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, changed, probe := tc.from.next(tc.ev, tc.err, tc.silent, at)
+			if got.online != tc.online || changed != tc.changed || probe != tc.probe || got.outages != tc.outages ||
+				got.offlineTotal != tc.offline || got.reason() != tc.reason {
+				t.Errorf("next = %+v changed=%v probe=%v reason=%q", got, changed, probe, got.reason())
+			}
+			if changed && !got.since.Equal(at) {
+				t.Errorf("since = %s, want %s", got.since, at)
+			}
+			if !changed && !got.since.Equal(tc.from.since) {
+				t.Errorf("since moved without a change: %s", got.since)
+			}
+			if tc.err != "" && got.lastError != tc.err {
+				t.Errorf("lastError = %q", got.lastError)
+			}
+		})
+	}
+	// The current outage counts in the total.
+	st := linkState{known: true, since: t0, offlineTotal: time.Hour}
+	if d := st.offlineFor(t0.Add(time.Minute)); d != time.Hour+time.Minute {
+		t.Errorf("offlineFor = %s", d)
+	}
+}
+
+func TestIsSilence(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), false},
+		{fmt.Errorf("GET: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("probe: %w", errNoAnswer), true},
+		{errors.New("net/http: timeout awaiting response headers"), true},
+		{errors.New("read: connection reset by peer"), false},
+	} {
+		if got := isSilence(tc.err); got != tc.want {
+			t.Errorf("isSilence(%v) = %v", tc.err, got)
+		}
+	}
+}

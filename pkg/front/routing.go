@@ -65,8 +65,11 @@ func (rt route) image() string {
 // then the registry children.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/bkcache/") {
-		// The front's own figures, on the cache's own port: guarded as pulls are.
-		if s.auth != nil && !s.auth.check(w, r, "") {
+		// The front's own figures, on the cache's own port: guarded as pulls
+		// are, except from this host's loopback, which reaches the metrics
+		// listener (loopback-only, unguarded) just as well; so `status` reads
+		// a host-network cache that has no metrics port.
+		if s.auth != nil && !fromLoopback(r) && !s.auth.check(w, r, "") {
 			return
 		}
 		s.ownMux.ServeHTTP(w, r)
@@ -91,6 +94,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.forward(w, r, rt)
+}
+
+// fromLoopback: the request came from this host's loopback.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sameRegistry compares ns (as containerd writes it) with the upstream's host.

@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestLinkStateTransitions(t *testing.T) {
@@ -81,6 +87,36 @@ func TestIsSilence(t *testing.T) {
 	} {
 		if got := isSilence(tc.err); got != tc.want {
 			t.Errorf("isSilence(%v) = %v", tc.err, got)
+		}
+	}
+}
+
+// /bkcache/ on the client port is guarded by htpasswd, except from loopback
+// (where the unguarded loopback-only metrics listener is reachable anyway).
+func TestOwnEndpointsGuarded(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(file, []byte("bob:"+string(hash)+"\n"), 0o600)
+	s := &Server{auth: newHtpasswd(file, "r"), ownMux: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	for _, tc := range []struct {
+		remote, user, pass string
+		want               int
+	}{
+		{"10.0.0.5:40000", "", "", http.StatusUnauthorized},
+		{"10.0.0.5:40000", "bob", "wrong", http.StatusUnauthorized},
+		{"10.0.0.5:40000", "bob", "pw", http.StatusOK},
+		{"127.0.0.1:40000", "", "", http.StatusOK},
+		{"[::1]:40000", "", "", http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/bkcache/status", nil)
+		req.RemoteAddr = tc.remote
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, tc.pass)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.remote, tc.user, rec.Code, tc.want)
 		}
 	}
 }

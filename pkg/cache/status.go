@@ -72,7 +72,7 @@ type FrontStatus struct {
 	Version      string        `json:"version"`
 	Upstream     string        `json:"upstream"`
 	Mode         string        `json:"mode"`
-	Since        string        `json:"since"` // RFC 3339
+	Since        string        `json:"since"`            // RFC 3339
 	Reason       string        `json:"reason,omitempty"` // offline: "not answering" or "unreachable"
 	LastError    string        `json:"lastError"`
 	ProxyChild   string        `json:"proxyChild"`

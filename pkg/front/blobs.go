@@ -272,7 +272,9 @@ func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
 // nothing is stored and no full download starts. It returns false, having
 // written nothing, when the upstream answered a ranged GET with the whole blob.
 func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, digest string) bool {
-	ctx := r.Context()
+	// At most probeRangeMax bytes: a silent upstream must not hold the client longer.
+	ctx, cancel := context.WithTimeoutCause(r.Context(), openTimeout+stallTimeout, errNoAnswer)
+	defer cancel()
 	rt, err := s.up.transport(ctx, repo)
 	if err != nil {
 		s.upstreamFailed(w, err)

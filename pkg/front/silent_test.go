@@ -3,6 +3,7 @@ package front
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -303,5 +304,37 @@ func TestTagsSurviveProxyExpiry(t *testing.T) {
 	e.start(0)
 	if _, err := e.pull(ctx, "lib/old:1"); err != nil {
 		t.Fatalf("a cached tag after its expiry, upstream down: %v", err)
+	}
+}
+
+// A black hole that begins mid-blob: the waiting client's response breaks
+// (never completes) within the stall timeout and a probe, the front goes
+// offline, nothing is stored.
+func TestBlackHoleMidBlob(t *testing.T) {
+	e := newEnv(t)
+	d, _ := oneBlob(t, e, "lib/midway", 4<<20)
+	e.relay.SetRate(256 << 10) // ~16 s for the blob
+	resp, err := http.Get("http://" + e.host + blobURLPath("lib/midway", d))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 64<<10)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	e.relay.BlackHole(true)
+	start := time.Now()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil {
+		t.Fatalf("the response completed (%d more bytes) through a black hole", n)
+	}
+	if took := time.Since(start); took > stallTimeout+30*time.Second {
+		t.Errorf("the response broke only after %s", took)
+	}
+	waitFor(t, func() bool { return e.status().Mode == "offline" })
+	e.settle()
+	if e.srv.store.hasData(d) {
+		t.Error("stored")
 	}
 }

@@ -329,7 +329,7 @@ func TestBlackHoleMidBlob(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the response completed (%d more bytes) through a black hole", n)
 	}
-	if took := time.Since(start); took > stallTimeout+30*time.Second {
+	if took := time.Since(start); took > stallTimeout+offlineGrace+30*time.Second {
 		t.Errorf("the response broke only after %s", took)
 	}
 	waitFor(t, func() bool { return e.status().Mode == "offline" })

@@ -33,6 +33,9 @@ const (
 	// stallTimeout: a blob body that sends no byte for this long is broken
 	// (resumed with Range, or given up when the upstream went offline).
 	stallTimeout = 20 * time.Second
+	// offlineGrace: a download goes on retrying through an outage this
+	// short (a restart of the upstream, a flap); a longer one ends it.
+	offlineGrace = 10 * time.Second
 )
 
 // upstream is the registry the cache proxies: reachability, mode and
@@ -253,18 +256,29 @@ func connectionFailure(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-// cancelWhenOffline cancels ctx (with errNoAnswer-style cause) when the
-// upstream goes offline; the returned func stops watching.
+// cancelWhenOffline cancels ctx when the upstream has been offline for
+// offlineGrace without a break: a short outage is bridged by the download's
+// own retries, a long one ends it so that waiters' clients move on. The
+// returned func stops watching.
 func (u *upstream) cancelWhenOffline(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	go func() {
+		var grace <-chan time.Time
 		for {
 			changed := u.Changed()
-			if st := u.state(); st.known && !st.online {
-				cancel(fmt.Errorf("upstream %s went offline (%s): %s", u.base, st.reason(), st.lastError))
-				return
+			st := u.state()
+			offline := st.known && !st.online
+			switch {
+			case offline && grace == nil:
+				grace = time.After(offlineGrace)
+			case !offline:
+				grace = nil
 			}
 			select {
+			case <-grace:
+				st := u.state()
+				cancel(fmt.Errorf("upstream %s %s for %s (%s): %w", u.base, st.reason(), offlineGrace, st.lastError, errNoAnswer))
+				return
 			case <-changed:
 			case <-done:
 				return

@@ -206,6 +206,14 @@ func (f *flight) run(fetchCtx, ctx context.Context) {
 		}
 		s.flights.mu.Unlock()
 		for _, r := range pending {
+			if !s.repoKnown(ctx, r, f.digest) {
+				// A joiner that named the digest under a name nobody pulled
+				// got the bytes; it does not get a repository created.
+				s.flights.mu.Lock()
+				f.linked[r] = true
+				s.flights.mu.Unlock()
+				continue
+			}
 			if err := s.mount(ctx, r, f.digest, repo); err != nil {
 				s.logger.Printf("link blob %s into %s: %v", f.digest, r, err)
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,30 @@ func TestOwnEndpointsGuarded(t *testing.T) {
 		s.ServeHTTP(rec, req)
 		if rec.Code != tc.want {
 			t.Errorf("%s %s: %d, want %d", tc.remote, tc.user, rec.Code, tc.want)
+		}
+	}
+}
+
+func TestSeenManifest(t *testing.T) {
+	d := func(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
+	s := newSeen()
+	s.manifest("lib/a", []byte(`{"schemaVersion":2,"config":{"digest":"`+d('a')+`","size":7},"layers":[{"digest":"`+d('b')+`","size":1000},{"digest":"bad","size":5}]}`))
+	s.manifest("lib/index", []byte(`{"schemaVersion":2,"manifests":[{"digest":"`+d('c')+`","size":500}]}`))
+	s.manifest("lib/head", nil) // a HEAD: no body, the repository still counts
+	for _, tc := range []struct {
+		digest string
+		size   int64
+		ok     bool
+	}{
+		{d('a'), 7, true}, {d('b'), 1000, true}, {d('c'), -1, false}, {"bad", -1, false},
+	} {
+		if n, ok := s.get(tc.digest); n != tc.size || ok != tc.ok {
+			t.Errorf("get(%s) = %d, %v", tc.digest, n, ok)
+		}
+	}
+	for repo, want := range map[string]bool{"lib/a": true, "lib/index": true, "lib/head": true, "lib/other": false} {
+		if s.repo(repo) != want {
+			t.Errorf("repo(%s) = %v", repo, !want)
 		}
 	}
 }

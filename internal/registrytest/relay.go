@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,10 @@ import (
 // registry, for tests and benchmarks of what a cache asks its upstream: it
 // logs and counts every request and its body bytes, and on demand caps the
 // total rate, delays response headers, cuts blob bodies mid-way, serves wrong
-// bytes for a digest, or goes down (refuses connections) and comes back.
+// bytes for a digest, lies about a blob's size (more bytes than it has, or an
+// endless body), goes down (refuses connections) and comes back, or turns
+// into a black hole (accepts connections and never answers, also on
+// connections already open, until it is lifted).
 type Relay struct {
 	// Addr is host:port (127.0.0.1:PORT); it stays the same across Down/Up.
 	Addr string
@@ -38,6 +42,8 @@ type Relay struct {
 	headerDelay time.Duration
 	cuts        []*cutRule
 	corrupt     map[string]bool // digest -> serve wrong bytes
+	bodies      map[string]BodyLie
+	hole        chan struct{} // non-nil while a black hole: closed when lifted
 	// log holds requests from their arrival, kept up to date as they run, so a
 	// test that reads it the moment its client is done sees the last bytes too.
 	log []*RelayRequest
@@ -90,6 +96,7 @@ func NewRelay(upstream string) (*Relay, error) {
 		transport: &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 256, ForceAttemptHTTP2: false},
 		conns:     map[net.Conn]struct{}{},
 		corrupt:   map[string]bool{},
+		bodies:    map[string]BodyLie{},
 	}
 	r.URL = "http://" + r.Addr
 	r.serve(ln)
@@ -199,6 +206,57 @@ func (r *Relay) Corrupt(digest string, on bool) {
 	r.corrupt[digest] = on
 }
 
+// BodyLie is how the relay lies about a blob's body.
+type BodyLie int
+
+const (
+	// BodyTrue sends the upstream's body as it is.
+	BodyTrue BodyLie = iota
+	// BodyOversize announces and sends 1 MiB more than the blob has.
+	BodyOversize
+	// BodyEndless sends no Content-Length and, after the blob, bytes without end.
+	BodyEndless
+)
+
+// LieAbout makes blob GETs of digest get the body lie describes.
+func (r *Relay) LieAbout(digest string, lie BodyLie) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bodies[digest] = lie
+}
+
+// BlackHole turns the relay into a black hole (on) or back (off): while on,
+// connections are accepted and requests read, but nothing is answered, and
+// responses already under way send no further byte. Requests held then go
+// on when it is lifted, as a link that comes back delivers what it held.
+func (r *Relay) BlackHole(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case on && r.hole == nil:
+		r.hole = make(chan struct{})
+	case !on && r.hole != nil:
+		close(r.hole)
+		r.hole = nil
+	}
+}
+
+// silence waits while the relay is a black hole; false when the client left.
+func (r *Relay) silence(ctx context.Context) bool {
+	r.mu.Lock()
+	hole := r.hole
+	r.mu.Unlock()
+	if hole == nil {
+		return true
+	}
+	select {
+	case <-hole:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Log is every request so far, in arrival order, those still running included
 // (End is zero until they are done).
 func (r *Relay) Log() []RelayRequest {
@@ -291,6 +349,9 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 		q.End = time.Now()
 		r.publish(entry, q)
 	}()
+	if !r.silence(req.Context()) {
+		return
+	}
 	out := req.Clone(req.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host = r.target.Scheme, r.target.Host
@@ -310,6 +371,10 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 	digest, isBlob := blobOf(req.URL.Path)
 	isBlob = isBlob && req.Method == http.MethodGet
 	corrupt := isBlob && r.corrupt[digest]
+	lie := BodyTrue
+	if isBlob && resp.StatusCode == http.StatusOK {
+		lie = r.bodies[digest]
+	}
 	cutAt := int64(-1)
 	if isBlob && resp.StatusCode/100 == 2 {
 		for _, c := range r.cuts {
@@ -334,13 +399,31 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
+	var extra io.Reader
+	switch lie {
+	case BodyOversize:
+		extra = io.LimitReader(endless{}, 1<<20)
+		if resp.ContentLength >= 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength+1<<20, 10))
+		}
+	case BodyEndless:
+		extra = endless{}
+		w.Header().Del("Content-Length")
+	}
+	if !r.silence(req.Context()) {
+		return
+	}
 	q.Status = resp.StatusCode
 	r.publish(entry, q)
 	w.WriteHeader(resp.StatusCode)
 	http.NewResponseController(w).Flush() //nolint:errcheck // the client may be gone
 	buf := make([]byte, 32<<10)
+	body := io.Reader(resp.Body)
+	if extra != nil {
+		body = io.MultiReader(resp.Body, extra)
+	}
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			p := buf[:n]
 			if corrupt {
@@ -350,6 +433,9 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 				p = p[:cutAt-q.Bytes]
 			}
 			if err := wait(req.Context(), limiter, len(p)); err != nil {
+				return
+			}
+			if !r.silence(req.Context()) {
 				return
 			}
 			// Counted before they can reach the client, so the count is never behind what a client has.
@@ -387,3 +473,13 @@ func wait(ctx context.Context, l *rate.Limiter, n int) error {
 }
 
 var discardLogger = log.New(io.Discard, "", 0)
+
+// endless reads as bytes without end.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}

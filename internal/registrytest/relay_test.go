@@ -64,7 +64,12 @@ func TestRelay(t *testing.T) {
 	if _, err := get(); err != nil {
 		t.Fatal(err)
 	}
+	// End is recorded when the handler returns, just after the client has the last byte.
 	last := relay.Log()[len(relay.Log())-1]
+	for deadline := time.Now().Add(5 * time.Second); last.End.IsZero() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		last = relay.Log()[len(relay.Log())-1]
+	}
 	if last.Headers.IsZero() || last.End.Sub(last.Headers) < 300*time.Millisecond {
 		t.Errorf("header delay not applied: %+v", last)
 	}
@@ -93,5 +98,74 @@ func TestRelayTokenAuth(t *testing.T) {
 	resp.Body.Close()
 	if got, want := resp.Header.Get("WWW-Authenticate"), `Bearer realm="`+relay.URL+`/token",service="registrytest"`; got != want {
 		t.Errorf("challenge %q, want %q", got, want)
+	}
+}
+
+// The black hole accepts, reads and never answers, also on a connection
+// already open and mid-body, until lifted; the lies send more than the blob.
+func TestRelayBlackHoleAndLies(t *testing.T) {
+	reg := Start(t)
+	img, _ := Image(1, 400<<10, "amd64")
+	if _, err := reg.Push("lib/h:1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	size, _ := layers[0].Size()
+	relay := StartRelay(t, reg.URL)
+	blobURL := relay.URL + "/v2/lib/h/blobs/" + d.String()
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+
+	// Mid-body: the open response stops sending.
+	relay.SetRate(100 << 10)
+	resp, err := http.Get(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	relay.BlackHole(true)
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); done <- err }()
+	// New requests, on new and on kept-alive connections, get no headers.
+	for range 2 {
+		if r, err := client.Get(blobURL); err == nil {
+			r.Body.Close()
+			t.Fatalf("an answer from a black hole: %s", r.Status)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the open body ended in a black hole: %v", err)
+	default:
+	}
+	relay.BlackHole(false)
+	if err := <-done; err != nil {
+		t.Fatalf("the open body after the hole lifted: %v", err)
+	}
+	resp.Body.Close()
+	relay.SetRate(0)
+
+	relay.LieAbout(d.String(), BodyOversize)
+	r, err := http.Get(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.ContentLength != size+1<<20 || int64(len(body)) != size+1<<20 {
+		t.Errorf("oversize: Content-Length %d, %d bytes; want %d", r.ContentLength, len(body), size+1<<20)
+	}
+	relay.LieAbout(d.String(), BodyEndless)
+	r, err = http.Get(blobURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, 8<<20))
+	r.Body.Close()
+	if r.ContentLength != -1 || n != 8<<20 {
+		t.Errorf("endless: Content-Length %d, read %d bytes", r.ContentLength, n)
 	}
 }

@@ -18,42 +18,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ErrDigestMismatch is what a fetch returns (inside a *DigestError) when the
-// bytes the source sent do not hash to the digest asked for.
-var ErrDigestMismatch = errors.New("digest mismatch")
-
-// DigestError tells which digest was asked for and which one arrived.
-type DigestError struct {
-	URL       string
-	Want, Got digest.Digest
-	Size      int64
-}
-
-func (e *DigestError) Error() string {
-	return fmt.Sprintf("blob %s from %s: the source sent %d bytes with digest %s; retry later, or check the source registry",
-		e.Want, e.URL, e.Size, e.Got)
-}
-
-// Is makes errors.Is(err, ErrDigestMismatch) true.
-func (e *DigestError) Is(target error) bool { return target == ErrDigestMismatch }
-
-// UpstreamError is a non-success answer of the source to a blob request; the
-// front relays it to its clients.
-type UpstreamError struct {
-	URL        string
-	StatusCode int
-	Header     http.Header
-	Body       []byte // at most 64 KiB of it
-}
-
-func (e *UpstreamError) Error() string {
-	msg := strings.TrimSpace(string(e.Body))
-	if len(msg) > 200 {
-		msg = msg[:200] + "…"
-	}
-	return fmt.Sprintf("GET %s: the source answered %d %s %s", e.URL, e.StatusCode, http.StatusText(e.StatusCode), msg)
-}
-
 // Fetcher downloads blobs: resumable, rate-limited, digest-checked. Its zero
 // value works; one Fetcher may serve many downloads at once.
 type Fetcher struct {
@@ -78,7 +42,15 @@ type Fetcher struct {
 	// OnResume, when set, is called before each resume with the offset it
 	// resumes from and the error that broke the previous read.
 	OnResume func(offset int64, err error)
+	// MaxSize caps a download whose size neither the caller (OpenSized) nor
+	// the source (Content-Length) declared; 0 means DefaultMaxSize.
+	MaxSize int64
 }
+
+// DefaultMaxSize caps a blob of unknown size: larger than any layer a
+// registry:2 upstream serves in practice, small enough that an endless body
+// stops long before it fills a disk.
+const DefaultMaxSize = 16 << 30
 
 // Download is one blob being fetched. Open returns it as soon as the source's
 // response headers arrive; Copy then streams the bytes.
@@ -91,6 +63,7 @@ type Download struct {
 	f       *Fetcher
 	url     string
 	want    digest.Digest
+	limit   int64           // bytes the blob may have at most
 	ctx     context.Context // Open's: every attempt lives inside it
 	body    io.ReadCloser
 	mu      sync.Mutex         // guards cancel: Copy's context may fire any time
@@ -116,6 +89,14 @@ func (f *Fetcher) Fetch(ctx context.Context, url string, dgst string, w io.Write
 // source is returned as it is (no retry: the caller decides whether the source
 // is down). ctx must outlive Copy: every resume is made inside it.
 func (f *Fetcher) Open(ctx context.Context, url string, dgst string) (*Download, error) {
+	return f.OpenSized(ctx, url, dgst, -1)
+}
+
+// OpenSized is Open for a blob whose size the caller knows (from the
+// manifest that named it; -1: unknown). The download never exceeds it: a
+// source announcing another size is refused, one sending more is cut. With
+// neither size known, MaxSize bounds it.
+func (f *Fetcher) OpenSized(ctx context.Context, url string, dgst string, size int64) (*Download, error) {
 	want, err := digest.Parse(dgst)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: bad digest %q: %w", url, dgst, err)
@@ -135,6 +116,21 @@ func (f *Fetcher) Open(ctx context.Context, url string, dgst string) (*Download,
 	}
 	d.Header = resp.Header
 	d.Size = resp.ContentLength
+	d.limit = cmp.Or(f.MaxSize, DefaultMaxSize)
+	switch {
+	case size >= 0 && d.Size >= 0 && d.Size != size:
+		d.cancelAttempt()
+		resp.Body.Close()
+		return nil, &SizeError{URL: url, Limit: size, What: fmt.Sprintf("announced %d bytes, other", d.Size)}
+	case size >= 0:
+		d.Size, d.limit = size, size
+	case d.Size > d.limit:
+		d.cancelAttempt()
+		resp.Body.Close()
+		return nil, &SizeError{URL: url, Limit: d.limit, What: fmt.Sprintf("announced %d bytes, more", d.Size)}
+	case d.Size >= 0:
+		d.limit = d.Size
+	}
 	d.body = resp.Body
 	return d, nil
 }
@@ -388,8 +384,8 @@ func (c *blobReader) drain() (progressed bool, err error) {
 				p = p[k:]
 			}
 			if len(p) > 0 {
-				if d.Size >= 0 && c.written+int64(len(p)) > d.Size {
-					return progressed, &DigestError{URL: d.url, Want: d.want, Got: "(more bytes than announced)", Size: c.written + int64(len(p))}
+				if c.written+int64(len(p)) > d.limit {
+					return progressed, &SizeError{URL: d.url, Limit: d.limit, What: "sent more bytes"}
 				}
 				c.hash.Write(p)
 				if _, err := c.w.Write(p); err != nil {
@@ -437,7 +433,7 @@ func retryable(err error) bool {
 		return ue.StatusCode == http.StatusRequestTimeout || ue.StatusCode == http.StatusTooManyRequests || ue.StatusCode >= 500
 	}
 	var we *writeError
-	return !errors.As(err, &we) && !errors.Is(err, ErrDigestMismatch)
+	return !errors.As(err, &we) && !errors.Is(err, ErrDigestMismatch) && !errors.Is(err, ErrTooLarge)
 }
 
 func ctxErr(ctxs ...context.Context) error {

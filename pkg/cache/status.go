@@ -77,7 +77,8 @@ type FrontStatus struct {
 	Version      string            `json:"version"`
 	Upstream     string            `json:"upstream"`
 	Mode         string            `json:"mode"`
-	Since        string            `json:"since"` // RFC 3339
+	Since        string            `json:"since"`            // RFC 3339
+	Reason       string            `json:"reason,omitempty"` // offline: "not answering" or "unreachable"
 	LastError    string            `json:"lastError"`
 	ProxyChild   string            `json:"proxyChild"`
 	UpstreamRate int64             `json:"upstreamRate"`
@@ -196,8 +197,9 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 			st.Health = "ok"
 		}
 		addr := metricsAddress(c, spec)
-		if addr != "" && st.Layout == LayoutFront {
-			fs, err := readFrontStatus(ctx, addr)
+		ep := frontEndpoints(c, spec)
+		if ep.status != "" && st.Layout == LayoutFront {
+			fs, err := readFrontStatus(ctx, ep.status)
 			if err != nil {
 				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
 			} else {
@@ -206,13 +208,22 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 				st.Problems = append(st.Problems, diskProblems(fs.Disk)...)
 				since := fs.SinceTime()
 				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
+				if fs.Reason != "" && fs.Mode == ModeOffline {
+					st.ModeText = strings.Replace(st.ModeText, "unreachable", fs.Reason, 1)
+				}
 				if !since.IsZero() {
 					st.ModeSince = &since
 				}
 			}
 		}
-		if addr != "" && (st.Layout != LayoutFront || st.Mode == ModeOnline) {
-			m, err := readMetrics(ctx, addr)
+		varsURL := ""
+		if addr != "" {
+			varsURL = "http://" + addr + "/debug/vars"
+		} else if st.Layout == LayoutFront {
+			varsURL = ep.vars
+		}
+		if varsURL != "" && (st.Layout != LayoutFront || st.Mode == ModeOnline) {
+			m, err := readMetrics(ctx, varsURL)
 			if err != nil {
 				st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
 			} else {
@@ -258,17 +269,34 @@ func metricsAddress(c container.InspectResponse, spec Spec) string {
 	return ""
 }
 
-func readMetrics(ctx context.Context, addr string) (*CacheMetrics, error) {
+// frontURLs are where a front answers for its figures.
+type frontURLs struct{ status, vars string }
+
+// frontEndpoints is where `status` and `verify` read a front: its metrics
+// listener when it has one, else the cache's own port under /bkcache/ (a
+// host-network cache on a port above 55535 has no PORT+10000 for metrics).
+func frontEndpoints(c container.InspectResponse, spec Spec) frontURLs {
+	if addr := metricsAddress(c, spec); addr != "" {
+		return frontURLs{status: "http://" + addr + "/bkcache/status", vars: "http://" + addr + "/debug/vars"}
+	}
+	if spec.Port == 0 {
+		return frontURLs{}
+	}
+	base := spec.Scheme() + "://" + spec.LocalAddress() + "/bkcache"
+	return frontURLs{status: base + "/status", vars: base + "/debug/vars"}
+}
+
+func readMetrics(ctx context.Context, url string) (*CacheMetrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/vars", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := insecureClient().Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET http://%s/debug/vars answered %s", addr, resp.Status)
+		return nil, fmt.Errorf("GET %s answered %s", url, resp.Status)
 	}
 	type counters struct {
 		Requests, Hits, Misses, BytesPulled, BytesPushed uint64
@@ -281,7 +309,7 @@ func readMetrics(ctx context.Context, addr string) (*CacheMetrics, error) {
 		} `json:"registry"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
-		return nil, fmt.Errorf("decode http://%s/debug/vars: %w", addr, err)
+		return nil, fmt.Errorf("decode %s: %w", url, err)
 	}
 	p := vars.Registry.Proxy
 	m := &CacheMetrics{ManifestRequests: p.Manifests.Requests, ManifestMisses: p.Manifests.Misses, Note: metricsNote}
@@ -291,11 +319,10 @@ func readMetrics(ctx context.Context, addr string) (*CacheMetrics, error) {
 	return m, nil
 }
 
-// readFrontStatus reads the front's /bkcache/status from its metrics listener.
-func readFrontStatus(ctx context.Context, addr string) (FrontStatus, error) {
+// readFrontStatus reads the front's /bkcache/status at url (frontEndpoints).
+func readFrontStatus(ctx context.Context, url string) (FrontStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	url := "http://" + addr + "/bkcache/status"
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := insecureClient().Do(req)
 	if err != nil {

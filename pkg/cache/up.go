@@ -300,11 +300,11 @@ func frontMode(ctx context.Context, eng Engine, spec Spec) (mode, warning string
 	if err != nil || !ok {
 		return "", ""
 	}
-	addr := metricsAddress(c, spec)
-	if addr == "" {
+	ep := frontEndpoints(c, spec)
+	if ep.status == "" {
 		return "", ""
 	}
-	fs, err := readFrontStatus(ctx, addr)
+	fs, err := readFrontStatus(ctx, ep.status)
 	if err != nil {
 		return "", ""
 	}

@@ -286,9 +286,9 @@ func frontStatus(ctx context.Context, eng Engine, spec Spec) (FrontStatus, error
 	if !ok {
 		return FrontStatus{}, notFound(spec.Name)
 	}
-	addr := metricsAddress(c, spec)
-	if addr == "" {
-		return FrontStatus{}, fmt.Errorf("cache %s has no metrics listener", spec.Name)
+	ep := frontEndpoints(c, spec)
+	if ep.status == "" {
+		return FrontStatus{}, fmt.Errorf("cache %s has neither a port nor a metrics listener to read its status from", spec.Name)
 	}
-	return readFrontStatus(ctx, addr)
+	return readFrontStatus(ctx, ep.status)
 }

@@ -110,6 +110,12 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 // repo first when it was stored for another repository.
 func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, digest string, rng byteRange) {
 	if !s.store.linked(repo, digest) {
+		if !s.repoKnown(r.Context(), repo, digest) {
+			// Linking would create the repository for anyone who names a
+			// stored digest under a new name.
+			writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob unknown to registry: "+repo+" is not a repository of upstream "+s.up.String()+" this cache knows", digest)
+			return
+		}
 		if err := s.link(r.Context(), repo, digest); err != nil {
 			s.logger.Printf("link %s into %s: %v", digest, repo, err)
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "cannot link the cached blob into "+repo+": "+err.Error(), digest)
@@ -119,8 +125,11 @@ func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, diges
 	}
 	s.counters.blobHits.Add(1)
 	switch rng.kind {
-	case rangeMulti:
-		r.Header.Del("Range") // several ranges: the whole blob, as 200
+	case rangeMulti, rangeNone:
+		// Several ranges: the whole blob, as 200; an unparseable Range is
+		// ignored (RFC 9110 14.2), never passed to registry:2, which answers
+		// some with a malformed 416.
+		r.Header.Del("Range")
 	case rangeSingle:
 		// registry:2 2.8 answers an unsatisfiable range with a body shorter
 		// than its Content-Length: answer 416 here.
@@ -132,6 +141,41 @@ func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, diges
 		}
 	}
 	s.blobRP.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.counters.servedBytes}, r)
+}
+
+// repoKnown reports whether a stored blob may be linked into repo: the
+// front served a manifest of repo, storage holds manifests of it, or the
+// upstream serves the blob under that name.
+func (s *Server) repoKnown(ctx context.Context, repo, digest string) bool {
+	if s.seen.repo(repo) {
+		return true
+	}
+	if _, err := os.Stat(filepath.Join(s.store.root, "repositories", filepath.FromSlash(repo), "_manifests")); err == nil {
+		return true
+	}
+	if online, _, _ := s.up.Online(); !online {
+		return false
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, openTimeout, errNoAnswer)
+	defer cancel()
+	rt, err := s.up.transport(ctx, repo)
+	if err != nil {
+		return false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, s.up.blobURL(repo, digest), nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("User-Agent", "bkcache-front/"+version.Version)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		if connectionFailure(err) {
+			s.up.Suspect(err)
+		}
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // link makes a stored blob part of repo through the local child: a
@@ -201,7 +245,9 @@ func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
 // nothing is stored and no full download starts. It returns false, having
 // written nothing, when the upstream answered a ranged GET with the whole blob.
 func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, digest string) bool {
-	ctx := r.Context()
+	// At most probeRangeMax bytes: a silent upstream must not hold the client longer.
+	ctx, cancel := context.WithTimeoutCause(r.Context(), openTimeout+stallTimeout, errNoAnswer)
+	defer cancel()
 	rt, err := s.up.transport(ctx, repo)
 	if err != nil {
 		s.upstreamFailed(w, err)

@@ -84,7 +84,12 @@ func parseRegistryConfig(path string, data []byte) (*registryConfig, error) {
 
 // childConfig derives a child's config: the same document on a unix socket,
 // without TLS and auth (the front does both). The proxy child gets a debug
-// listener; the local child loses the proxy section and deletion.
+// listener and may not delete:
+// registry:2 2.8's proxy schedules every manifest and blob it fetched for
+// deletion 7 days later (distribution registry/proxy/proxyregistry.go, no
+// setting in 2.8), which during a long outage would make cached tags vanish;
+// with deletion off its expiry fails harmlessly (linkedBlobStore.Delete
+// answers ErrUnsupported) and the content stays.
 func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]byte, error) {
 	doc := deepCopy(c.raw).(map[string]any)
 	httpSec := ensure(doc, "http")
@@ -95,12 +100,14 @@ func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]
 	httpSec["addr"] = sock
 	switch kind {
 	case proxyChild:
+		ensure(ensure(doc, "storage"), "delete")["enabled"] = false
 		httpSec["debug"] = map[string]any{"addr": debugAddr, "prometheus": map[string]any{"enabled": true, "path": "/metrics"}}
 	case localChild:
 		delete(httpSec, "debug")
 		delete(doc, "proxy")
 		// Only the front reaches it with other methods than GET/HEAD: prune
-		// and the budget delete manifests through it.
+		// and the budget delete manifests through it. This child has no proxy
+		// section, so registry:2's 7-day proxy expiry does not run in it.
 		ensure(ensure(doc, "storage"), "delete")["enabled"] = true
 	}
 	// No in-memory blob descriptor cache: prune removes blobs and manifests

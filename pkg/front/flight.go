@@ -210,6 +210,14 @@ func (f *flight) run(fetchCtx, ctx context.Context) {
 		}
 		s.flights.mu.Unlock()
 		for _, r := range pending {
+			if !s.repoKnown(ctx, r, f.digest) {
+				// A joiner that named the digest under a name nobody pulled
+				// got the bytes; it does not get a repository created.
+				s.flights.mu.Lock()
+				f.linked[r] = true
+				s.flights.mu.Unlock()
+				continue
+			}
 			if err := s.mount(ctx, r, f.digest, repo); err != nil {
 				s.logger.Printf("link blob %s into %s: %v", f.digest, r, err)
 			}
@@ -222,18 +230,32 @@ func (f *flight) run(fetchCtx, ctx context.Context) {
 }
 
 // download fetches the blob into the partial file; nil means verified.
+// Everything before the upstream's headers is bounded by openTimeout; the
+// whole download ends when the upstream goes offline (its waiters' clients
+// then see a cut and move on instead of waiting on a silent link).
 func (f *flight) download(ctx context.Context, repo string) error {
 	s := f.s
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWatch := s.up.cancelWhenOffline(ctx, cancel)
+	defer stopWatch()
+	noHeaders := time.AfterFunc(openTimeout, func() {
+		cancel(fmt.Errorf("no answer from upstream %s within %s: %w", s.up, openTimeout, errNoAnswer))
+	})
 	rt, err := s.up.transport(ctx, repo)
 	if err != nil {
+		noHeaders.Stop()
+		err = causeOf(ctx, err)
 		f.failHeaders(err)
 		return err
 	}
 	fetcher := &blobfetch.Fetcher{
-		Client:  &http.Client{Transport: rt},
-		Header:  http.Header{"User-Agent": {"bkcache-front/" + version.Version}},
-		Limiter: s.limiter,
-		Counter: &s.counters.upstreamBytes,
+		Client:      &http.Client{Transport: rt},
+		Header:      http.Header{"User-Agent": {"bkcache-front/" + version.Version}},
+		Limiter:     s.limiter,
+		Counter:     &s.counters.upstreamBytes,
+		IdleTimeout: stallTimeout,
+		MaxSize:     s.opts.maxBlobSize(),
 		OnResume: func(offset int64, err error) {
 			s.counters.resumes.Add(1)
 			if connectionFailure(err) {
@@ -242,8 +264,14 @@ func (f *flight) download(ctx context.Context, repo string) error {
 			s.logger.Printf("blob %s: upstream read broke at byte %d (%v); resuming with Range", f.digest, offset, err)
 		},
 	}
-	dl, err := fetcher.Open(ctx, s.up.blobURL(repo, f.digest), f.digest)
+	declared, _ := s.seen.get(f.digest)
+	dl, err := fetcher.OpenSized(ctx, s.up.blobURL(repo, f.digest), f.digest, declared)
+	if !noHeaders.Stop() && err == nil {
+		dl.Close()
+		err = context.Cause(ctx)
+	}
 	if err != nil {
+		err = causeOf(ctx, err)
 		f.failHeaders(err)
 		return err
 	}
@@ -260,13 +288,22 @@ func (f *flight) download(ctx context.Context, repo string) error {
 	_, err = dl.Copy(ctx, f)
 	f.resumeCount = dl.Resumes()
 	if err != nil {
-		return err
+		return causeOf(ctx, err)
 	}
 	f.mu.Lock()
 	f.verified = true
 	f.changed()
 	f.mu.Unlock()
 	return nil
+}
+
+// causeOf prefers the reason ctx was cancelled (a deadline, an outage) to
+// the bare "context canceled" a request reports.
+func causeOf(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(err, c) && !errors.Is(c, context.Canceled) {
+		return fmt.Errorf("%w (%v)", c, err)
+	}
+	return err
 }
 
 func (f *flight) failHeaders(err error) {
@@ -359,13 +396,15 @@ func (f *flight) serve(w http.ResponseWriter, r *http.Request, rng byteRange, fi
 }
 
 // stream copies [start, end) (end -1: to the blob's end, size unknown) as it
-// becomes available.
+// becomes available. The last byte of the response, ranged or not, waits
+// until the whole blob's digest checks out: a client never completes a
+// response carrying bytes of a blob that turns out wrong.
 func (f *flight) stream(ctx context.Context, w http.ResponseWriter, file *os.File, start, end int64) {
 	rc := http.NewResponseController(w)
 	pos := start
 	for {
 		f.mu.Lock()
-		written, verified, failed, size, progress := f.written, f.verified, f.failed, f.size, f.progress
+		written, verified, failed, progress := f.written, f.verified, f.failed, f.progress
 		f.mu.Unlock()
 		if failed != nil {
 			panic(http.ErrAbortHandler) // the client sees a broken response, never a complete wrong blob
@@ -374,9 +413,12 @@ func (f *flight) stream(ctx context.Context, w http.ResponseWriter, file *os.Fil
 		if end >= 0 {
 			limit = min(written, end)
 		}
-		touchesEnd := end < 0 || end == size
-		if touchesEnd && !verified {
-			limit = min(limit, written-1) // the final byte waits for the digest
+		if !verified {
+			if end >= 0 {
+				limit = min(limit, end-1) // the response's final byte waits for the digest
+			} else {
+				limit = min(limit, written-1)
+			}
 		}
 		if pos < limit {
 			// The waiter's own handle, positioned: io.Copy hands an
@@ -393,7 +435,7 @@ func (f *flight) stream(ctx context.Context, w http.ResponseWriter, file *os.Fil
 			rc.Flush() //nolint:errcheck
 			continue
 		}
-		if (end >= 0 && pos >= end && (verified || !touchesEnd)) || (end < 0 && verified && pos >= written) {
+		if verified && ((end >= 0 && pos >= end) || (end < 0 && pos >= written)) {
 			return
 		}
 		select {

@@ -33,6 +33,7 @@ type frontEnv struct {
 	srv      *Server
 	host     string // front host:port
 	log      *syncBuffer
+	knobs    envConfig
 }
 
 type envOption func(*envConfig)
@@ -44,7 +45,13 @@ type envConfig struct {
 	rate         int64
 	tlsCert      string
 	tlsKey       string
+	// realProbes: the front's own probe defaults, not the fast test ones.
+	realProbes  bool
+	maxBlobSize int64
 }
+
+func withRealProbes() envOption         { return func(c *envConfig) { c.realProbes = true } }
+func withMaxBlobSize(n int64) envOption { return func(c *envConfig) { c.maxBlobSize = n } }
 
 func withUpstream(opts ...registrytest.Option) envOption {
 	return func(c *envConfig) { c.upstreamOpts = opts }
@@ -65,7 +72,7 @@ func newEnv(t *testing.T, opts ...envOption) *frontEnv {
 	for _, o := range opts {
 		o(&c)
 	}
-	e := &frontEnv{t: t, upstream: registrytest.Start(t, c.upstreamOpts...), root: t.TempDir(), log: &syncBuffer{}}
+	e := &frontEnv{t: t, upstream: registrytest.Start(t, c.upstreamOpts...), root: t.TempDir(), log: &syncBuffer{}, knobs: c}
 	e.relay = registrytest.StartRelay(t, e.upstream.URL)
 	tlsPart := ""
 	if c.tlsCert != "" {
@@ -107,12 +114,16 @@ func (e *frontEnv) start(rate int64) {
 	if _, err := os.Stat(registrytest.DistributionBinary); err != nil {
 		e.t.Fatalf("%s is missing: apt-get install docker-registry", registrytest.DistributionBinary)
 	}
-	srv, err := New(Options{
+	opts := Options{
 		RegistryConfig: e.config, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
 		RunDir: e.t.TempDir(), RegistryBin: registrytest.DistributionBinary, UpstreamRate: rate,
 		ProbeInterval: 200 * time.Millisecond, ProbeMaxInterval: time.Second, ProbeTimeout: 2 * time.Second,
-		Log: e.log,
-	})
+		MaxBlobSize: e.knobs.maxBlobSize, Log: e.log,
+	}
+	if e.knobs.realProbes {
+		opts.ProbeInterval, opts.ProbeMaxInterval, opts.ProbeTimeout = 0, 0, 0
+	}
+	srv, err := New(opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -137,6 +137,9 @@ func (s *Server) runManifestCall(key manifestKey, c *manifestCall, req *http.Req
 		}
 		c.status, c.body = resp.StatusCode, buf.Bytes()
 		c.header = resp.Header.Clone()
+		if c.status == http.StatusOK {
+			s.seen.manifest(parseRoute(req.URL.Path).repo, c.body)
+		}
 		removeHopHeaders(c.header)
 	}
 	mc.mu.Lock()

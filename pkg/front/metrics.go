@@ -48,6 +48,12 @@ type Counters struct {
 	// ManifestShared: manifest requests answered by an identical one already
 	// in flight to the registry (single-flight; nothing is cached).
 	ManifestShared int64 `json:"manifestShared"`
+	// Outages: times the upstream went offline (refused, cut, or silent past
+	// a deadline) since the front started.
+	Outages int64 `json:"outages"`
+	// OfflineSeconds: total time offline since the front started, the
+	// current outage included.
+	OfflineSeconds int64 `json:"offlineSeconds"`
 }
 
 func (c *counters) snapshot() Counters {
@@ -62,11 +68,14 @@ func (c *counters) snapshot() Counters {
 
 // Status is the JSON of GET /bkcache/status on the metrics listener.
 type Status struct {
-	Layout       string `json:"layout"` // always "front"
-	Version      string `json:"version"`
-	Upstream     string `json:"upstream"`
-	Mode         string `json:"mode"`  // online | offline
-	Since        string `json:"since"` // RFC 3339: when the mode began
+	Layout   string `json:"layout"` // always "front"
+	Version  string `json:"version"`
+	Upstream string `json:"upstream"`
+	Mode     string `json:"mode"`  // online | offline
+	Since    string `json:"since"` // RFC 3339: when the mode began
+	// Reason says why offline: "not answering" (accepts, stays silent past
+	// the deadlines) or "unreachable" (refused, cut); "" online.
+	Reason       string `json:"reason,omitempty"`
 	LastError    string `json:"lastError"`
 	ProxyChild   string `json:"proxyChild"` // running | starting | stopped
 	LocalChild   string `json:"localChild"` // running | starting | stopped
@@ -80,23 +89,27 @@ type Status struct {
 
 // Status reports the front's state and figures.
 func (s *Server) Status() Status {
-	online, since, lastErr := s.up.Online()
-	mode := "offline"
-	if online {
-		mode = "online"
+	st := s.up.state()
+	mode, reason := "offline", st.reason()
+	if st.online {
+		mode, reason = "online", ""
 	}
+	c := s.counters.snapshot()
+	c.Outages, c.OfflineSeconds = st.outages, int64(st.offlineFor(time.Now())/time.Second)
 	return Status{
 		Layout: "front", Version: version.Version, Upstream: s.up.String(), Mode: mode,
-		Since: since.UTC().Format(time.RFC3339), LastError: lastErr,
+		Since: st.since.UTC().Format(time.RFC3339), Reason: reason, LastError: st.lastError,
 		ProxyChild: s.proxy.State(), LocalChild: s.local.State(), UpstreamRate: s.opts.UpstreamRate,
-		InFlight: s.flights.len(), Counters: s.counters.snapshot(),
+		InFlight: s.flights.len(), Counters: c,
 	}
 }
 
-// metricsHandler serves the metrics listener.
+// metricsHandler serves the metrics listener, and /bkcache/… on the client
+// listener (/bkcache/status, /bkcache/metrics, /bkcache/debug/vars), so
+// status works for every port and network mode.
 func (s *Server) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /bkcache/status", func(w http.ResponseWriter, r *http.Request) {
+	status := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -104,23 +117,28 @@ func (s *Server) metricsHandler() http.Handler {
 		d := s.disk(r.Context())
 		st.Disk = &d
 		enc.Encode(st) //nolint:errcheck // the client may be gone
-	})
-	mux.HandleFunc("POST /bkcache/prune", s.handlePrune)
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	}
+	metrics := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		writePrometheus(w, s.Status())
 		if s.proxy.State() == childRunning {
 			s.copyDebug(r.Context(), w, "/metrics")
 		}
-	})
-	mux.HandleFunc("GET /debug/vars", func(w http.ResponseWriter, r *http.Request) {
+	}
+	vars := func(w http.ResponseWriter, r *http.Request) {
 		if s.proxy.State() != childRunning {
 			http.Error(w, "the registry proxy child is not running", http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		s.copyDebug(r.Context(), w, "/debug/vars")
-	})
+	}
+	for _, prefix := range []string{"", "/bkcache"} {
+		mux.HandleFunc("GET "+prefix+"/metrics", metrics)
+		mux.HandleFunc("GET "+prefix+"/debug/vars", vars)
+	}
+	mux.HandleFunc("GET /bkcache/status", status)
+	mux.HandleFunc("POST /bkcache/prune", s.handlePrune)
 	return mux
 }
 
@@ -148,7 +166,8 @@ func writePrometheus(w io.Writer, st Status) {
 	b, _ := json.Marshal(st.Counters)
 	json.Unmarshal(b, &m) //nolint:errcheck // our own JSON
 	order := []string{"blobRequests", "blobHits", "blobLinks", "blobFetches", "sharedWaiters", "upstreamBytes",
-		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals", "manifestShared"}
+		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals", "manifestShared",
+		"outages", "offlineSeconds"}
 	for _, k := range order {
 		name := "bkcache_front_" + strings.ToLower(camelHump.ReplaceAllString(k, "${1}_${2}")) + "_total"
 		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", name, name, m[k])

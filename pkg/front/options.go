@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 )
 
 // Options is the front's command line.
@@ -36,6 +38,10 @@ type Options struct {
 	// MaxSize is the store's budget in bytes: the least recently served
 	// content is evicted to stay under it; 0 = no budget.
 	MaxSize int64
+	// MaxBlobSize caps a blob download whose size neither a manifest the
+	// front served nor the upstream's Content-Length declares; 0 means
+	// blobfetch.DefaultMaxSize.
+	MaxBlobSize int64
 
 	// Not flags: knobs for tests.
 
@@ -61,7 +67,7 @@ const (
 // ParseFlags reads the front's flags (the arguments after "front").
 func ParseFlags(args []string) (Options, error) {
 	var o Options
-	var rateFlag, sizeFlag string
+	var rateFlag, sizeFlag, maxFlag string
 	fs := flag.NewFlagSet("docker-bkcache front", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.RegistryConfig, "registry-config", DefaultRegistryConfig, "registry:2 config file")
@@ -71,8 +77,9 @@ func ParseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.RegistryBin, "registry-bin", DefaultRegistryBin, "registry:2 binary")
 	fs.StringVar(&rateFlag, "upstream-rate", "0", "cap on upstream blob bytes per second, e.g. 20M (0: none)")
 	fs.StringVar(&sizeFlag, "max-size", "0", "the store's budget, e.g. 500G (0: none)")
+	fs.StringVar(&maxFlag, "max-blob-size", "16G", "cap on a blob download of undeclared size, e.g. 4G")
 	if err := fs.Parse(args); err != nil {
-		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate, --max-size)", err)
+		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate, --max-size, --max-blob-size)", err)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("front: unexpected argument %q", fs.Arg(0))
@@ -84,6 +91,9 @@ func ParseFlags(args []string) (Options, error) {
 	o.UpstreamRate = r
 	if o.MaxSize, err = ParseSize(sizeFlag); err != nil {
 		return o, fmt.Errorf("front: --max-size: %w", err)
+	}
+	if o.MaxBlobSize, err = ParseSize(maxFlag); err != nil || o.MaxBlobSize == 0 {
+		return o, fmt.Errorf("front: --max-blob-size %q: give bytes, e.g. 4G or 500000000", maxFlag)
 	}
 	if o.Listen == "" {
 		return o, errors.New("front: --listen must not be empty")
@@ -121,4 +131,12 @@ func ParseRate(s string) (int64, error) {
 		return 0, fmt.Errorf("rate %q is below 1 byte per second", s)
 	}
 	return int64(b), nil
+}
+
+// maxBlobSize is the cap on a download of undeclared size.
+func (o Options) maxBlobSize() int64 {
+	if o.MaxBlobSize > 0 {
+		return o.MaxBlobSize
+	}
+	return blobfetch.DefaultMaxSize
 }

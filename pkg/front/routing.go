@@ -2,6 +2,7 @@ package front
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -63,6 +64,17 @@ func (rt route) image() string {
 // ServeHTTP is the client listener: ?ns= check, htpasswd, the blob path,
 // then the registry children.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/bkcache/") {
+		// The front's own figures, on the cache's own port: guarded as pulls
+		// are, except from this host's loopback, which reaches the metrics
+		// listener (loopback-only, unguarded) just as well; so `status` reads
+		// a host-network cache that has no metrics port.
+		if s.auth != nil && !fromLoopback(r) && !s.auth.check(w, r, "") {
+			return
+		}
+		s.ownMux.ServeHTTP(w, r)
+		return
+	}
 	rt := route{}
 	if strings.HasPrefix(r.URL.Path, "/v2") {
 		if ns := r.URL.Query().Get("ns"); ns != "" && !sameRegistry(ns, s.up.base.Host, s.up.base.Scheme) {
@@ -83,6 +95,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.forward(w, r, rt)
+}
+
+// fromLoopback: the request came from this host's loopback.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sameRegistry compares ns (as containerd writes it) with the upstream's host.
@@ -149,15 +171,25 @@ func (s *Server) buildProxies() {
 }
 
 // childTransport sends a request to a registry child. With a fallback, a
-// GET/HEAD the primary cannot answer (not running, failed, 502/503/504) goes
-// to the fallback as in offline mode. Offline, a manifest or blob the local
-// child does not hold becomes 503 UNAVAILABLE so that clients move on.
+// GET/HEAD the primary cannot answer (not running, failed, 502/503/504, or
+// silent past its deadline) goes to the fallback as in offline mode; a
+// manifest the primary has not answered within localAfter is served from
+// the fallback when it holds it. Offline, a manifest or blob the local child
+// does not hold becomes 503 UNAVAILABLE so that clients move on.
 type childTransport struct {
 	s        *Server
 	primary  *child
 	fallback *child
 	offline  bool
 }
+
+// Deadlines of the proxy child, which asks the upstream with no deadline of
+// its own: a cached manifest is served locally after localAfter; anything
+// else waits at most proxyTimeout (below containerd's 30 s for headers).
+const (
+	localAfter   = 4 * time.Second
+	proxyTimeout = 20 * time.Second
+)
 
 func (t *childTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.fallback == nil {
@@ -169,27 +201,115 @@ func (t *childTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if t.primary.waitReady(req.Context(), 5*time.Second) {
-		resp, err := t.primary.transport.RoundTrip(req)
-		if err == nil && resp.StatusCode == http.StatusNotFound && parseRoute(req.URL.Path).kind == "manifest" {
-			// registry:2 answers 404 also when it could not reach the upstream:
-			// a probe tells an unknown image from an outage.
-			if perr := t.s.up.probe(req.Context()); perr != nil && req.Context().Err() == nil {
-				t.s.up.setOnline(false, perr.Error())
-				return t.s.offline404(req, resp), nil
-			}
-		}
-		if err == nil && resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusGatewayTimeout {
+		resp, err := t.askPrimary(req)
+		if resp != nil && err == nil {
 			return resp, nil
-		}
-		if err == nil {
-			resp.Body.Close()
-			err = fmt.Errorf("the registry proxy child answered %s", resp.Status)
 		}
 		if req.Context().Err() != nil {
 			return nil, req.Context().Err()
 		}
-		t.s.up.Suspect(err)
+		if err != nil {
+			t.s.up.Suspect(err)
+		}
 	}
+	return t.askLocal(req)
+}
+
+// askPrimary asks the proxy child. It returns a response to pass on, or
+// (nil, err) when the local child should answer instead: the proxy child
+// failed, answered 502/503/504, stayed silent past proxyTimeout, went past
+// localAfter for a manifest the local child holds, or the upstream went
+// offline meanwhile.
+func (t *childTransport) askPrimary(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := t.primary.transport.RoundTrip(req.Clone(ctx))
+		done <- result{resp, err}
+	}()
+	abandon := func(why error) (*http.Response, error) {
+		cancel()
+		go func() { // the answer may still come: close it
+			if r := <-done; r.resp != nil {
+				r.resp.Body.Close()
+			}
+		}()
+		return nil, why
+	}
+	isManifest := parseRoute(req.URL.Path).kind == "manifest"
+	local := time.NewTimer(localAfter)
+	defer local.Stop()
+	deadline := time.NewTimer(proxyTimeout)
+	defer deadline.Stop()
+	changed := t.s.up.Changed()
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				cancel()
+				return nil, r.err
+			}
+			return t.primaryAnswered(req, r.resp, cancel)
+		case <-local.C:
+			if isManifest && t.localHolds(req) {
+				t.s.up.Suspect(fmt.Errorf("the registry proxy child did not answer %s within %s: %w", req.URL.Path, localAfter, errNoAnswer))
+				return abandon(errNoAnswer)
+			}
+		case <-changed:
+			changed = t.s.up.Changed()
+			if online, _, _ := t.s.up.Online(); !online {
+				return abandon(errNoAnswer)
+			}
+		case <-deadline.C:
+			return abandon(fmt.Errorf("the registry proxy child did not answer %s within %s: %w", req.URL.Path, proxyTimeout, errNoAnswer))
+		case <-req.Context().Done():
+			return abandon(req.Context().Err())
+		}
+	}
+}
+
+// primaryAnswered checks the proxy child's answer: 404 for a manifest may
+// mean the upstream could not be reached (registry:2 says 404 then too), and
+// 502/503/504 mean the local child should answer instead.
+func (t *childTransport) primaryAnswered(req *http.Request, resp *http.Response, cancel context.CancelFunc) (*http.Response, error) {
+	if resp.StatusCode == http.StatusNotFound && parseRoute(req.URL.Path).kind == "manifest" {
+		// A probe tells an unknown image from an outage.
+		if perr := t.s.up.probeAndReport(req.Context()); perr != nil && req.Context().Err() == nil {
+			resp.Body.Close()
+			cancel()
+			return nil, perr
+		}
+	}
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("the registry proxy child answered %s", resp.Status)
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// localHolds reports whether the local child has the manifest req asks for.
+func (t *childTransport) localHolds(req *http.Request) bool {
+	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+	defer cancel()
+	head := req.Clone(ctx)
+	head.Method = http.MethodHead
+	resp, err := t.s.local.transport.RoundTrip(head)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// askLocal answers from the local child, as offline.
+func (t *childTransport) askLocal(req *http.Request) (*http.Response, error) {
 	t.s.local.waitReady(req.Context(), 10*time.Second)
 	out := req.Clone(req.Context())
 	resp, err := t.s.local.transport.RoundTrip(out)
@@ -197,6 +317,18 @@ func (t *childTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return t.s.offline404(out, resp), nil
+}
+
+// cancelOnClose ends a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // offline404 turns the local child's 404 for a manifest or blob into 503
@@ -222,13 +354,14 @@ func (s *Server) offline404(req *http.Request, resp *http.Response) *http.Respon
 	}
 }
 
-// unreachable says since when the upstream cannot be reached.
+// unreachable says since when the upstream cannot be reached, and how:
+// "not answering" (silent) or "unreachable" (refused, cut).
 func (s *Server) unreachable() string {
-	online, since, lastErr := s.up.Online()
-	if online {
-		return "upstream " + s.up.String() + " failed: " + lastErr
+	st := s.up.state()
+	if st.online {
+		return "upstream " + s.up.String() + " failed: " + st.lastError
 	}
-	return "upstream " + s.up.String() + " unreachable since " + since.UTC().Format("15:04:05") + " UTC"
+	return "upstream " + s.up.String() + " " + st.reason() + " since " + st.since.UTC().Format("15:04:05") + " UTC"
 }
 
 // bufferedResponse records a response in memory.

@@ -33,6 +33,7 @@ type Server struct {
 	local    *child
 	store    storage
 	flights  *flights
+	seen     *seen // blob sizes and repositories from the manifests served
 	limiter  *rate.Limiter
 	auth     *htpasswd
 	counters counters
@@ -50,6 +51,7 @@ type Server struct {
 	incoming  string // <rootdirectory>/bkcache/incoming
 
 	onlineRP, offlineRP, writeRP, blobRP http.Handler
+	ownMux                               http.Handler      // /bkcache/… on the client listener
 	onlineRT                             http.RoundTripper // onlineRP's: manifest calls share it
 	manifests                            manifestCalls
 
@@ -135,6 +137,7 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxSize < 0 {
 		return nil, fmt.Errorf("budget %d is negative", opts.MaxSize)
 	}
+	s.seen = newSeen()
 	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))
@@ -148,6 +151,7 @@ func New(opts Options) (*Server, error) {
 	s.proxy = newChild(proxyChild, opts.RegistryBin, opts.RunDir, lines, s.logger.Printf)
 	s.local = newChild(localChild, opts.RegistryBin, opts.RunDir, lines, s.logger.Printf)
 	s.buildProxies()
+	s.ownMux = s.metricsHandler()
 	return s, nil
 }
 
@@ -200,11 +204,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.fetchCtx, s.cancelFetches = context.WithCancel(s.ctx)
 
-	if err := s.up.probe(ctx); err != nil {
-		s.up.setOnline(false, err.Error())
-	} else {
-		s.up.setOnline(true, "")
-	}
+	s.up.probeAndReport(ctx) //nolint:errcheck // decides the first mode
 	s.goRun(func() { s.up.watch(s.ctx) })
 	s.goRun(func() { s.served.flushLoop(s.ctx, servedFlushInterval, s.logger.Printf) })
 	if s.opts.MaxSize > 0 {

@@ -147,7 +147,8 @@ notifications: {endpoints: []}
 			t.Errorf("%s child config: %v", kind, m)
 		}
 	}
-	if str(p, "proxy", "remoteurl") == "" || str(p, "http", "debug", "addr") != "127.0.0.1:41000" || str(p, "http", "debug", "prometheus", "enabled") != "true" {
+	if str(p, "proxy", "remoteurl") == "" || str(p, "http", "debug", "addr") != "127.0.0.1:41000" || str(p, "http", "debug", "prometheus", "enabled") != "true" ||
+		str(p, "storage", "delete", "enabled") != "false" {
 		t.Errorf("proxy child config: %v", p)
 	}
 	if l["proxy"] != nil || sub(l, "http", "debug") != nil || str(l, "storage", "delete", "enabled") != "true" || sub(l, "storage", "cache") != nil || sub(p, "storage", "cache") != nil {

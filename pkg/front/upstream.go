@@ -17,6 +17,27 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
+// Deadlines of every call to the upstream. A node's containerd drops a
+// registry that sends no response headers within 30 s; the front answers it
+// before that, so a silent upstream costs a node one short wait, not a pull.
+const (
+	// dialTimeout bounds a TCP connect (a firewall that drops SYNs).
+	dialTimeout = 10 * time.Second
+	// tlsTimeout bounds a TLS handshake on an accepted connection.
+	tlsTimeout = 10 * time.Second
+	// headerTimeout bounds the wait for one response's headers.
+	headerTimeout = 15 * time.Second
+	// openTimeout bounds everything before a blob's first headers (login ping,
+	// token, GET): a waiting client gets headers or a 503 within it.
+	openTimeout = 20 * time.Second
+	// stallTimeout: a blob body that sends no byte for this long is broken
+	// (resumed with Range, or given up when the upstream went offline).
+	stallTimeout = 20 * time.Second
+	// offlineGrace: a download goes on retrying through an outage this
+	// short (a restart of the upstream, a flap); a longer one ends it.
+	offlineGrace = 10 * time.Second
+)
+
 // upstream is the registry the cache proxies: reachability, mode and
 // authenticated transports.
 type upstream struct {
@@ -30,10 +51,7 @@ type upstream struct {
 	probeTimeout, probeFirst, probeMax time.Duration
 
 	mu         sync.Mutex
-	known      bool // the first probe has set online
-	online     bool
-	since      time.Time
-	lastError  string
+	st         linkState
 	transports map[string]http.RoundTripper // per repository: tokens are scoped to one
 	changed    chan struct{}                // closed and replaced on every mode change
 	suspect    chan struct{}                // a failure was seen: probe now
@@ -55,16 +73,20 @@ func newUpstream(cfg *registryConfig, opts Options, logf func(string, ...any)) (
 	plain := http.DefaultTransport.(*http.Transport).Clone()
 	plain.DisableCompression = true
 	plain.MaxIdleConnsPerHost = 64
-	plain.ResponseHeaderTimeout = 0 // a slow upstream is slow, not broken: Fetcher's idle timeout handles stalls
+	plain.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	plain.TLSHandshakeTimeout = tlsTimeout
+	// A slow upstream that answers is slow; one that sends no headers at all
+	// is not answering: treated as an outage, like a refused connection.
+	plain.ResponseHeaderTimeout = headerTimeout
 	return &upstream{
 		base: cfg.Upstream, reg: reg, auth: auth, plain: plain, logf: logf,
 		probeTimeout: cmp.Or(opts.ProbeTimeout, 5*time.Second),
-		probeFirst:   cmp.Or(opts.ProbeInterval, 5*time.Second),
-		probeMax:     cmp.Or(opts.ProbeMaxInterval, 30*time.Second),
+		probeFirst:   cmp.Or(opts.ProbeInterval, 2*time.Second),
+		probeMax:     cmp.Or(opts.ProbeMaxInterval, 15*time.Second),
 		transports:   map[string]http.RoundTripper{},
 		changed:      make(chan struct{}),
 		suspect:      make(chan struct{}, 1),
-		since:        time.Now(),
+		st:           linkState{since: time.Now()},
 	}, nil
 }
 
@@ -75,7 +97,14 @@ func (u *upstream) String() string { return u.base.String() }
 func (u *upstream) Online() (bool, time.Time, string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.online, u.since, u.lastError
+	return u.st.online, u.st.since, u.st.lastError
+}
+
+// state is a copy of the whole link state.
+func (u *upstream) state() linkState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
 }
 
 // Changed is closed at the next mode change.
@@ -85,41 +114,41 @@ func (u *upstream) Changed() <-chan struct{} {
 	return u.changed
 }
 
-func (u *upstream) setOnline(online bool, errText string) {
+// report feeds one event into the state machine, from any path; a mode
+// change wakes everything waiting on Changed (the watcher included).
+func (u *upstream) report(ev linkEvent, err error) {
+	errText := ""
+	if err != nil {
+		errText = err.Error()
+	}
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if errText != "" {
-		u.lastError = errText
+	st, changed, probe := u.st.next(ev, errText, isSilence(err), time.Now())
+	u.st = st
+	if changed {
+		close(u.changed)
+		u.changed = make(chan struct{})
+		if st.online {
+			u.logf("upstream %s answers: online, pulling through", u.base)
+		} else {
+			u.logf("upstream %s %s (%s): offline since %s, serving cached content", u.base, st.reason(), errText, st.since.UTC().Format(time.RFC3339))
+			u.transports = map[string]http.RoundTripper{} // log in again when it is back
+		}
 	}
-	if online == u.online && u.known {
-		return
-	}
-	u.known = true
-	u.online, u.since = online, time.Now()
-	close(u.changed)
-	u.changed = make(chan struct{})
-	if online {
-		u.logf("upstream %s reachable: online, pulling through", u.base)
-	} else {
-		u.logf("upstream %s unreachable (%s): offline since %s, serving cached content", u.base, errText, u.since.UTC().Format(time.RFC3339))
-		u.transports = map[string]http.RoundTripper{} // log in again when it is back
+	u.mu.Unlock()
+	if probe {
+		select {
+		case u.suspect <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Suspect asks for a probe now: a request to the upstream failed at the connection level.
-func (u *upstream) Suspect(err error) {
-	u.mu.Lock()
-	u.lastError = err.Error()
-	u.mu.Unlock()
-	select {
-	case u.suspect <- struct{}{}:
-	default:
-	}
-}
+// Suspect reports a failed request: the watcher probes now.
+func (u *upstream) Suspect(err error) { u.report(requestFailed, err) }
 
 // probe sends GET /v2/: any HTTP answer means reachable.
 func (u *upstream) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, u.probeTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, u.probeTimeout, errNoAnswer)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.base.String()+"/v2/", nil)
 	if err != nil {
@@ -127,43 +156,61 @@ func (u *upstream) probe(ctx context.Context) error {
 	}
 	resp, err := u.plain.RoundTrip(req)
 	if err != nil {
+		if context.Cause(ctx) == errNoAnswer {
+			return fmt.Errorf("GET %s/v2/: no answer within %s: %w", u.base, u.probeTimeout, errNoAnswer)
+		}
 		return err
 	}
 	resp.Body.Close()
 	return nil
 }
 
-// watch keeps the mode current until ctx ends: while offline it probes with
-// backoff; while online it probes when a failure is reported.
+// probeAndReport probes and feeds the result into the state machine.
+func (u *upstream) probeAndReport(ctx context.Context) error {
+	err := u.probe(ctx)
+	if ctx.Err() != nil {
+		return err
+	}
+	if err != nil {
+		u.report(probeFailed, err)
+	} else {
+		u.report(probeAnswered, nil)
+	}
+	return err
+}
+
+// watch keeps the mode current until ctx ends. Online, it probes when a
+// failure is reported; offline (however the outage began) it always probes,
+// every probeFirst doubling up to probeMax, so it is back online at most
+// probeMax + probeTimeout after the upstream answers again.
 func (u *upstream) watch(ctx context.Context) {
 	pause := u.probeFirst
 	for ctx.Err() == nil {
-		online, _, _ := u.Online()
-		if online {
+		changed := u.Changed() // before reading the mode: no change slips between
+		if online, _, _ := u.Online(); online {
 			pause = u.probeFirst
 			select {
 			case <-u.suspect:
+				u.probeAndReport(ctx) //nolint:errcheck // reported
+			case <-changed:
 			case <-ctx.Done():
 				return
 			}
-			if err := u.probe(ctx); err != nil && ctx.Err() == nil {
-				u.setOnline(false, err.Error())
-			}
 			continue
 		}
+		t := time.NewTimer(pause)
 		select {
-		case <-time.After(pause):
-		case <-u.suspect: // a hint is no reason to probe faster while offline
+		case <-t.C:
+		case <-changed: // online again through another path: nothing to wait for
+			t.Stop()
 			continue
 		case <-ctx.Done():
+			t.Stop()
 			return
 		}
-		if err := u.probe(ctx); err != nil {
-			u.setOnline(false, err.Error())
+		if err := u.probeAndReport(ctx); err != nil {
 			pause = min(pause*2, u.probeMax)
-			continue
 		}
-		u.setOnline(true, "")
 	}
 }
 
@@ -176,6 +223,8 @@ func (u *upstream) transport(ctx context.Context, repo string) (http.RoundTrippe
 		return rt, nil
 	}
 	scope := u.reg.Repo(repo).Scope(transport.PullScope)
+	ctx, cancel := context.WithTimeoutCause(ctx, openTimeout, errNoAnswer)
+	defer cancel()
 	rt, err := transport.NewWithContext(ctx, u.reg, u.auth, u.plain, []string{scope})
 	if err != nil {
 		return nil, fmt.Errorf("log in to upstream %s for %s: %w", u.base, repo, err)
@@ -205,4 +254,38 @@ func connectionFailure(err error) bool {
 	var oerr *net.OpError
 	return errors.As(err, &nerr) || errors.As(err, &oerr) || strings.Contains(err.Error(), "connection") ||
 		errors.Is(err, context.DeadlineExceeded)
+}
+
+// cancelWhenOffline cancels ctx when the upstream has been offline for
+// offlineGrace without a break: a short outage is bridged by the download's
+// own retries, a long one ends it so that waiters' clients move on. The
+// returned func stops watching.
+func (u *upstream) cancelWhenOffline(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		var grace <-chan time.Time
+		for {
+			changed := u.Changed()
+			st := u.state()
+			offline := st.known && !st.online
+			switch {
+			case offline && grace == nil:
+				grace = time.After(offlineGrace)
+			case !offline:
+				grace = nil
+			}
+			select {
+			case <-grace:
+				st := u.state()
+				cancel(fmt.Errorf("upstream %s %s for %s (%s): %w", u.base, st.reason(), offlineGrace, st.lastError, errNoAnswer))
+				return
+			case <-changed:
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }

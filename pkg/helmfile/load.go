@@ -3,6 +3,7 @@ package helmfile
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,6 +28,8 @@ type stateLoader struct {
 	visited  map[string]bool // stateKey + selectors already walked
 	walking  map[string]bool // stateKeys on the current path, for cycles
 	listed   map[releaseKey]bool
+	// undefined remembers helmfiles that cannot have the environment.
+	undefined map[string]error
 	// loads counts helmfiles read and loaded (tests check the memoisation).
 	loads int
 }
@@ -46,7 +49,7 @@ func newLoader(opts LoadOptions) *stateLoader {
 	return &stateLoader{
 		opts: opts, reported: map[string]bool{}, states: map[string]*state{},
 		releases: map[releaseKey]*releaseResult{}, visited: map[string]bool{},
-		walking: map[string]bool{}, listed: map[releaseKey]bool{},
+		walking: map[string]bool{}, listed: map[releaseKey]bool{}, undefined: map[string]error{},
 	}
 }
 
@@ -71,7 +74,7 @@ func (l *stateLoader) load(ctx context.Context, path string) ([]Release, error) 
 			return nil, fmt.Errorf("--state-values-set %q: %w", s, err)
 		}
 	}
-	return l.walkPath(ctx, path, overrides, l.opts.Selectors, 0)
+	return l.walkPath(ctx, path, stateInput{overrides: overrides}, l.opts.Selectors, 0)
 }
 
 // helmfileFiles resolves FILE|DIR into the helmfiles to load, in order.
@@ -114,43 +117,88 @@ func helmfileFiles(path string) ([]string, error) {
 	return files, nil
 }
 
-func (l *stateLoader) walkPath(ctx context.Context, path string, overrides map[string]any, selectors []string, depth int) ([]Release, error) {
+// stateInput is what a helmfile is loaded with besides its text: the state
+// values given from above (--state-values-*, a parent's helmfiles[].values,
+// which reach every level) and what a parent passes through `inherits:`.
+type stateInput struct {
+	overrides map[string]any
+	inherited *inheritance
+}
+
+// passed says whether an environment was passed down: helmfile's hasEnv
+// (desired_state_file_loader.go), which lets a helmfile without
+// environments: load under any environment.
+func (in stateInput) passed() bool {
+	return len(in.overrides) > 0 || (in.inherited != nil && in.inherited.Env != nil)
+}
+
+// undefinedEnvError is helmfile's UndefinedEnvError: the environment is
+// neither defined in the helmfile nor passed down to it.
+type undefinedEnvError struct {
+	file, env string
+	defined   []string
+}
+
+func (e *undefinedEnvError) Error() string {
+	return fmt.Sprintf("helmfile %s: environment %q is not defined in %s (defined: %s)", e.file, e.env, filepath.Base(e.file), strings.Join(e.defined, ", "))
+}
+
+func (l *stateLoader) walkPath(ctx context.Context, path string, in stateInput, selectors []string, depth int) ([]Release, error) {
 	files, err := helmfileFiles(path)
 	if err != nil {
 		return nil, err
 	}
 	var out []Release
+	var undefined error
+	loaded := 0
 	for _, f := range files {
-		rels, err := l.walkFile(ctx, f, overrides, selectors, depth)
+		rels, err := l.walkFile(ctx, f, in, selectors, depth)
+		var ue *undefinedEnvError
+		if errors.As(err, &ue) && (depth > 0 || len(files) > 1) {
+			// helmfile (app.go) skips a helmfile that cannot have the
+			// environment rather than failing the run.
+			undefined = err
+			l.notice(Notice{Level: handlerInfo, File: f, Message: err.Error() + ": skipped, as helmfile skips it"})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
+		loaded++
 		out = append(out, rels...)
+	}
+	if loaded == 0 && undefined != nil && depth == 0 {
+		return nil, undefined
 	}
 	return out, nil
 }
 
-// stateKey names a loaded helmfile: its path, the environment and the state
-// values it was given.
-func (l *stateLoader) stateKey(file string, overrides map[string]any) string {
+// stateKey names a loaded helmfile: its path, the environment and what it
+// was given.
+func (l *stateLoader) stateKey(file string, in stateInput) string {
 	abs, err := filepath.Abs(file)
 	if err != nil {
 		abs = file
 	}
-	b, _ := json.Marshal(overrides) // map keys come out sorted
-	return abs + "\x00" + l.opts.Environment + "\x00" + string(b)
+	b, _ := json.Marshal(in.overrides) // map keys come out sorted
+	key := abs + "\x00" + l.opts.Environment + "\x00" + string(b)
+	if in.inherited != nil {
+		ib, _ := json.Marshal(in.inherited)
+		key += "\x00" + string(ib)
+	}
+	return key
 }
 
 // walkFile returns the releases of one helmfile and its nested helmfiles
 // that this walk has not listed yet.
-func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[string]any, selectors []string, depth int) ([]Release, error) {
+func (l *stateLoader) walkFile(ctx context.Context, file string, in stateInput, selectors []string, depth int) ([]Release, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if depth > 20 {
 		return nil, fmt.Errorf("helmfile %s: nested helmfiles deeper than 20: a cycle?", file)
 	}
-	key := l.stateKey(file, overrides)
+	key := l.stateKey(file, in)
 	if l.walking[key] {
 		return nil, fmt.Errorf("helmfile %s includes itself (through its helmfiles:): a cycle", file)
 	}
@@ -161,57 +209,25 @@ func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[s
 	if l.visited[visit] {
 		return nil, nil // listed already: same file, values and selectors
 	}
-	l.visited[visit] = true
-	l.walking[key] = true
-	defer delete(l.walking, key)
-
-	st, err := l.state(file, overrides, key)
+	st, err := l.state(file, in, key)
 	if err != nil {
 		return nil, err
 	}
+	l.visited[visit] = true
+	l.walking[key] = true
+	defer delete(l.walking, key)
 	sel, err := parseSelectors(selectors)
 	if err != nil {
 		return nil, err
 	}
-	var out []Release
 	// Nested helmfiles first, as helmfile runs them.
+	var out []Release
 	for _, sub := range st.helmfiles {
-		subSel := selectors
-		if sub.hasSelectors && !sub.SelectorsInherited {
-			subSel = sub.Selectors
+		rels, err := l.walkNested(ctx, st, sub, in, selectors, depth)
+		if err != nil {
+			return nil, err
 		}
-		subOver := overrides
-		if len(sub.Values) > 0 {
-			vals, _, err := l.mergeValues(valuesList(st.dir, sub.Values), templateData(st.envName, st.values, nil), fileOwner{helmfile: file, handler: ptr(handlerError)})
-			if err != nil {
-				return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", file, sub.Path, err)
-			}
-			subOver = mergeMaps(mergeMaps(map[string]any{}, overrides), vals)
-		}
-		p := sub.Path
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(st.dir, p)
-		}
-		matches, _ := filepath.Glob(p)
-		if len(matches) == 0 {
-			h := handlerError
-			if st.handler != nil {
-				h = *st.handler
-			}
-			if h == handlerError {
-				return nil, fmt.Errorf("helmfile %s: nested helmfile %s: no such file (set missingFileHandler: Warn in %s to skip it)", file, sub.Path, file)
-			}
-			l.notice(Notice{Level: h, What: "nested helmfile", File: p, Helmfile: file})
-			continue
-		}
-		slices.Sort(matches)
-		for _, m := range matches {
-			rels, err := l.walkPath(ctx, m, subOver, subSel, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, rels...)
-		}
+		out = append(out, rels...)
 	}
 	for i := range st.releases {
 		k := releaseKey{key, i}
@@ -224,22 +240,75 @@ func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[s
 	return out, nil
 }
 
-// state loads a helmfile, its bases and its parts, once per key.
-func (l *stateLoader) state(file string, overrides map[string]any, key string) (*state, error) {
+// walkNested walks one entry of st's helmfiles: with its selectors (or the
+// parent's), the state values from above plus its values:, and what it
+// inherits.
+func (l *stateLoader) walkNested(ctx context.Context, st *state, sub subHelmfile, in stateInput, selectors []string, depth int) ([]Release, error) {
+	subSel := selectors
+	if sub.hasSelectors && !sub.SelectorsInherited {
+		subSel = sub.Selectors
+	}
+	subIn := stateInput{overrides: in.overrides, inherited: st.inherit(sub.Inherits)}
+	if len(sub.Values) > 0 {
+		vals, _, err := l.mergeValues(valuesList(st.dir, sub.Values), templateData(st.envName, st.values, nil), fileOwner{helmfile: st.file, handler: ptr(handlerError)})
+		if err != nil {
+			return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", st.file, sub.Path, err)
+		}
+		subIn.overrides = mergeMaps(mergeMaps(map[string]any{}, in.overrides), vals)
+	}
+	p := sub.Path
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(st.dir, p)
+	}
+	matches, _ := filepath.Glob(p)
+	if len(matches) == 0 {
+		h := handlerError
+		if st.handler != nil {
+			h = *st.handler
+		}
+		if h == handlerError {
+			return nil, fmt.Errorf("helmfile %s: nested helmfile %s: no such file (set missingFileHandler: Warn in %s to skip it)", st.file, sub.Path, st.file)
+		}
+		l.notice(Notice{Level: h, What: "nested helmfile", File: p, Helmfile: st.file})
+		return nil, nil
+	}
+	slices.Sort(matches)
+	var out []Release
+	for _, m := range matches {
+		rels, err := l.walkPath(ctx, m, subIn, subSel, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rels...)
+	}
+	return out, nil
+}
+
+// state loads a helmfile, its bases and its parts, once per key. The
+// environment is checked once all parts are merged, as helmfile checks it:
+// a helmfile that defines environments must define this one; one that
+// defines none takes any environment passed down to it.
+func (l *stateLoader) state(file string, in stateInput, key string) (*state, error) {
 	if st, ok := l.states[key]; ok {
 		return st, nil
+	}
+	if err, ok := l.undefined[key]; ok {
+		return nil, err
 	}
 	l.loads++
 	st := &state{
 		file: file, dir: filepath.Dir(file), envName: l.opts.Environment, envs: map[string]*envEntry{},
-		repos: map[string]Repository{}, overrides: overrides,
+		repos: map[string]Repository{}, overrides: in.overrides, inherited: in.inherited,
 	}
 	if err := l.addFile(st, file, 0); err != nil {
 		return nil, err
 	}
-	if _, ok := st.envs[st.envName]; !ok && st.envName != "default" {
-		return nil, fmt.Errorf("helmfile %s: environment %q is not defined in environments: (defined: %s)", file, st.envName, strings.Join(st.envNames(), ", "))
+	if _, ok := st.envs[st.envName]; !ok && st.envName != "default" && (len(st.envs) > 0 || !in.passed()) {
+		err := &undefinedEnvError{file: file, env: st.envName, defined: st.envNames()}
+		l.undefined[key] = err
+		return nil, err
 	}
+	st.applyInherited()
 	vals, err := l.stateValues(st)
 	if err != nil {
 		return nil, err

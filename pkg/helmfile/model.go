@@ -22,7 +22,17 @@ type Release struct {
 	// StateValues are the helmfile's state values the release was loaded
 	// with (its `imageRegistry` is the registry the deployment means to use).
 	StateValues map[string]any
-	chart       chartRef
+	// Render is what helmfile would pass `helm template` for this release
+	// besides values: helmDefaults.templateArgs and args, apiVersions,
+	// kubeVersion (the command line's --kube-version and --api-versions add
+	// to it).
+	Render ReleaseRender
+	// Unapplied names what of the release changes its render and is not
+	// applied here (a post-renderer, transformers, …): Images warns, or
+	// fails under Strict.
+	Unapplied []string
+	chart     chartRef
+	patches   releasePatches
 	// err is a failure of this release alone (values, chart), reported when
 	// it renders, so that --keep-going renders the others.
 	err error
@@ -41,8 +51,11 @@ type LoadOptions struct {
 }
 
 // Notice is an optional file that is missing and was skipped, as helmfile's
-// missingFileHandler Warn, Info and Debug skip it.
+// missingFileHandler Warn, Info and Debug skip it, or (Message set) another
+// thing skipped as helmfile skips it, such as a nested helmfile that does not
+// define the environment.
 type Notice struct {
+	Message     string
 	Level       string // Warn, Info or Debug
 	What        string // "values file", "nested helmfile"
 	File        string
@@ -52,6 +65,9 @@ type Notice struct {
 }
 
 func (n Notice) String() string {
+	if n.Message != "" {
+		return n.Message
+	}
 	of := ""
 	if n.Release != "" {
 		of = " of release " + n.Release
@@ -89,8 +105,12 @@ type stateDoc struct {
 	Releases     []releaseSpec      `json:"releases"`
 	// Charts is helmfile 0.142's deprecated name for releases.
 	Charts       []releaseSpec  `json:"charts"`
-	HelmDefaults map[string]any `json:"helmDefaults"`
+	HelmDefaults *helmDefaults  `json:"helmDefaults"`
 	Templates    map[string]any `json:"templates"`
+	// APIVersions and KubeVersion are the state's `helm template
+	// --api-versions/--kube-version`.
+	APIVersions []string `json:"apiVersions"`
+	KubeVersion string   `json:"kubeVersion"`
 	// MissingFileHandler of the helmfile: for nested helmfiles, and the
 	// default of its releases and environments.
 	MissingFileHandler *string `json:"missingFileHandler"`
@@ -107,7 +127,10 @@ type subHelmfile struct {
 	Selectors          []string `json:"selectors"`
 	SelectorsInherited bool     `json:"selectorsInherited"`
 	Values             []any    `json:"values"`
-	hasSelectors       bool
+	// Inherits lists what the parent passes down (today's helmfile):
+	// environments, helmDefaults, repositories, apiVersions, kubeVersion.
+	Inherits     []string `json:"inherits"`
+	hasSelectors bool
 }
 
 // UnmarshalJSON takes both `- path.yaml` and `- path: path.yaml`.
@@ -141,9 +164,20 @@ type releaseSpec struct {
 	Values             []any             `json:"values"`
 	ValuesTemplate     []any             `json:"valuesTemplate"`
 	Set                []setSpec         `json:"set"`
+	SetString          []setSpec         `json:"setString"`
 	SetTemplate        []setSpec         `json:"setTemplate"`
 	Secrets            []any             `json:"secrets"`
 	MissingFileHandler *string           `json:"missingFileHandler"`
+	// What changes the render besides values.
+	APIVersions           []string `json:"apiVersions"`
+	KubeVersion           string   `json:"kubeVersion"`
+	SkipSchemaValidation  *bool    `json:"skipSchemaValidation"`
+	StrategicMergePatches []any    `json:"strategicMergePatches"`
+	JSONPatches           []any    `json:"jsonPatches"`
+	// Not applied here: reported (Release.Unapplied).
+	Transformers []any   `json:"transformers"`
+	Dependencies []any   `json:"dependencies"`
+	PostRenderer *string `json:"postRenderer"`
 }
 
 type setSpec struct {
@@ -166,6 +200,11 @@ type state struct {
 	helmfiles []subHelmfile
 	releases  []releaseSpec
 	overrides map[string]any
+	inherited *inheritance
+	// helmDefaults, apiVersions and kubeVersion, bases and parts merged.
+	helmDefaults helmDefaults
+	apiVersions  []string
+	kubeVersion  string
 	// values are the state values, computed once the whole file is read.
 	values map[string]any
 	// skipped lists the optional values files that were missing, for

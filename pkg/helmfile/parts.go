@@ -140,6 +140,14 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 	for _, r := range doc.Repositories {
 		st.repos[r.Name] = r
 	}
+	// Later parts and the file over its bases, as helmfile merges them.
+	st.helmDefaults.merge(doc.HelmDefaults)
+	if len(doc.APIVersions) > 0 {
+		st.apiVersions = doc.APIVersions
+	}
+	if doc.KubeVersion != "" {
+		st.kubeVersion = doc.KubeVersion
+	}
 	st.helmfiles = append(st.helmfiles, doc.Helmfiles...)
 	if len(doc.Charts) > 0 && len(doc.Releases) > 0 {
 		return fmt.Errorf("helmfile %s: both charts: and releases: (charts: is helmfile 0.142's old name for releases:): keep one", file)

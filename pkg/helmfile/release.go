@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
 )
 
@@ -133,7 +134,18 @@ func (l *stateLoader) resolveRelease(st *state, s releaseSpec, ns string) (Relea
 			return base, true
 		}
 	}
+	for _, set := range s.SetString {
+		if err := strvals.ParseIntoString(set.Name+"="+fmt.Sprint(set.Value), relVals); err != nil {
+			base.err = fmt.Errorf("setString %s: %w", set.Name, err)
+			return base, true
+		}
+	}
 	base.Values = relVals
+	base.Render, base.Unapplied = releaseRender(st, s)
+	if base.patches, err = l.loadPatches(st, s, templateData(st.envName, st.values, rd)); err != nil {
+		base.err = err
+		return base, true
+	}
 	if base.chart, err = resolveChart(st.dir, s.Chart, s.Version, st.repos); err != nil {
 		base.err = err
 	}

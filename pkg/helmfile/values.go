@@ -88,9 +88,14 @@ func (l *stateLoader) resolveFile(file string, owner fileOwner) (files []string,
 // stateValues computes the state values from what st holds so far: top-level
 // values, then the environment's values in order, each .gotmpl file seeing
 // the values before it (and --state-values-*), then --state-values-file,
-// --state-values-set and a parent's `helmfiles: values` on top.
+// --state-values-set and a parent's `helmfiles: values` on top. What a
+// parent passes through `inherits: [environments]` lies underneath.
 func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 	acc := map[string]any{}
+	if st.inherited != nil && st.inherited.Env != nil {
+		// inherits: [environments]: the parent's values under the child's own.
+		acc = deepCopy(st.inherited.Env)
+	}
 	var skipped []string
 	defaults := fileOwner{helmfile: st.file}
 	env := st.envs[st.envName]

@@ -30,6 +30,10 @@ type stateLoader struct {
 	listed   map[releaseKey]bool
 	// undefined remembers helmfiles that cannot have the environment.
 	undefined map[string]error
+	// valuesFiles are the values templates rendered, by file and data;
+	// valuesRenders counts them (tests check the memoisation).
+	valuesFiles   map[string]valuesResult
+	valuesRenders int
 	// loads counts helmfiles read and loaded (tests check the memoisation).
 	loads int
 }
@@ -50,6 +54,7 @@ func newLoader(opts LoadOptions) *stateLoader {
 		opts: opts, reported: map[string]bool{}, states: map[string]*state{},
 		releases: map[releaseKey]*releaseResult{}, visited: map[string]bool{},
 		walking: map[string]bool{}, listed: map[releaseKey]bool{}, undefined: map[string]error{},
+		valuesFiles: map[string]valuesResult{},
 	}
 }
 

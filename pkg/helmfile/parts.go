@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -77,25 +78,37 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 	templated := renderedAsTemplate(file, part)
 	headAdded := false
 	if templated {
-		// First pass, forgiving: find bases and environments, which the
-		// values of the second pass come from.
+		// First pass: find bases and environments, which the values of
+		// the second pass come from. Strict first: when it renders and the
+		// head leaves the values as they were, its output is the part's
+		// (one render, which matters for costly functions such as
+		// derivePassword); else a forgiving pass finds the head.
 		known, err := l.stateValues(st)
 		if err != nil {
 			return err
 		}
-		if pre, err := renderTemplate(file, part, line, templateData(st.envName, known, nil), false); err == nil {
+		first, ferr := renderTemplate(file, part, line, templateData(st.envName, known, nil), true)
+		strictOK := ferr == nil
+		if !strictOK {
+			first, ferr = renderTemplate(file, part, line, templateData(st.envName, known, nil), false)
+		}
+		if ferr == nil {
 			var head stateDoc
-			if yaml.Unmarshal(pre, &head) == nil {
+			if yaml.Unmarshal(first, &head) == nil {
 				if err := l.addHead(st, head, depth); err != nil {
 					return err
 				}
 				headAdded = true
 			}
 		}
-		if known, err = l.stateValues(st); err != nil {
+		after, err := l.stateValues(st)
+		if err != nil {
 			return err
 		}
-		out, err := renderTemplate(file, part, line, templateData(st.envName, known, nil), true)
+		out := first
+		if !strictOK || !reflect.DeepEqual(known, after) {
+			out, err = renderTemplate(file, part, line, templateData(st.envName, after, nil), true)
+		}
 		switch {
 		case err == nil:
 			data = out

@@ -132,7 +132,7 @@ func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 		}
 		for _, f := range files {
 			known := mergeMaps(acc, st.overrides)
-			m, err := readValuesFile(f, templateData(st.envName, known, nil))
+			m, err := l.readValues(f, templateData(st.envName, known, nil))
 			if err != nil {
 				st.skipped = skipped
 				return nil, fmt.Errorf("helmfile %s: environment %q: %w%s", st.file, st.envName, err, st.skippedHint())
@@ -142,6 +142,41 @@ func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 	}
 	st.skipped = skipped
 	return mergeMaps(acc, deepCopy(st.overrides)), nil
+}
+
+// readValues is readValuesFile rendered once per run for each (file, data):
+// environment values templates are read by every part and every nested
+// helmfile that names them, and may call costly functions (derivePassword).
+// Callers get their own copy, which they may change.
+func (l *stateLoader) readValues(file string, data any) (map[string]any, error) {
+	if !isTemplate(file) {
+		return readValuesFile(file, data)
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		abs = file
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return readValuesFile(file, data)
+	}
+	key := abs + "\x00" + string(b)
+	r, ok := l.valuesFiles[key]
+	if !ok {
+		r = valuesResult{}
+		r.vals, r.err = readValuesFile(file, data)
+		l.valuesFiles[key] = r
+		l.valuesRenders++
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return deepCopy(r.vals), nil
+}
+
+type valuesResult struct {
+	vals map[string]any
+	err  error
 }
 
 // readValuesFile reads YAML values; .gotmpl files are rendered first.
@@ -184,7 +219,7 @@ func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwn
 			continue
 		}
 		for _, f := range files {
-			m, err := readValuesFile(f, data)
+			m, err := l.readValues(f, data)
 			if err != nil {
 				return nil, nil, err
 			}

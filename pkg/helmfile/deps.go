@@ -101,6 +101,9 @@ func (f *fetcher) fetchDependency(ctx context.Context, chrt *chart.Chart, d *cha
 	case strings.HasPrefix(repo, "@"), strings.HasPrefix(repo, "alias:"):
 		return nil, fmt.Errorf("names a repository of helm's repositories.yaml, which is not read here: write its URL in Chart.yaml, or vendor the chart into charts/")
 	}
+	if _, err := semver.NewConstraint(d.Version); err != nil {
+		return nil, fmt.Errorf("version constraint %q: %w (helm's dependency build needs one)", d.Version, err)
+	}
 	version := lockedVersion(chrt.Lock, d)
 	if strings.HasPrefix(repo, "oci://") {
 		ref := strings.TrimSuffix(repo, "/") + "/" + d.Name
@@ -137,12 +140,9 @@ func lockedVersion(lock *chart.Lock, d *chart.Dependency) string {
 // checkConstraint is helm's resolver check of a file:// dependency: its
 // version must satisfy Chart.yaml's constraint.
 func checkConstraint(constraint, version string) error {
-	if constraint == "" {
-		return nil
-	}
 	c, err := semver.NewConstraint(constraint)
 	if err != nil {
-		return fmt.Errorf("version constraint %q: %w", constraint, err)
+		return fmt.Errorf("version constraint %q: %w (helm's dependency build needs one)", constraint, err)
 	}
 	v, err := semver.NewVersion(version)
 	if err != nil {

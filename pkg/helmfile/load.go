@@ -145,6 +145,9 @@ type undefinedEnvError struct {
 }
 
 func (e *undefinedEnvError) Error() string {
+	if len(e.defined) == 0 {
+		return fmt.Sprintf("helmfile %s: environment %q is not defined in %s (it defines no environments: and none was passed down to it)", e.file, e.env, filepath.Base(e.file))
+	}
 	return fmt.Sprintf("helmfile %s: environment %q is not defined in %s (defined: %s)", e.file, e.env, filepath.Base(e.file), strings.Join(e.defined, ", "))
 }
 

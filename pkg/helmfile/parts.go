@@ -112,6 +112,10 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 		switch {
 		case err == nil:
 			data = out
+		case isTemplate(file) && len(st.envs) > 0 && st.envs[st.envName] == nil && st.envName != "default":
+			// The environment is undefined so far, which is why the part
+			// does not render: say so, as helmfile does.
+			return &undefinedEnvError{file: st.file, env: st.envName, defined: st.envNames()}
 		case isTemplate(file):
 			return fmt.Errorf("helmfile %s (environment %q): %w%s", file, st.envName, err, st.skippedHint())
 		default:

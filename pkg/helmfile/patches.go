@@ -120,8 +120,7 @@ const sourceAnnotation = "bkcache.io/helm-source"
 // helm's "# Source:" line) with the patches, and returns the patched files.
 func applyPatches(files []string, p releasePatches) ([]string, error) {
 	fs := filesys.MakeFsInMemory()
-	var res bytes.Buffer
-	w := kio.ByteWriter{Writer: &res}
+	var all []*kyaml.RNode
 	for _, f := range files {
 		head, body, _ := strings.Cut(f, "\n")
 		source := strings.TrimPrefix(head, "# Source: ")
@@ -134,9 +133,11 @@ func applyPatches(files []string, p releasePatches) ([]string, error) {
 				return nil, fmt.Errorf("patch: %s: %w", source, err)
 			}
 		}
-		if err := w.Write(nodes); err != nil {
-			return nil, err
-		}
+		all = append(all, nodes...)
+	}
+	var res bytes.Buffer
+	if err := (kio.ByteWriter{Writer: &res}).Write(all); err != nil {
+		return nil, err
 	}
 	var k strings.Builder
 	k.WriteString("resources:\n- resources.yaml\npatches:\n")

@@ -50,7 +50,7 @@ func corpusReleases(env string) []corpusRelease {
 		{name: "api", namespace: "api", chart: "web",
 			values: "image: {registry: " + reg + ", repository: corp/api, tag: \"" + t + "\"}\ntags: {extras: " + x + "}\n",
 			patched: map[string]string{
-				reg + "/corp/api:" + t:      reg + "/corp/api-patched:" + t,
+				reg + "/corp/api:" + t:       reg + "/corp/api-patched:" + t,
 				"docker.io/corp/gateway:1.5": "docker.io/corp/gateway-patched:2.0",
 			}},
 	}

@@ -180,7 +180,7 @@ var flagsWithValue = map[string]bool{
 	"--namespace": true, "-n": true, "--kube-context": true, "--kubeconfig": true, "--output-dir": true,
 	"--show-only": true, "-s": true, "--post-renderer": true, "--post-renderer-args": true, "--version": true,
 	"--repo": true, "--timeout": true, "--description": true, "--name-template": true, "--release-name": true,
-	"--labels": true, "--dry-run": false,
+	"--labels": true,
 }
 
 // renderNeutral are flags that do not change what the chart renders offline.
@@ -200,10 +200,12 @@ var renderNeutral = map[string]bool{
 func (r *ReleaseRender) parseArgs(where string, args []string) []string {
 	var unapplied []string
 	for i := 0; i < len(args); i++ {
+		written := args[i]
 		flag, value, hasValue := strings.Cut(args[i], "=")
 		if !hasValue && flagsWithValue[flag] && i+1 < len(args) {
 			i++
 			value, hasValue = args[i], true
+			written += " " + value
 		}
 		switch flag {
 		case "--api-versions", "-a":
@@ -228,7 +230,7 @@ func (r *ReleaseRender) parseArgs(where string, args []string) []string {
 			r.SetString = append(r.SetString, value)
 		default:
 			if !renderNeutral[flag] {
-				unapplied = append(unapplied, where+" "+args[i])
+				unapplied = append(unapplied, where+" "+written)
 			}
 		}
 	}

@@ -218,6 +218,11 @@ func TestCorpusEnvironments(t *testing.T) {
 	if l.valuesRenders != 1 {
 		t.Errorf("passwords.yaml.gotmpl rendered %d times, want once", l.valuesRenders)
 	}
+	// Each part once, but the parent's first, whose bases bring the values
+	// it is then rendered with: 2 + 1 (parent), 2 + 2 (web, api).
+	if l.partRenders != 7 {
+		t.Errorf("%d renders of helmfile parts, want 7", l.partRenders)
+	}
 	for _, r := range rels {
 		if r.Name == "api" && r.StateValues["dbPassword"] == nil {
 			t.Errorf("api: the parent's values (dbPassword) did not reach the sub-helmfile: %v", r.StateValues)

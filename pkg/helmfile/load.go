@@ -34,6 +34,9 @@ type stateLoader struct {
 	// valuesRenders counts them (tests check the memoisation).
 	valuesFiles   map[string]valuesResult
 	valuesRenders int
+	// parts are the helmfile parts rendered, by file, part and data.
+	parts       map[string]partResult
+	partRenders int
 	// loads counts helmfiles read and loaded (tests check the memoisation).
 	loads int
 }
@@ -54,7 +57,7 @@ func newLoader(opts LoadOptions) *stateLoader {
 		opts: opts, reported: map[string]bool{}, states: map[string]*state{},
 		releases: map[releaseKey]*releaseResult{}, visited: map[string]bool{},
 		walking: map[string]bool{}, listed: map[releaseKey]bool{}, undefined: map[string]error{},
-		valuesFiles: map[string]valuesResult{},
+		valuesFiles: map[string]valuesResult{}, parts: map[string]partResult{},
 	}
 }
 

@@ -1,6 +1,7 @@
 package helmfile
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -87,10 +88,10 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 		if err != nil {
 			return err
 		}
-		first, ferr := renderTemplate(file, part, line, templateData(st.envName, known, nil), true)
+		first, ferr := l.renderPart(file, part, line, templateData(st.envName, known, nil), true)
 		strictOK := ferr == nil
 		if !strictOK {
-			first, ferr = renderTemplate(file, part, line, templateData(st.envName, known, nil), false)
+			first, ferr = l.renderPart(file, part, line, templateData(st.envName, known, nil), false)
 		}
 		if ferr == nil {
 			var head stateDoc
@@ -107,7 +108,7 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 		}
 		out := first
 		if !strictOK || !reflect.DeepEqual(known, after) {
-			out, err = renderTemplate(file, part, line, templateData(st.envName, after, nil), true)
+			out, err = l.renderPart(file, part, line, templateData(st.envName, after, nil), true)
 		}
 		switch {
 		case err == nil:
@@ -239,3 +240,30 @@ func (l *stateLoader) notice(n Notice) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// renderPart renders a helmfile part once per run for each (file, part,
+// data, strictness): a base named by many nested helmfiles with the same
+// values is rendered once.
+func (l *stateLoader) renderPart(file, part string, line int, data any, strict bool) ([]byte, error) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return renderTemplate(file, part, line, data, strict)
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		abs = file
+	}
+	key := fmt.Sprintf("%s\x00%d\x00%t\x00%s", abs, line, strict, b)
+	r, ok := l.parts[key]
+	if !ok {
+		r.out, r.err = renderTemplate(file, part, line, data, strict)
+		l.parts[key] = r
+		l.partRenders++
+	}
+	return r.out, r.err
+}
+
+type partResult struct {
+	out []byte
+	err error
+}

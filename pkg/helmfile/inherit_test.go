@@ -1,0 +1,81 @@
+package helmfile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, text := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestValuesReachEveryLevel: --state-values-set and helmfiles[].values
+// reach a helmfile two levels down that defines no environments.
+func TestValuesReachEveryLevel(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml.gotmpl":          "environments:\n  prod:\n    values: [{team: blue}]\n---\nhelmfiles:\n  - path: mid/helmfile.yaml.gotmpl\n    values:\n      - team: {{ .Values.team }}\n",
+		"mid/helmfile.yaml.gotmpl":      "helmfiles:\n  - path: leaf/helmfile.yaml.gotmpl\n    values:\n      - site: {{ .Values.team }}-{{ .Values.zone }}\n",
+		"mid/leaf/helmfile.yaml.gotmpl": "releases:\n  - name: leaf-{{ .Values.site }}\n    chart: " + chart + "\n    values:\n      - zone: {{ .Values.zone }}\n",
+	})
+	rels, err := LoadReleases(context.Background(), dir, LoadOptions{Environment: "prod", StateValuesSet: []string{"zone=eu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 1 || rels[0].Name != "leaf-blue-eu" || rels[0].Values["zone"] != "eu" {
+		t.Fatalf("releases %+v", rels)
+	}
+	if rels[0].StateValues["team"] != "blue" {
+		t.Errorf("leaf state values %v: the top's helmfiles[].values did not reach it", rels[0].StateValues)
+	}
+}
+
+// TestInherits: `inherits:` passes the parent's environment values,
+// helmDefaults and apiVersions; the child's own win.
+func TestInherits(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml":     "environments:\n  prod:\n    values: [{registry: reg.prod, team: blue}]\nhelmDefaults:\n  templateArgs: [--api-versions=gateway.networking.k8s.io/v1, --kube-version=v1.31.0]\napiVersions: [example.com/v1]\nhelmfiles:\n  - path: child.yaml.gotmpl\n    inherits: [environments, helmDefaults, apiVersions]\n  - path: other.yaml\n",
+		"child.yaml.gotmpl": "environments:\n  prod:\n    values: [{team: red}]\n---\nreleases:\n  - name: child-{{ .Values.team }}\n    chart: " + chart + "\n    values:\n      - image: {registry: {{ .Values.registry }}}\n",
+		"other.yaml":        "environments:\n  default: {}\nreleases:\n  - name: other\n    chart: " + chart + "\n",
+	})
+	var notices []string
+	rels, err := LoadReleases(context.Background(), dir, LoadOptions{Environment: "prod", Notify: func(n Notice) { notices = append(notices, n.String()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 1 || rels[0].Name != "child-red" {
+		t.Fatalf("releases %+v (other.yaml defines environments, not prod: skipped)", rels)
+	}
+	r := rels[0]
+	if reg, _ := r.Values["image"].(map[string]any)["registry"].(string); reg != "reg.prod" {
+		t.Errorf("registry %q: the parent's environment was not inherited", reg)
+	}
+	if !slices.Equal(r.Render.APIVersions, []string{"example.com/v1", "gateway.networking.k8s.io/v1"}) || r.Render.KubeVersion != "v1.31.0" {
+		t.Errorf("render %+v", r.Render)
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], `environment "prod" is not defined in other.yaml (defined: default): skipped`) {
+		t.Errorf("notices %q", notices)
+	}
+}

@@ -177,8 +177,10 @@ func applyPatches(files []string, p releasePatches) ([]string, error) {
 	bySource := map[string][]string{}
 	var order []string
 	for _, r := range rm.Resources() {
-		source := r.GetAnnotations()[sourceAnnotation]
-		if err := r.PipeE(kyaml.ClearAnnotation(sourceAnnotation)); err != nil {
+		annotations := r.GetAnnotations()
+		source := annotations[sourceAnnotation]
+		delete(annotations, sourceAnnotation)
+		if err := r.SetAnnotations(annotations); err != nil {
 			return nil, err
 		}
 		b, err := r.AsYAML()

@@ -79,3 +79,53 @@ func TestInherits(t *testing.T) {
 		t.Errorf("notices %q", notices)
 	}
 }
+
+// TestReleaseTemplateInherit: releases take their templates' fields
+// (inherit:, defaultInherit:), except what they exclude; values append.
+// A field the first template sets wins, even over the release's own, as
+// helmfile's merge (mergo without override) has it.
+func TestReleaseTemplateInherit(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml": `defaultInherit: common
+templates:
+  common:
+    namespace: apps
+  base:
+    chart: ` + chart + `
+    labels: {tier: base}
+    values: [{from: base}]
+  front:
+    inherit: [{template: base, except: [labels]}]
+    labels: {tier: front}
+    values: [{from: front, image: {repository: corp/front}}]
+releases:
+  - name: a
+    inherit: [{template: front}]
+    values: [{from: a}]
+  - name: b
+    namespace: own
+    inherit: [{template: base, except: [values]}]
+`,
+	})
+	rels, err := LoadReleases(context.Background(), dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 2 {
+		t.Fatalf("releases %+v", rels)
+	}
+	a, b := rels[0], rels[1]
+	if a.err != nil || b.err != nil {
+		t.Fatalf("errors: %v, %v", a.err, b.err)
+	}
+	if a.Namespace != "apps" || a.Labels["tier"] != "front" || a.Values["from"] != "a" || a.Chart != chart {
+		t.Errorf("a: ns %s labels %v values %v chart %s", a.Namespace, a.Labels, a.Values, a.Chart)
+	}
+	if b.Namespace != "apps" || b.Labels["tier"] != "base" || b.Values["from"] != nil {
+		t.Errorf("b: ns %s labels %v values %v", b.Namespace, b.Labels, b.Values)
+	}
+}

@@ -107,6 +107,8 @@ type stateDoc struct {
 	Charts       []releaseSpec  `json:"charts"`
 	HelmDefaults *helmDefaults  `json:"helmDefaults"`
 	Templates    map[string]any `json:"templates"`
+	// DefaultInherit names templates every release inherits.
+	DefaultInherit stringList `json:"defaultInherit"`
 	// APIVersions and KubeVersion are the state's `helm template
 	// --api-versions/--kube-version`.
 	APIVersions []string `json:"apiVersions"`
@@ -174,6 +176,8 @@ type releaseSpec struct {
 	SkipSchemaValidation  *bool    `json:"skipSchemaValidation"`
 	StrategicMergePatches []any    `json:"strategicMergePatches"`
 	JSONPatches           []any    `json:"jsonPatches"`
+	// Inherit names release templates to merge in (inherit.go).
+	Inherit inheritList `json:"inherit"`
 	// Not applied here: reported (Release.Unapplied).
 	Transformers []any   `json:"transformers"`
 	Dependencies []any   `json:"dependencies"`
@@ -205,6 +209,9 @@ type state struct {
 	helmDefaults helmDefaults
 	apiVersions  []string
 	kubeVersion  string
+	// templates and defaultInherit, for releases' inherit:.
+	templates      map[string]any
+	defaultInherit []string
 	// values are the state values, computed once the whole file is read.
 	values map[string]any
 	// skipped lists the optional values files that were missing, for

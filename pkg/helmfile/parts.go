@@ -159,6 +159,15 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 		st.repos[r.Name] = r
 	}
 	// Later parts and the file over its bases, as helmfile merges them.
+	for name, t := range doc.Templates {
+		if st.templates == nil {
+			st.templates = map[string]any{}
+		}
+		st.templates[name] = t
+	}
+	if doc.DefaultInherit != nil {
+		st.defaultInherit = doc.DefaultInherit
+	}
 	st.helmDefaults.merge(doc.HelmDefaults)
 	if len(doc.APIVersions) > 0 {
 		st.apiVersions = doc.APIVersions

@@ -66,7 +66,10 @@ type releaseResult struct {
 func (l *stateLoader) release(st *state, k releaseKey, sel selectorSet) (Release, bool) {
 	r := l.releases[k]
 	if r == nil {
-		raw := st.releases[k.index]
+		raw, err := st.withInherited(st.releases[k.index])
+		if err != nil {
+			return Release{Helmfile: st.file, Name: raw.Name, Namespace: raw.Namespace, Chart: raw.Chart, err: err}, true
+		}
 		s, err := executeReleaseTemplates(st, raw, l.opts.Namespace)
 		if err != nil {
 			return Release{Helmfile: st.file, Name: raw.Name, Namespace: raw.Namespace, Chart: raw.Chart, err: err}, true

@@ -79,37 +79,8 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 	templated := renderedAsTemplate(file, part)
 	headAdded := false
 	if templated {
-		// First pass: find bases and environments, which the values of
-		// the second pass come from. Strict first: when it renders and the
-		// head leaves the values as they were, its output is the part's
-		// (one render, which matters for costly functions such as
-		// derivePassword); else a forgiving pass finds the head.
-		known, err := l.stateValues(st)
-		if err != nil {
-			return err
-		}
-		first, ferr := l.renderPart(file, part, line, templateData(st.envName, known, nil), true)
-		strictOK := ferr == nil
-		if !strictOK {
-			first, ferr = l.renderPart(file, part, line, templateData(st.envName, known, nil), false)
-		}
-		if ferr == nil {
-			var head stateDoc
-			if yaml.Unmarshal(first, &head) == nil {
-				if err := l.addHead(st, head, depth); err != nil {
-					return err
-				}
-				headAdded = true
-			}
-		}
-		after, err := l.stateValues(st)
-		if err != nil {
-			return err
-		}
-		out := first
-		if !strictOK || !reflect.DeepEqual(known, after) {
-			out, err = l.renderPart(file, part, line, templateData(st.envName, after, nil), true)
-		}
+		out, added, err := l.renderWithHead(st, file, part, line, depth)
+		headAdded = added
 		switch {
 		case err == nil:
 			data = out
@@ -152,13 +123,54 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 			st.handler = doc.MissingFileHandler
 		}
 	}
+	return st.addBody(file, doc)
+}
+
+// renderWithHead renders a templated part. A first pass finds its bases
+// and environments, which the values of the second pass come from. Strict
+// first: when it renders and the head leaves the values as they were, its
+// output is the part's (one render, which matters for costly functions such
+// as derivePassword); else a forgiving pass finds the head.
+func (l *stateLoader) renderWithHead(st *state, file, part string, line, depth int) (out []byte, headAdded bool, err error) {
+	known, err := l.stateValues(st)
+	if err != nil {
+		return nil, false, err
+	}
+	first, ferr := l.renderPart(file, part, line, templateData(st.envName, known, nil), true)
+	strictOK := ferr == nil
+	if !strictOK {
+		first, ferr = l.renderPart(file, part, line, templateData(st.envName, known, nil), false)
+	}
+	if ferr == nil {
+		var head stateDoc
+		if yaml.Unmarshal(first, &head) == nil {
+			if err := l.addHead(st, head, depth); err != nil {
+				return nil, false, err
+			}
+			headAdded = true
+		}
+	}
+	after, err := l.stateValues(st)
+	if err != nil {
+		return nil, headAdded, err
+	}
+	if strictOK && reflect.DeepEqual(known, after) {
+		return first, headAdded, nil
+	}
+	out, err = l.renderPart(file, part, line, templateData(st.envName, after, nil), true)
+	return out, headAdded, err
+}
+
+// addBody merges what a part says besides its head: repositories,
+// templates, helmDefaults, apiVersions, kubeVersion, nested helmfiles and
+// releases; later parts and the file over its bases, as helmfile merges them.
+func (st *state) addBody(file string, doc stateDoc) error {
 	if err := checkHandler(doc.MissingFileHandler, "helmfile "+file); err != nil {
 		return err
 	}
 	for _, r := range doc.Repositories {
 		st.repos[r.Name] = r
 	}
-	// Later parts and the file over its bases, as helmfile merges them.
 	for name, t := range doc.Templates {
 		if st.templates == nil {
 			st.templates = map[string]any{}

@@ -185,25 +185,34 @@ func executeReleaseTemplates(st *state, s releaseSpec, defaultNS string) (releas
 		return &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
 	}
 	s.Labels = maps.Clone(s.Labels)
+	if err := renderIdentity(&s, render, data); err != nil {
+		return s, err
+	}
+	return renderReleaseValues(s, render, data())
+}
+
+// renderIdentity renders name, namespace, chart, version and labels until
+// they stop changing, since one may name another.
+func renderIdentity(s *releaseSpec, render func(field, text string, rd *releaseData) (string, error), data func() *releaseData) error {
 	for range 5 {
-		prev, rd := s, data()
+		prev, rd := *s, data()
 		var err error
 		if s.Name, err = render("name", s.Name, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Namespace, err = render("namespace", s.Namespace, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Chart, err = render("chart", s.Chart, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Version, err = render("version", s.Version, rd); err != nil {
-			return s, err
+			return err
 		}
 		changed := false
 		for k, v := range s.Labels {
 			if s.Labels[k], err = render("labels."+k, v, rd); err != nil {
-				return s, err
+				return err
 			}
 			changed = changed || s.Labels[k] != v
 		}
@@ -211,7 +220,12 @@ func executeReleaseTemplates(st *state, s releaseSpec, defaultNS string) (releas
 			break
 		}
 	}
-	rd := data()
+	return nil
+}
+
+// renderReleaseValues renders installedTemplate, values paths, valuesTemplate
+// maps and setTemplate entries.
+func renderReleaseValues(s releaseSpec, render func(field, text string, rd *releaseData) (string, error), rd *releaseData) (releaseSpec, error) {
 	if s.InstalledTemplate != nil {
 		v, err := render("installedTemplate", *s.InstalledTemplate, rd)
 		if err != nil {

@@ -179,6 +179,12 @@ func TestCorpusSelectors(t *testing.T) {
 		{"demo", "tier=back", []string{"api"}},
 		{"demo", "tier!=back", []string{"web", "web-canary"}},
 		{"production", "name=web-canary", []string{"web-canary"}},
+		// helmfile's chart label is the chart's last path element.
+		{"demo", "chart=web", []string{"api", "web", "web-canary"}},
+		{"demo", "chart=metrics", nil},
+		{"default", "chart=metrics", []string{"legacy"}},
+		// commonLabels of apps/web's helmfile.
+		{"demo", "team=frontend", []string{"web", "web-canary"}},
 	} {
 		rels, err := LoadReleases(context.Background(), "testdata/corpus/platform", LoadOptions{Environment: c.env, Selectors: []string{c.sel}})
 		if err != nil {

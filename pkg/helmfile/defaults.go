@@ -66,6 +66,7 @@ type inheritance struct {
 	Env          map[string]any        `json:"env,omitempty"` // the parent's state values
 	HelmDefaults *helmDefaults         `json:"helmDefaults,omitempty"`
 	Repos        map[string]Repository `json:"repos,omitempty"`
+	CommonLabels map[string]string     `json:"commonLabels,omitempty"`
 	APIVersions  []string              `json:"apiVersions,omitempty"`
 	KubeVersion  string                `json:"kubeVersion,omitempty"`
 }
@@ -85,6 +86,8 @@ func (st *state) inherit(want []string) *inheritance {
 			in.HelmDefaults = &d
 		case "repositories":
 			in.Repos = st.repos
+		case "commonLabels":
+			in.CommonLabels = st.commonLabels
 		case "apiVersions":
 			in.APIVersions = st.apiVersions
 		case "kubeVersion":
@@ -109,6 +112,14 @@ func (st *state) applyInherited() {
 	for name, r := range in.Repos {
 		if _, ok := st.repos[name]; !ok {
 			st.repos[name] = r
+		}
+	}
+	for k, v := range in.CommonLabels {
+		if _, ok := st.commonLabels[k]; !ok {
+			if st.commonLabels == nil {
+				st.commonLabels = map[string]string{}
+			}
+			st.commonLabels[k] = v
 		}
 	}
 	for _, a := range in.APIVersions {

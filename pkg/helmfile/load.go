@@ -267,6 +267,9 @@ func (l *stateLoader) walkNested(ctx context.Context, st *state, sub subHelmfile
 		}
 		subIn.overrides = mergeMaps(mergeMaps(map[string]any{}, in.overrides), vals)
 	}
+	if strings.Contains(sub.Path, "::") || strings.Contains(sub.Path, "://") {
+		return nil, fmt.Errorf("helmfile %s: nested helmfile %s is remote (go-getter), which is not fetched here: clone it and name the local copy in helmfiles:", st.file, sub.Path)
+	}
 	p := sub.Path
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(st.dir, p)

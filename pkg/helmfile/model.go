@@ -107,6 +107,8 @@ type stateDoc struct {
 	Charts       []releaseSpec  `json:"charts"`
 	HelmDefaults *helmDefaults  `json:"helmDefaults"`
 	Templates    map[string]any `json:"templates"`
+	// CommonLabels are added to every release's labels.
+	CommonLabels map[string]string `json:"commonLabels"`
 	// DefaultInherit names templates every release inherits.
 	DefaultInherit stringList `json:"defaultInherit"`
 	// APIVersions and KubeVersion are the state's `helm template
@@ -212,6 +214,7 @@ type state struct {
 	// templates and defaultInherit, for releases' inherit:.
 	templates      map[string]any
 	defaultInherit []string
+	commonLabels   map[string]string
 	// values are the state values, computed once the whole file is read.
 	values map[string]any
 	// skipped lists the optional values files that were missing, for

@@ -177,6 +177,12 @@ func (st *state) addBody(file string, doc stateDoc) error {
 		}
 		st.templates[name] = t
 	}
+	for k, v := range doc.CommonLabels {
+		if st.commonLabels == nil {
+			st.commonLabels = map[string]string{}
+		}
+		st.commonLabels[k] = v
+	}
 	if doc.DefaultInherit != nil {
 		st.defaultInherit = doc.DefaultInherit
 	}

@@ -78,12 +78,12 @@ func (l *stateLoader) release(st *state, k releaseKey, sel selectorSet) (Release
 		if r.ns == "" {
 			r.ns = l.opts.Namespace
 		}
+		// As helmfile's GetReleasesWithLabels: commonLabels, the release's
+		// labels, then name, namespace and the chart's last path element.
+		maps.Copy(r.labels, st.commonLabels)
 		maps.Copy(r.labels, s.Labels)
-		for k, v := range map[string]string{"name": s.Name, "namespace": r.ns, "chart": s.Chart} {
-			if _, ok := r.labels[k]; !ok {
-				r.labels[k] = v
-			}
-		}
+		r.labels["name"], r.labels["namespace"] = s.Name, r.ns
+		r.labels["chart"] = s.Chart[strings.LastIndex(s.Chart, "/")+1:]
 		l.releases[k] = r
 	}
 	if !sel.match(r.labels) {

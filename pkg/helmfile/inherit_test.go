@@ -129,3 +129,22 @@ releases:
 		t.Errorf("b: ns %s labels %v values %v", b.Namespace, b.Labels, b.Values)
 	}
 }
+
+// TestEnvironmentSecretsReported: environment secrets (sops) are not
+// decrypted, and that is said, not passed over.
+func TestEnvironmentSecretsReported(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml": "environments:\n  default:\n    secrets: [secrets.yaml]\nreleases:\n  - name: a\n    chart: " + chart + "\n",
+	})
+	var got []Notice
+	if _, err := LoadReleases(context.Background(), dir, LoadOptions{Notify: func(n Notice) { got = append(got, n) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Level != "Warn" || !strings.Contains(got[0].String(), "secrets: are sops files, not decrypted") {
+		t.Errorf("notices %+v", got)
+	}
+}

@@ -323,6 +323,10 @@ func (l *stateLoader) state(file string, in stateInput, key string) (*state, err
 		return nil, err
 	}
 	st.applyInherited()
+	if env := st.envs[st.envName]; env != nil && env.secrets > 0 {
+		l.notice(Notice{Level: handlerWarn, File: file + "\x00secrets", Helmfile: file, Environment: st.envName,
+			Message: fmt.Sprintf("helmfile %s: environment %q: secrets: are sops files, not decrypted here: values only they set are missing (give them decrypted as values: or --state-values-file)", file, st.envName)})
+	}
 	vals, err := l.stateValues(st)
 	if err != nil {
 		return nil, err

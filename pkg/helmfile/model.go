@@ -225,4 +225,6 @@ type state struct {
 type envEntry struct {
 	values  []valuesEntry
 	handler *string
+	// secrets are sops files, not decrypted here: reported.
+	secrets int
 }

@@ -116,7 +116,7 @@ func (l *stateLoader) addPart(st *state, file, part string, line, depth int) err
 				if err := checkHandler(e.MissingFileHandler, fmt.Sprintf("helmfile %s: environment %q", file, name)); err != nil {
 					return err
 				}
-				st.envs[name] = &envEntry{values: valuesList(st.dir, e.Values), handler: e.MissingFileHandler}
+				st.envs[name] = &envEntry{values: valuesList(st.dir, e.Values), handler: e.MissingFileHandler, secrets: len(e.Secrets)}
 			}
 		}
 		if doc.MissingFileHandler != nil && st.handler == nil {
@@ -231,6 +231,7 @@ func (l *stateLoader) addHead(st *state, doc stateDoc, depth int) error {
 			st.envs[name] = env
 		}
 		env.values = append(env.values, valuesList(st.dir, e.Values)...)
+		env.secrets += len(e.Secrets)
 		if e.MissingFileHandler != nil {
 			env.handler = e.MissingFileHandler
 		}

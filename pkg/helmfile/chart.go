@@ -112,7 +112,7 @@ func renderChart(_ context.Context, chrt *chart.Chart, releaseName, namespace st
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
-		text := files[name]
+		text := helmDocuments(files[name])
 		if opts.NoHooks {
 			text = dropHooks(text)
 		}
@@ -368,4 +368,15 @@ func dropHooks(text string) string {
 		keep = append(keep, d)
 	}
 	return strings.Join(keep, "---\n")
+}
+
+// helmDocuments rewrites a rendered file's document separators as helm
+// reads them (helm template prints each document after its own "---"): a
+// "---" that a template's {{- glued to the next line ("---apiVersion: v1")
+// still starts a document.
+func helmDocuments(text string) string {
+	if !strings.Contains(text, "---") {
+		return text
+	}
+	return strings.Join(helmSeparator.Split(text, -1), "\n---\n")
 }

@@ -2,6 +2,7 @@ package helmfile
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,5 +97,50 @@ func TestRenderArgs(t *testing.T) {
 	}
 	if !slices.Equal(un, []string{"helmDefaults.templateArgs --post-renderer p", "helmDefaults.templateArgs --frobnicate"}) {
 		t.Errorf("unapplied %q", un)
+	}
+}
+
+// TestGluedDocumentSeparators: a "---" that a template's {{- glued to the
+// next line ("---apiVersion: v1", as raw charts render) starts a document,
+// as helm reads it; patches see the same documents.
+func TestGluedDocumentSeparators(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "raw")
+	files := map[string]string{
+		"Chart.yaml":           "apiVersion: v2\nname: raw\nversion: 0.1.0\n",
+		"templates/raw.yaml":   "{{- range $i, $r := .Values.templates }}\n{{- if gt $i 0 }}\n---\n{{- end }}\n{{- tpl $r $ }}\n{{- end }}\n",
+		"templates/NOTES.txt":  "notes\n",
+		"templates/_empty.tpl": "",
+	}
+	for name, text := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var values strings.Builder
+	values.WriteString("templates:\n")
+	for _, n := range []string{"a", "b", "c"} {
+		fmt.Fprintf(&values, "  - |\n    apiVersion: v1\n    kind: Pod\n    metadata: {name: %s}\n    spec: {containers: [{name: %s, image: docker.io/library/%s:1}]}\n", n, n, n)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "values.yaml"), []byte(values.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := walkHelmRender(t, dir, nil, false)
+	if len(want) != 3 {
+		t.Fatalf("helm found %v, want three pods' images", want)
+	}
+	l, err := ChartImages(context.Background(), ChartOptions{Chart: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, img := range l.Images(false) {
+		got = append(got, canonical(t, img.Reference))
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }

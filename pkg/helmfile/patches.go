@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -111,6 +112,11 @@ func stripComments(s string) string {
 	}
 	return b.String()
 }
+
+// helmSeparator is a document separator as helm's release manifests
+// splitting reads it: "---" at the start or after a newline, whatever
+// follows it on the line.
+var helmSeparator = regexp.MustCompile(`(?:^|\s*\n)---\s*`)
 
 // sourceAnnotation carries each object's "# Source:" file through kustomize,
 // so the patched objects keep the names they were rendered under.

@@ -67,18 +67,23 @@ type inheritance struct {
 	HelmDefaults *helmDefaults         `json:"helmDefaults,omitempty"`
 	Repos        map[string]Repository `json:"repos,omitempty"`
 	CommonLabels map[string]string     `json:"commonLabels,omitempty"`
+	Templates    map[string]any        `json:"templates,omitempty"`
 	APIVersions  []string              `json:"apiVersions,omitempty"`
 	KubeVersion  string                `json:"kubeVersion,omitempty"`
 }
 
 // inherit builds what st passes a nested helmfile that lists want.
-func (st *state) inherit(want []string) *inheritance {
+func (st *state) inherit(want []string) (*inheritance, error) {
 	if len(want) == 0 {
-		return nil
+		return nil, nil
 	}
 	in := &inheritance{}
 	for _, w := range want {
 		switch w {
+		default:
+			return nil, fmt.Errorf("invalid inherits entry %q: use environments, helmDefaults, repositories, commonLabels, apiVersions, kubeVersion or templates", w)
+		case "templates":
+			in.Templates = st.templates
 		case "environments":
 			in.Env = deepCopy(st.values)
 		case "helmDefaults":
@@ -94,7 +99,7 @@ func (st *state) inherit(want []string) *inheritance {
 			in.KubeVersion = st.kubeVersion
 		}
 	}
-	return in
+	return in, nil
 }
 
 // applyInherited fills what st did not set from what its parent passed.
@@ -112,6 +117,14 @@ func (st *state) applyInherited() {
 	for name, r := range in.Repos {
 		if _, ok := st.repos[name]; !ok {
 			st.repos[name] = r
+		}
+	}
+	for k, v := range in.Templates {
+		if _, ok := st.templates[k]; !ok {
+			if st.templates == nil {
+				st.templates = map[string]any{}
+			}
+			st.templates[k] = v
 		}
 	}
 	for k, v := range in.CommonLabels {

@@ -148,3 +148,16 @@ func TestEnvironmentSecretsReported(t *testing.T) {
 		t.Errorf("notices %+v", got)
 	}
 }
+
+// TestInheritsUnknownKey: an inherits: entry helmfile does not know is an
+// error naming it, as in helmfile.
+func TestInheritsUnknownKey(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml": "helmfiles:\n  - path: child.yaml\n    inherits: [environments, bogusKey]\n",
+		"child.yaml":    "releases: []\n",
+	})
+	_, err := LoadReleases(context.Background(), dir, LoadOptions{})
+	if err == nil || !strings.Contains(err.Error(), `invalid inherits entry "bogusKey"`) {
+		t.Errorf("error = %v", err)
+	}
+}

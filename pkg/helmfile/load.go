@@ -259,7 +259,11 @@ func (l *stateLoader) walkNested(ctx context.Context, st *state, sub subHelmfile
 	if sub.hasSelectors && !sub.SelectorsInherited {
 		subSel = sub.Selectors
 	}
-	subIn := stateInput{overrides: in.overrides, inherited: st.inherit(sub.Inherits)}
+	inherited, err := st.inherit(sub.Inherits)
+	if err != nil {
+		return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", st.file, sub.Path, err)
+	}
+	subIn := stateInput{overrides: in.overrides, inherited: inherited}
 	if len(sub.Values) > 0 {
 		vals, _, err := l.mergeValues(valuesList(st.dir, sub.Values), templateData(st.envName, st.values, nil), fileOwner{helmfile: st.file, handler: ptr(handlerError)})
 		if err != nil {

@@ -161,3 +161,36 @@ func TestInheritsUnknownKey(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 }
+
+// TestTopLevelEnvironment: at the top, a helmfile without environments:
+// takes an environment only when state values are given (helmfile's hasEnv);
+// in a helmfile.d, files that cannot have it are skipped, and the run fails
+// only when none can.
+func TestTopLevelEnvironment(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := "releases:\n  - name: %s\n    chart: " + chart + "\n"
+	dir := writeFiles(t, map[string]string{
+		"plain/helmfile.yaml":          strings.Replace(rel, "%s", "plain", 1),
+		"d/helmfile.d/10-prod.yaml":    "environments:\n  prod: {}\n---\n" + strings.Replace(rel, "%s", "in-prod", 1),
+		"d/helmfile.d/20-staging.yaml": "environments:\n  staging: {}\n---\n" + strings.Replace(rel, "%s", "in-staging", 1),
+	})
+	ctx := context.Background()
+	if _, err := LoadReleases(ctx, filepath.Join(dir, "plain"), LoadOptions{Environment: "prod"}); err == nil ||
+		!strings.Contains(err.Error(), `environment "prod" is not defined in helmfile.yaml (it defines no environments: and none was passed down to it)`) {
+		t.Errorf("no environments, none given: %v", err)
+	}
+	rels, err := LoadReleases(ctx, filepath.Join(dir, "plain"), LoadOptions{Environment: "prod", StateValuesSet: []string{"a=1"}})
+	if err != nil || len(rels) != 1 {
+		t.Errorf("no environments, state values given: %v %v", rels, err)
+	}
+	rels, err = LoadReleases(ctx, filepath.Join(dir, "d"), LoadOptions{Environment: "prod"})
+	if err != nil || len(rels) != 1 || rels[0].Name != "in-prod" {
+		t.Errorf("helmfile.d: %+v %v", rels, err)
+	}
+	if _, err := LoadReleases(ctx, filepath.Join(dir, "d"), LoadOptions{Environment: "dev"}); err == nil || !strings.Contains(err.Error(), `environment "dev" is not defined`) {
+		t.Errorf("helmfile.d, defined nowhere: %v", err)
+	}
+}

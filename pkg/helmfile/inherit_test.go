@@ -194,3 +194,19 @@ func TestTopLevelEnvironment(t *testing.T) {
 		t.Errorf("helmfile.d, defined nowhere: %v", err)
 	}
 }
+
+// TestLeadingSeparator: a helmfile that opens with "---" has an empty
+// first part starting on the same line as the next: each is its own.
+func TestLeadingSeparator(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml.gotmpl": "---\nenvironments:\n  default:\n    values: [{app: {name: a}}]\n---\nreleases:\n  - name: {{ .Values.app.name }}\n    chart: " + chart + "\n",
+	})
+	rels, err := LoadReleases(context.Background(), dir, LoadOptions{})
+	if err != nil || len(rels) != 1 || rels[0].Name != "a" {
+		t.Errorf("%+v %v", rels, err)
+	}
+}

@@ -107,6 +107,9 @@ type stateDoc struct {
 	Charts       []releaseSpec  `json:"charts"`
 	HelmDefaults *helmDefaults  `json:"helmDefaults"`
 	Templates    map[string]any `json:"templates"`
+	// Namespace overrides every release's namespace (helmfile's state
+	// namespace:).
+	Namespace string `json:"namespace"`
 	// CommonLabels are added to every release's labels.
 	CommonLabels map[string]string `json:"commonLabels"`
 	// DefaultInherit names templates every release inherits.
@@ -215,6 +218,7 @@ type state struct {
 	templates      map[string]any
 	defaultInherit []string
 	commonLabels   map[string]string
+	namespace      string // the state's namespace: override
 	// values are the state values, computed once the whole file is read.
 	values map[string]any
 	// skipped lists the optional values files that were missing, for

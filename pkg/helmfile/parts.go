@@ -177,6 +177,9 @@ func (st *state) addBody(file string, doc stateDoc) error {
 		}
 		st.templates[name] = t
 	}
+	if doc.Namespace != "" {
+		st.namespace = doc.Namespace
+	}
 	for k, v := range doc.CommonLabels {
 		if st.commonLabels == nil {
 			st.commonLabels = map[string]string{}
@@ -281,7 +284,8 @@ func (l *stateLoader) renderPart(file, part string, line int, data any, strict b
 	if err != nil {
 		abs = file
 	}
-	key := fmt.Sprintf("%s\x00%d\x00%t\x00%s", abs, line, strict, b)
+	// The text is in the key: two parts may start on one line ("---" first).
+	key := fmt.Sprintf("%s\x00%d\x00%t\x00%s\x00%s", abs, line, strict, part, b)
 	r, ok := l.parts[key]
 	if !ok {
 		r.out, r.err = renderTemplate(file, part, line, data, strict)

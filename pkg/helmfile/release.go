@@ -67,6 +67,9 @@ func (l *stateLoader) release(st *state, k releaseKey, sel selectorSet) (Release
 	r := l.releases[k]
 	if r == nil {
 		raw, err := st.withInherited(st.releases[k.index])
+		if st.namespace != "" {
+			raw.Namespace = st.namespace // helmfile's ApplyOverrides
+		}
 		if err != nil {
 			return Release{Helmfile: st.file, Name: raw.Name, Namespace: raw.Namespace, Chart: raw.Chart, err: err}, true
 		}

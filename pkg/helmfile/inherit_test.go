@@ -196,17 +196,18 @@ func TestTopLevelEnvironment(t *testing.T) {
 }
 
 // TestLeadingSeparator: a helmfile that opens with "---" has an empty
-// first part starting on the same line as the next: each is its own.
+// first part starting on the same line as the next: each is its own. The
+// state's namespace: overrides the release's, as helmfile's ApplyOverrides.
 func TestLeadingSeparator(t *testing.T) {
 	chart, err := filepath.Abs("testdata/charts/web")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := writeFiles(t, map[string]string{
-		"helmfile.yaml.gotmpl": "---\nenvironments:\n  default:\n    values: [{app: {name: a}}]\n---\nreleases:\n  - name: {{ .Values.app.name }}\n    chart: " + chart + "\n",
+		"helmfile.yaml.gotmpl": "---\nenvironments:\n  default:\n    values: [{app: {name: a}}]\n---\nnamespace: ns1\nreleases:\n  - name: {{ .Values.app.name }}\n    namespace: own\n    chart: " + chart + "\n",
 	})
 	rels, err := LoadReleases(context.Background(), dir, LoadOptions{})
-	if err != nil || len(rels) != 1 || rels[0].Name != "a" {
+	if err != nil || len(rels) != 1 || rels[0].Name != "a" || rels[0].Namespace != "ns1" {
 		t.Errorf("%+v %v", rels, err)
 	}
 }

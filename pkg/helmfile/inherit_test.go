@@ -211,3 +211,29 @@ func TestLeadingSeparator(t *testing.T) {
 		t.Errorf("%+v %v", rels, err)
 	}
 }
+
+// TestReleaseSecrets: a release's secrets files that are missing go to its
+// missingFileHandler, as in helmfile; one that exists fails the release,
+// named: it needs sops.
+func TestReleaseSecrets(t *testing.T) {
+	chart, err := filepath.Abs("testdata/charts/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeFiles(t, map[string]string{
+		"helmfile.yaml": "releases:\n  - name: a\n    chart: " + chart + "\n    missingFileHandler: Warn\n    secrets: [\"secrets/{{`{{ .Release.Name }}`}}.yaml\"]\n" +
+			"  - name: b\n    chart: " + chart + "\n    missingFileHandler: Warn\n    secrets: [\"secrets/{{`{{ .Release.Name }}`}}.yaml\"]\n",
+		"secrets/b.yaml": "password: ENC[...]\n",
+	})
+	var notices []string
+	rels, err := LoadReleases(context.Background(), dir, LoadOptions{Notify: func(n Notice) { notices = append(notices, n.String()) }})
+	if err != nil || len(rels) != 2 {
+		t.Fatalf("%+v %v", rels, err)
+	}
+	if rels[0].err != nil || len(notices) != 1 || !strings.Contains(notices[0], "secrets/a.yaml") {
+		t.Errorf("a: %v, notices %q", rels[0].err, notices)
+	}
+	if rels[1].err == nil || !strings.Contains(rels[1].err.Error(), "secrets/b.yaml need sops") {
+		t.Errorf("b: %v", rels[1].err)
+	}
+}

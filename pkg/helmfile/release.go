@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/strvals"
@@ -116,15 +117,15 @@ func (l *stateLoader) resolveRelease(st *state, s releaseSpec, ns string) (Relea
 		base.err = fmt.Errorf("a release needs name: and chart:")
 		return base, true
 	}
-	if len(s.Secrets) > 0 {
-		base.err = fmt.Errorf("secrets: need sops, which kubectl bkcache does not run: render with decrypted values files instead (values:)")
-		return base, true
-	}
 	handler := st.handler
 	if s.MissingFileHandler != nil {
 		handler = s.MissingFileHandler
 	}
 	owner := fileOwner{helmfile: st.file, release: s.Name, handler: handler, handlerAt: fmt.Sprintf("release %q", s.Name)}
+	if err := l.checkSecrets(st, s, owner); err != nil {
+		base.err = err
+		return base, true
+	}
 	rd := &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
 	relVals, _, err := l.mergeValues(valuesList(st.dir, s.Values), templateData(st.envName, st.values, rd), owner)
 	if err != nil {
@@ -268,6 +269,14 @@ func renderReleaseValues(s releaseSpec, render func(field, text string, rd *rele
 		vals = append(vals, v)
 	}
 	s.Values = vals
+	for i, v := range s.Secrets {
+		if p, ok := v.(string); ok {
+			var err error
+			if s.Secrets[i], err = render(fmt.Sprintf("secrets[%d]", i), p, rd); err != nil {
+				return s, err
+			}
+		}
+	}
 	var sets []setSpec
 	for i, set := range s.SetTemplate {
 		var err error
@@ -312,10 +321,31 @@ func hasTemplate(s releaseSpec) bool {
 			return true
 		}
 	}
-	for _, v := range s.Values {
+	for _, v := range append(slices.Clone(s.Values), s.Secrets...) {
 		if p, ok := v.(string); ok && strings.Contains(p, "{{") {
 			return true
 		}
 	}
 	return false
+}
+
+// checkSecrets fails a release whose secrets: files exist: they need sops,
+// which is not run here. Missing ones go to the release's
+// missingFileHandler, as helmfile resolves them before decrypting.
+func (l *stateLoader) checkSecrets(st *state, s releaseSpec, owner fileOwner) error {
+	var present []string
+	for _, e := range valuesList(st.dir, s.Secrets) {
+		if e.file == "" {
+			continue
+		}
+		files, _, err := l.resolveFile(e.file, owner)
+		if err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+		present = append(present, files...)
+	}
+	if len(present) > 0 {
+		return fmt.Errorf("secrets %s need sops, which kubectl bkcache does not run: render with decrypted values files instead (values:)", strings.Join(present, ", "))
+	}
+	return nil
 }

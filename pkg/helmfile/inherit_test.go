@@ -230,7 +230,7 @@ func TestReleaseSecrets(t *testing.T) {
 	if err != nil || len(rels) != 2 {
 		t.Fatalf("%+v %v", rels, err)
 	}
-	if rels[0].err != nil || len(notices) != 1 || !strings.Contains(notices[0], "secrets/a.yaml") {
+	if rels[0].err != nil || len(notices) != 1 || !strings.Contains(notices[0], "optional secrets file "+filepath.Join(dir, "secrets/a.yaml")) {
 		t.Errorf("a: %v, notices %q", rels[0].err, notices)
 	}
 	if rels[1].err == nil || !strings.Contains(rels[1].err.Error(), "secrets/b.yaml need sops") {

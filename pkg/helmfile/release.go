@@ -333,6 +333,7 @@ func hasTemplate(s releaseSpec) bool {
 // which is not run here. Missing ones go to the release's
 // missingFileHandler, as helmfile resolves them before decrypting.
 func (l *stateLoader) checkSecrets(st *state, s releaseSpec, owner fileOwner) error {
+	owner.what = "secrets file"
 	var present []string
 	for _, e := range valuesList(st.dir, s.Secrets) {
 		if e.file == "" {

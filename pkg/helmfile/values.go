@@ -56,6 +56,8 @@ type fileOwner struct {
 	handler     *string // nil: Error
 	// handlerAt says where to set missingFileHandler to make the file optional.
 	handlerAt string
+	// what the file is: "values file" when empty.
+	what string
 }
 
 // resolveFile expands a values file (a path or a glob) into the files to
@@ -79,9 +81,17 @@ func (l *stateLoader) resolveFile(file string, owner fileOwner) (files []string,
 		if owner.handlerAt != "" {
 			hint = "; set missingFileHandler: Warn on " + owner.handlerAt + " to make it optional"
 		}
-		return nil, false, fmt.Errorf("values file %s not found (missingFileHandler: Error%s)", file, hint)
+		what := owner.what
+		if what == "" {
+			what = "values file"
+		}
+		return nil, false, fmt.Errorf("%s %s not found (missingFileHandler: Error%s)", what, file, hint)
 	}
-	l.notice(Notice{Level: h, What: "values file", File: file, Helmfile: owner.helmfile, Environment: owner.environment, Release: owner.release})
+	what := owner.what
+	if what == "" {
+		what = "values file"
+	}
+	l.notice(Notice{Level: h, What: what, File: file, Helmfile: owner.helmfile, Environment: owner.environment, Release: owner.release})
 	return nil, true, nil
 }
 

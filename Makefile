@@ -20,7 +20,7 @@ help:
 	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
-	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile)"
+	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile), images vs resolve + helm template per release (a 64-release suite of nested helmfiles with derivePassword)"
 	@echo "fuzz     fuzz the input parsers, 100k executions per target (FUZZTIME=10m for a deeper run)"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
@@ -78,6 +78,7 @@ bench:
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkPull -benchtime 3x ./test/e2e/docker
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./test/e2e/docker
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 10x -timeout 60m ./pkg/helmfile/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkSuiteVsResolvePlusTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

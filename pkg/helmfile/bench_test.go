@@ -146,37 +146,7 @@ func BenchmarkImagesVsHelmTemplate(b *testing.B) {
 			}
 			rels[i].values = f
 		}
-		peerRun := func(parallel int) (int, sample, error) {
-			var mu sync.Mutex
-			found := map[string]bool{}
-			var total sample
-			var firstErr error
-			sem := make(chan struct{}, parallel)
-			var wg sync.WaitGroup
-			start := time.Now()
-			for _, r := range rels {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					out, s, err := sh(fmt.Sprintf("%s template %s %s -n blueking -f %s --include-crds | grep image:", helm, r.name, r.chart, r.values))
-					mu.Lock()
-					defer mu.Unlock()
-					total.cpu += s.cpu
-					if err != nil && firstErr == nil {
-						firstErr = err
-					}
-					for _, l := range strings.Split(out, "\n") {
-						if m := imageLine.FindStringSubmatch(l); m != nil {
-							found[m[1]] = true
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			total.wall = time.Since(start)
-			return len(found), total, firstErr
-		}
+		peerRun := func(parallel int) (int, sample, error) { return helmPerRelease(sh, helm, rels, parallel) }
 		n := runtime.GOMAXPROCS(0)
 		var ours, seq, par []sample
 		var oursN, peerN int
@@ -200,6 +170,41 @@ func BenchmarkImagesVsHelmTemplate(b *testing.B) {
 		report(b, ours, seq, 0.5, "helm-seq")
 		report(b, ours, par, 1, fmt.Sprintf("helm-par%d", n))
 	})
+}
+
+// helmPerRelease runs `helm template … | grep image:` once per release,
+// parallel at a time, and returns the distinct images, the wall time and the
+// summed CPU time.
+func helmPerRelease(sh func(string) (string, sample, error), helm string, rels []benchRelease, parallel int) (int, sample, error) {
+	var mu sync.Mutex
+	found := map[string]bool{}
+	var total sample
+	var firstErr error
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, r := range rels {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out, s, err := sh(fmt.Sprintf("%s template %s %s -n blueking -f %s --include-crds | grep image:", helm, r.name, r.chart, r.values))
+			mu.Lock()
+			defer mu.Unlock()
+			total.cpu += s.cpu
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			for _, l := range strings.Split(out, "\n") {
+				if m := imageLine.FindStringSubmatch(l); m != nil {
+					found[m[1]] = true
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total.wall = time.Since(start)
+	return len(found), total, firstErr
 }
 
 // sample is one timed process.
@@ -280,7 +285,32 @@ func benchLargeChart(tb testing.TB) string {
 			tb.Fatal(err)
 		}
 	}
-	const helpers = `{{- define "common.names.fullname" -}}
+	chart := func(dir, name string, comps []string) string { return writeBenchChart(write, dir, name, comps) }
+	var comps []string
+	for i := 0; i < 34; i++ {
+		comps = append(comps, fmt.Sprintf("svc%02d", i))
+	}
+	values := chart(root, "bigapp", comps)
+	deps := ""
+	for _, sub := range []string{"redis", "mysql", "mongodb"} {
+		var sc []string
+		for i := 0; i < 4; i++ {
+			sc = append(sc, fmt.Sprintf("%s%d", sub, i))
+		}
+		dir := filepath.Join(root, "charts", sub)
+		write(filepath.Join(dir, "values.yaml"), chart(dir, sub, sc))
+		write(filepath.Join(dir, "Chart.yaml"), "apiVersion: v2\nname: "+sub+"\nversion: 1.0.0\nappVersion: 7.0.1\n")
+		deps += "  - name: " + sub + "\n    version: 1.0.0\n    condition: " + sub + ".enabled\n"
+		values += sub + ":\n  enabled: true\n"
+	}
+	write(filepath.Join(root, "Chart.yaml"), "apiVersion: v2\nname: bigapp\nversion: 3.11.3\nappVersion: v3.11.3\ndependencies:\n"+deps)
+	write(filepath.Join(root, "values.yaml"), values)
+	return root
+}
+
+// benchHelpers are the named templates of the large chart, in the style of
+// Bitnami's common chart.
+const benchHelpers = `{{- define "common.names.fullname" -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- define "common.labels.standard" -}}
@@ -297,13 +327,16 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- printf "%s/%s:%s" $registry .imageRoot.repository $tag -}}
 {{- end -}}
 `
-	chart := func(dir, name string, comps []string) string {
-		write(filepath.Join(dir, "templates/_helpers.tpl"), helpers)
-		var v strings.Builder
-		v.WriteString("global:\n  imageRegistry: \"\"\npullPolicy: IfNotPresent\nwaitImage: {registry: docker.io, repository: library/busybox, tag: \"1.36\"}\n")
-		for i, c := range comps {
-			get := `{{- $c := index .Values "` + c + `" }}` + "\n{{- if $c.enabled }}\n"
-			write(filepath.Join(dir, "templates", c+"-deployment.yaml"), get+`apiVersion: apps/v1
+
+// writeBenchChart writes the templates of a chart of comps components
+// (deployment, service and configmap each) and returns its values.
+func writeBenchChart(write func(p, s string), dir, name string, comps []string) string {
+	write(filepath.Join(dir, "templates/_helpers.tpl"), benchHelpers)
+	var v strings.Builder
+	v.WriteString("global:\n  imageRegistry: \"\"\npullPolicy: IfNotPresent\nwaitImage: {registry: docker.io, repository: library/busybox, tag: \"1.36\"}\n")
+	for i, c := range comps {
+		get := `{{- $c := index .Values "` + c + `" }}` + "\n{{- if $c.enabled }}\n"
+		write(filepath.Join(dir, "templates", c+"-deployment.yaml"), get+`apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: {{ include "common.names.fullname" . }}-`+c+`
@@ -335,7 +368,7 @@ spec:
             - containerPort: {{ $c.port }}
 {{- end }}
 `)
-			write(filepath.Join(dir, "templates", c+"-service.yaml"), get+`apiVersion: v1
+		write(filepath.Join(dir, "templates", c+"-service.yaml"), get+`apiVersion: v1
 kind: Service
 metadata:
   name: {{ include "common.names.fullname" . }}-`+c+`
@@ -346,7 +379,7 @@ spec:
   selector: {{- include "common.labels.standard" . | nindent 4 }}
 {{- end }}
 `)
-			write(filepath.Join(dir, "templates", c+"-configmap.yaml"), get+`apiVersion: v1
+		write(filepath.Join(dir, "templates", c+"-configmap.yaml"), get+`apiVersion: v1
 kind: ConfigMap
 metadata:
   name: {{ include "common.names.fullname" . }}-`+c+`
@@ -356,32 +389,11 @@ data:
     {{- toYaml $c.config | nindent 4 }}
 {{- end }}
 `)
-			fmt.Fprintf(&v, "%s:\n  enabled: true\n  port: %d\n  image: {registry: hub.bktencent.com, repository: blueking/%s-%s, tag: \"\"}\n"+
-				"  config: {logLevel: info, workers: \"4\", endpoint: \"http://%s.svc:80\"}\n"+
-				"  resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: \"1\", memory: 512Mi}}\n", c, 8000+i, name, c, c)
-		}
-		return v.String()
+		fmt.Fprintf(&v, "%s:\n  enabled: true\n  port: %d\n  image: {registry: hub.bktencent.com, repository: blueking/%s-%s, tag: \"\"}\n"+
+			"  config: {logLevel: info, workers: \"4\", endpoint: \"http://%s.svc:80\"}\n"+
+			"  resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: \"1\", memory: 512Mi}}\n", c, 8000+i, name, c, c)
 	}
-	var comps []string
-	for i := 0; i < 34; i++ {
-		comps = append(comps, fmt.Sprintf("svc%02d", i))
-	}
-	values := chart(root, "bigapp", comps)
-	deps := ""
-	for _, sub := range []string{"redis", "mysql", "mongodb"} {
-		var sc []string
-		for i := 0; i < 4; i++ {
-			sc = append(sc, fmt.Sprintf("%s%d", sub, i))
-		}
-		dir := filepath.Join(root, "charts", sub)
-		write(filepath.Join(dir, "values.yaml"), chart(dir, sub, sc))
-		write(filepath.Join(dir, "Chart.yaml"), "apiVersion: v2\nname: "+sub+"\nversion: 1.0.0\nappVersion: 7.0.1\n")
-		deps += "  - name: " + sub + "\n    version: 1.0.0\n    condition: " + sub + ".enabled\n"
-		values += sub + ":\n  enabled: true\n"
-	}
-	write(filepath.Join(root, "Chart.yaml"), "apiVersion: v2\nname: bigapp\nversion: 3.11.3\nappVersion: v3.11.3\ndependencies:\n"+deps)
-	write(filepath.Join(root, "values.yaml"), values)
-	return root
+	return v.String()
 }
 
 func countTemplates(tb testing.TB, chart string) int {

@@ -245,22 +245,24 @@ func TestBKDocsCustomised(t *testing.T) {
 // TestMissingFileHandlers: Error (the default) stops the run naming the
 // helmfile, the release or environment, and the file; Warn, Info and Debug
 // report the file once at their level and go on.
+// edit replaces old with new in a fixture's file, which must hold old.
+func edit(t *testing.T, dir, file, old, new string) {
+	t.Helper()
+	p := filepath.Join(dir, file)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s lacks %q", file, old)
+	}
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), old, new)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMissingFileHandlers(t *testing.T) {
 	ctx := context.Background()
-	edit := func(t *testing.T, dir, file, old, new string) {
-		t.Helper()
-		p := filepath.Join(dir, file)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(b), old) {
-			t.Fatalf("%s lacks %q", file, old)
-		}
-		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), old, new)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	t.Run("release Error", func(t *testing.T) {
 		dir := bkdocsTree(t, map[string]string{"environments/default/custom.yaml": ""})
 		edit(t, dir, "base-blueking.yaml.gotmpl", "missingFileHandler: Warn", "missingFileHandler: Error")
@@ -317,6 +319,12 @@ func TestMissingFileHandlers(t *testing.T) {
 			t.Errorf("error = %v", err)
 		}
 	})
+}
+
+// TestMissingFileHandlersNested: a missing nested helmfile, and keys that a
+// missing optional file might have held.
+func TestMissingFileHandlersNested(t *testing.T) {
+	ctx := context.Background()
 	t.Run("nested helmfile", func(t *testing.T) {
 		dir := bkdocsTree(t, nil)
 		edit(t, dir, "base.yaml.gotmpl", "helmfiles:\n", "helmfiles:\n  - path: base-extra.yaml.gotmpl\n")

@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -16,9 +13,9 @@ import (
 	"sync"
 
 	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/pkg/images"
 )
@@ -32,6 +29,10 @@ type RenderOptions struct {
 	// IncludeTests adds the `helm.sh/hook: test` pods, left out by default:
 	// `helm test` runs them, a deployment does not.
 	IncludeTests bool
+	// IsUpgrade, NoHooks, SkipCRDs and SkipSchemaValidation are helm
+	// template's --is-upgrade, --no-hooks, --skip-crds and
+	// --skip-schema-validation (a helmfile's templateArgs give them).
+	IsUpgrade, NoHooks, SkipCRDs, SkipSchemaValidation bool
 }
 
 // Rendered is what one release of a chart would install.
@@ -95,7 +96,8 @@ func renderChart(_ context.Context, chrt *chart.Chart, releaseName, namespace st
 	if kv := chrt.Metadata.KubeVersion; kv != "" && !chartutil.IsCompatibleRange(kv, caps.KubeVersion.String()) {
 		return fail(fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s (give --kube-version)", kv, caps.KubeVersion.String()))
 	}
-	top, err := chartutil.ToRenderValues(chrt, vals, chartutil.ReleaseOptions{Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true}, caps)
+	relOpts := chartutil.ReleaseOptions{Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: !opts.IsUpgrade, IsUpgrade: opts.IsUpgrade}
+	top, err := chartutil.ToRenderValuesWithSchemaValidation(chrt, vals, relOpts, caps, opts.SkipSchemaValidation)
 	if err != nil {
 		return fail(err)
 	}
@@ -104,14 +106,20 @@ func renderChart(_ context.Context, chrt *chart.Chart, releaseName, namespace st
 		return fail(err)
 	}
 	var docs []string
-	for _, crd := range chrt.CRDObjects() {
-		docs = append(docs, "# Source: "+crd.Filename+"\n"+string(crd.File.Data))
+	if !opts.SkipCRDs {
+		for _, crd := range chrt.CRDObjects() {
+			docs = append(docs, "# Source: "+crd.Filename+"\n"+string(crd.File.Data))
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
-		if strings.HasSuffix(name, "NOTES.txt") || strings.TrimSpace(files[name]) == "" {
+		text := helmDocuments(files[name])
+		if opts.NoHooks {
+			text = dropHooks(text)
+		}
+		if strings.HasSuffix(name, "NOTES.txt") || strings.TrimSpace(text) == "" {
 			continue
 		}
-		docs = append(docs, "# Source: "+name+"\n"+files[name])
+		docs = append(docs, "# Source: "+name+"\n"+text)
 	}
 	merged, _ := top["Values"].(chartutil.Values)
 	out := &Rendered{
@@ -345,59 +353,30 @@ func templateIdiom(templates [][]byte) (plain, v bool) {
 	return plain, v
 }
 
-// loadLocalChart loads a chart directory or .tgz. A chart whose Chart.yaml
-// names dependencies missing from charts/ is copied to a scratch directory and
-// its dependencies fetched there, so the user's tree is never written to.
-func (f *fetcher) loadLocalChart(ctx context.Context, path string) (*chart.Chart, error) {
-	chrt, err := loader.Load(path)
-	if err != nil {
-		return nil, fmt.Errorf("load chart %s: %w", path, err)
+// dropHooks leaves out the hooks of a rendered file, as --no-hooks does.
+func dropHooks(text string) string {
+	var keep []string
+	for _, d := range partSep.Split(text, -1) {
+		var obj struct {
+			Metadata struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		}
+		if yaml.Unmarshal([]byte(d), &obj) == nil && obj.Metadata.Annotations["helm.sh/hook"] != "" {
+			continue
+		}
+		keep = append(keep, d)
 	}
-	if checkDependencies(chrt) == nil {
-		return chrt, nil
-	}
-	st, err := os.Stat(path)
-	if err != nil || !st.IsDir() {
-		return chrt, nil // a packaged chart is what it is; the render reports what is missing
-	}
-	dir, err := f.buildDependencies(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("chart %s: fetch dependencies: %w", path, err)
-	}
-	chrt, err = loader.Load(dir)
-	if err != nil {
-		return nil, fmt.Errorf("load chart %s with its dependencies: %w", path, err)
-	}
-	return chrt, nil
+	return strings.Join(keep, "---\n")
 }
 
-// copyDir copies a chart directory (small text files) to dst.
-func copyDir(src, dst string) error {
-	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		if info.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		in, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(target)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
+// helmDocuments rewrites a rendered file's document separators as helm
+// reads them (helm template prints each document after its own "---"): a
+// "---" that a template's {{- glued to the next line ("---apiVersion: v1")
+// still starts a document.
+func helmDocuments(text string) string {
+	if !strings.Contains(text, "---") {
+		return text
+	}
+	return strings.Join(helmSeparator.Split(text, -1), "\n---\n")
 }

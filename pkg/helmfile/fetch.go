@@ -16,8 +16,6 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/downloader"
-	"helm.sh/helm/v3/pkg/getter"
 	"helm.sh/helm/v3/pkg/registry"
 	"helm.sh/helm/v3/pkg/repo"
 	"sigs.k8s.io/yaml"
@@ -36,8 +34,7 @@ type Repository struct {
 // and oci:// registries. It caches indexes and archives for one run, so 30
 // releases of one repository fetch its index once.
 type fetcher struct {
-	client  *http.Client
-	scratch string // temporary directory for dependency builds
+	client *http.Client
 
 	mu      sync.Mutex
 	indexes map[string]*indexEntry
@@ -56,8 +53,8 @@ type blobEntry struct {
 	err  error
 }
 
-func newFetcher(scratch string) *fetcher {
-	return &fetcher{client: &http.Client{}, scratch: scratch, indexes: map[string]*indexEntry{}, blobs: map[string]*blobEntry{}}
+func newFetcher() *fetcher {
+	return &fetcher{client: &http.Client{}, indexes: map[string]*indexEntry{}, blobs: map[string]*blobEntry{}}
 }
 
 // chartRef says where a chart lives.
@@ -255,41 +252,6 @@ func pickVersion(tags []string, constraint string) (string, error) {
 	}
 	sort.Sort(semver.Collection(vs))
 	return vs[len(vs)-1].Original(), nil
-}
-
-// buildDependencies copies a chart to scratch space and runs helm's dependency
-// manager there (Chart.lock if present, else Chart.yaml's constraints).
-func (f *fetcher) buildDependencies(ctx context.Context, path string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp(f.scratch, "chart-")
-	if err != nil {
-		return "", err
-	}
-	dst := filepath.Join(dir, filepath.Base(path))
-	if err := copyDir(path, dst); err != nil {
-		return "", err
-	}
-	rc, err := newRegistryClient(ctx)
-	if err != nil {
-		return "", err
-	}
-	m := &downloader.Manager{
-		Out:       io.Discard,
-		ChartPath: dst,
-		Getters: getter.Providers{
-			{Schemes: []string{"http", "https"}, New: getter.NewHTTPGetter},
-			{Schemes: []string{registry.OCIScheme}, New: getter.NewOCIGetter},
-		},
-		RegistryClient:   rc,
-		RepositoryConfig: filepath.Join(dir, "repositories.yaml"),
-		RepositoryCache:  filepath.Join(dir, "cache"),
-	}
-	if err := m.Build(); err != nil {
-		return "", err
-	}
-	return dst, nil
 }
 
 // resolveChart turns a helmfile's `chart:` into a chartRef: a local path

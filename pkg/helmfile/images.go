@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/getter"
+	"helm.sh/helm/v3/pkg/strvals"
 
 	"github.com/bkcache/bkcache/pkg/images"
 )
@@ -25,6 +27,10 @@ type Options struct {
 	KeepGoing bool
 	// Parallel bounds concurrent renders; the number of CPUs when zero.
 	Parallel int
+	// Strict fails a release that uses what is not applied here (a
+	// post-renderer, kustomize transformers, a helm flag not known): its list
+	// could be wrong. Without it each is a warning (Notify).
+	Strict bool
 }
 
 // ReleaseError is one release that failed.
@@ -64,12 +70,7 @@ func Images(ctx context.Context, path string, opts Options) (*images.List, error
 	if len(rels) == 0 {
 		return images.NewList(), fmt.Errorf("helmfile %s: no release selected (environment %q, selectors %v): check --selector, -e and installed:", path, opts.Environment, opts.Selectors)
 	}
-	scratch, err := os.MkdirTemp("", "bkcache-charts-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(scratch)
-	f := newFetcher(scratch)
+	f := newFetcher()
 
 	g, gctx := errgroup.WithContext(ctx)
 	if !opts.KeepGoing {
@@ -84,6 +85,15 @@ func Images(ctx context.Context, path string, opts Options) (*images.List, error
 	all := images.NewList()
 	errs := &Errors{Total: len(rels)}
 	for _, r := range rels {
+		if len(r.Unapplied) > 0 && r.err == nil {
+			what := strings.Join(r.Unapplied, ", ")
+			if opts.Strict {
+				r.err = fmt.Errorf("not applied here, so its images may differ from helmfile's: %s (--strict)", what)
+			} else if opts.Notify != nil {
+				opts.Notify(Notice{Level: handlerWarn, Helmfile: r.Helmfile, Release: r.Name,
+					Message: fmt.Sprintf("helmfile %s: release %q: not applied here, so its images may differ from helmfile's: %s (--strict makes this an error)", r.Helmfile, r.Name, what)})
+			}
+		}
 		g.Go(func() error {
 			list, err := renderRelease(ctx, f, r, opts.RenderOptions)
 			mu.Lock()
@@ -122,14 +132,54 @@ func renderRelease(ctx context.Context, f *fetcher, r Release, opts RenderOption
 	if err != nil {
 		return nil, err
 	}
-	out, err := renderChart(ctx, chrt, r.Name, r.Namespace, r.Values, opts)
+	opts, vals, err := r.renderOptions(opts)
 	if err != nil {
 		return nil, err
+	}
+	out, err := renderChart(ctx, chrt, r.Name, r.Namespace, vals, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !r.patches.empty() {
+		if out.Files, err = applyPatches(out.Files, r.patches); err != nil {
+			return nil, err
+		}
 	}
 	// The deployment's imageRegistry state value, where it sets one, is the
 	// registry its images are meant to come from (-o registries).
 	reg, _ := r.StateValues["imageRegistry"].(string)
 	return findImages(out, images.Source{Helmfile: r.Helmfile, Release: r.Name, Namespace: r.Namespace, ImageRegistry: reg})
+}
+
+// renderOptions lays the release's render settings under the command
+// line's: --kube-version wins, --api-versions add; and applies --set and
+// --set-string given in helmDefaults' args.
+func (r Release) renderOptions(cli RenderOptions) (RenderOptions, map[string]any, error) {
+	o := cli
+	rr := r.Render
+	if o.KubeVersion == "" {
+		o.KubeVersion = rr.KubeVersion
+	}
+	o.APIVersions = append(slices.Clone(rr.APIVersions), cli.APIVersions...)
+	o.IsUpgrade = o.IsUpgrade || rr.IsUpgrade
+	o.NoHooks = o.NoHooks || rr.NoHooks
+	o.SkipCRDs = o.SkipCRDs || rr.SkipCRDs
+	o.SkipSchemaValidation = o.SkipSchemaValidation || rr.SkipSchemaValidation
+	vals := r.Values
+	if len(rr.Set)+len(rr.SetString) > 0 {
+		vals = deepCopy(vals)
+		for _, s := range rr.Set {
+			if err := strvals.ParseInto(s, vals); err != nil {
+				return o, nil, fmt.Errorf("helmDefaults --set %q: %w", s, err)
+			}
+		}
+		for _, s := range rr.SetString {
+			if err := strvals.ParseIntoString(s, vals); err != nil {
+				return o, nil, fmt.Errorf("helmDefaults --set-string %q: %w", s, err)
+			}
+		}
+	}
+	return o, vals, nil
 }
 
 // ChartOptions are `--from-chart`'s: a chart, its values, a release name.
@@ -159,12 +209,7 @@ func ChartImages(ctx context.Context, opts ChartOptions) (*images.List, error) {
 		}
 		ref.Local = opts.Chart
 	}
-	scratch, err := os.MkdirTemp("", "bkcache-charts-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(scratch)
-	chrt, err := newFetcher(scratch).load(ctx, ref)
+	chrt, err := newFetcher().load(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

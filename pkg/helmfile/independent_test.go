@@ -45,6 +45,9 @@ func TestIndependentCheck(t *testing.T) {
 	}
 	var charts []string
 	err := filepath.WalkDir("testdata", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "corpus" {
+			return filepath.SkipDir // its charts need their file:// dependencies built: corpus_test.go
+		}
 		if err == nil && d.Name() == "Chart.yaml" {
 			charts = append(charts, filepath.Dir(p))
 		}

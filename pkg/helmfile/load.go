@@ -3,189 +3,19 @@ package helmfile
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/strvals"
-	"sigs.k8s.io/yaml"
 )
 
-// This file holds the helmfile document model and the loader: files, parts,
-// bases, nested helmfiles. Values are in values.go, release templating in
-// release.go, selectors in selector.go.
-
-// Release is one release of a loaded helmfile, values resolved.
-type Release struct {
-	Helmfile  string // the file that declares it
-	Name      string
-	Namespace string
-	Chart     string
-	Version   string
-	Labels    map[string]string
-	Values    map[string]any
-	// StateValues are the helmfile's state values the release was loaded
-	// with (its `imageRegistry` is the registry the deployment means to use).
-	StateValues map[string]any
-	chart       chartRef
-	// err is a failure of this release alone (values, chart), reported when
-	// it renders, so that --keep-going renders the others.
-	err error
-}
-
-// LoadOptions select what of a helmfile is loaded.
-type LoadOptions struct {
-	Environment      string   // -e; "default" when empty
-	Selectors        []string // --selector: key=value,key!=value; several are ORed
-	StateValuesSet   []string // --state-values-set k=v
-	StateValuesFiles []string // --state-values-file
-	Namespace        string   // for releases that name none
-	// Notify receives each missing optional file once, at the level its
-	// missingFileHandler names (Warn, Info, Debug). Nil: not reported.
-	Notify func(Notice)
-}
-
-// Notice is an optional file that is missing and was skipped, as helmfile's
-// missingFileHandler Warn, Info and Debug skip it.
-type Notice struct {
-	Level       string // Warn, Info or Debug
-	What        string // "values file", "nested helmfile"
-	File        string
-	Helmfile    string
-	Environment string // for environment values
-	Release     string // for release values
-}
-
-func (n Notice) String() string {
-	of := ""
-	if n.Release != "" {
-		of = " of release " + n.Release
-	}
-	return fmt.Sprintf("optional %s %s%s not found (missingFileHandler: %s)", n.What, n.File, of, n.Level)
-}
-
-// missingFileHandler values, as helmfile spells them.
-const (
-	handlerError = "Error"
-	handlerWarn  = "Warn"
-	handlerInfo  = "Info"
-	handlerDebug = "Debug"
-)
-
-func checkHandler(h *string, where string) error {
-	if h == nil {
-		return nil
-	}
-	switch *h {
-	case handlerError, handlerWarn, handlerInfo, handlerDebug:
-		return nil
-	}
-	return fmt.Errorf("%s: missingFileHandler %q: use Error, Warn, Info or Debug", where, *h)
-}
-
-// stateDoc is one part of a helmfile as written. Keys of helmfile 0.142
-// (BlueKing's pinned version) and of today's helmfile are both read.
-type stateDoc struct {
-	Bases        []string           `json:"bases"`
-	Environments map[string]envSpec `json:"environments"`
-	Values       []any              `json:"values"`
-	Repositories []Repository       `json:"repositories"`
-	Helmfiles    []subHelmfile      `json:"helmfiles"`
-	Releases     []releaseSpec      `json:"releases"`
-	// Charts is helmfile 0.142's deprecated name for releases.
-	Charts       []releaseSpec  `json:"charts"`
-	HelmDefaults map[string]any `json:"helmDefaults"`
-	Templates    map[string]any `json:"templates"`
-	// MissingFileHandler of the helmfile: for nested helmfiles, and the
-	// default of its releases and environments.
-	MissingFileHandler *string `json:"missingFileHandler"`
-}
-
-type envSpec struct {
-	Values             []any   `json:"values"`
-	Secrets            []any   `json:"secrets"`
-	MissingFileHandler *string `json:"missingFileHandler"`
-}
-
-type subHelmfile struct {
-	Path               string   `json:"path"`
-	Selectors          []string `json:"selectors"`
-	SelectorsInherited bool     `json:"selectorsInherited"`
-	Values             []any    `json:"values"`
-	hasSelectors       bool
-}
-
-// UnmarshalJSON takes both `- path.yaml` and `- path: path.yaml`.
-func (s *subHelmfile) UnmarshalJSON(b []byte) error {
-	var p string
-	if json.Unmarshal(b, &p) == nil {
-		s.Path = p
-		return nil
-	}
-	type plain subHelmfile
-	var v plain
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	var raw map[string]json.RawMessage
-	_ = json.Unmarshal(b, &raw)
-	_, v.hasSelectors = raw["selectors"]
-	*s = subHelmfile(v)
-	return nil
-}
-
-type releaseSpec struct {
-	Name               string            `json:"name"`
-	Namespace          string            `json:"namespace"`
-	Chart              string            `json:"chart"`
-	Version            string            `json:"version"`
-	Labels             map[string]string `json:"labels"`
-	Installed          *bool             `json:"installed"`
-	InstalledTemplate  *string           `json:"installedTemplate"`
-	Condition          string            `json:"condition"`
-	Values             []any             `json:"values"`
-	ValuesTemplate     []any             `json:"valuesTemplate"`
-	Set                []setSpec         `json:"set"`
-	SetTemplate        []setSpec         `json:"setTemplate"`
-	Secrets            []any             `json:"secrets"`
-	MissingFileHandler *string           `json:"missingFileHandler"`
-}
-
-type setSpec struct {
-	Name   string   `json:"name"`
-	Value  any      `json:"value"`
-	Values []string `json:"values"`
-	File   string   `json:"file"`
-}
-
-// state is one loaded helmfile with its bases merged in.
-type state struct {
-	file    string
-	dir     string // relative paths resolve here, also those written in bases (as helmfile does)
-	envName string
-	envs    map[string]*envEntry
-	// defaults are the top-level `values:`.
-	defaults  []valuesEntry
-	handler   *string // the helmfile's missingFileHandler
-	repos     map[string]Repository
-	helmfiles []subHelmfile
-	releases  []releaseSpec
-	overrides map[string]any
-	// values are the state values, computed once the whole file is read.
-	values map[string]any
-	// skipped lists the optional values files that were missing, for
-	// errors about keys they might have held.
-	skipped []string
-}
-
-type envEntry struct {
-	values  []valuesEntry
-	handler *string
-}
+// This file holds the loader's walk: files and directories, nested
+// helmfiles, one state per (file, environment, values). Parts and bases are
+// read in parts.go.
 
 // stateLoader loads the helmfiles of one run. A nested helmfile is loaded once per
 // (path, environment, state values), however often the tree names it, and
@@ -198,6 +28,15 @@ type stateLoader struct {
 	visited  map[string]bool // stateKey + selectors already walked
 	walking  map[string]bool // stateKeys on the current path, for cycles
 	listed   map[releaseKey]bool
+	// undefined remembers helmfiles that cannot have the environment.
+	undefined map[string]error
+	// valuesFiles are the values templates rendered, by file and data;
+	// valuesRenders counts them (tests check the memoisation).
+	valuesFiles   map[string]valuesResult
+	valuesRenders int
+	// parts are the helmfile parts rendered, by file, part and data.
+	parts       map[string]partResult
+	partRenders int
 	// loads counts helmfiles read and loaded (tests check the memoisation).
 	loads int
 }
@@ -217,7 +56,8 @@ func newLoader(opts LoadOptions) *stateLoader {
 	return &stateLoader{
 		opts: opts, reported: map[string]bool{}, states: map[string]*state{},
 		releases: map[releaseKey]*releaseResult{}, visited: map[string]bool{},
-		walking: map[string]bool{}, listed: map[releaseKey]bool{},
+		walking: map[string]bool{}, listed: map[releaseKey]bool{}, undefined: map[string]error{},
+		valuesFiles: map[string]valuesResult{}, parts: map[string]partResult{},
 	}
 }
 
@@ -242,7 +82,7 @@ func (l *stateLoader) load(ctx context.Context, path string) ([]Release, error) 
 			return nil, fmt.Errorf("--state-values-set %q: %w", s, err)
 		}
 	}
-	return l.walkPath(ctx, path, overrides, l.opts.Selectors, 0)
+	return l.walkPath(ctx, path, stateInput{overrides: overrides}, l.opts.Selectors, 0)
 }
 
 // helmfileFiles resolves FILE|DIR into the helmfiles to load, in order.
@@ -285,43 +125,91 @@ func helmfileFiles(path string) ([]string, error) {
 	return files, nil
 }
 
-func (l *stateLoader) walkPath(ctx context.Context, path string, overrides map[string]any, selectors []string, depth int) ([]Release, error) {
+// stateInput is what a helmfile is loaded with besides its text: the state
+// values given from above (--state-values-*, a parent's helmfiles[].values,
+// which reach every level) and what a parent passes through `inherits:`.
+type stateInput struct {
+	overrides map[string]any
+	inherited *inheritance
+}
+
+// passed says whether an environment was passed down: helmfile's hasEnv
+// (desired_state_file_loader.go), which lets a helmfile without
+// environments: load under any environment.
+func (in stateInput) passed() bool {
+	return len(in.overrides) > 0 || (in.inherited != nil && in.inherited.Env != nil)
+}
+
+// undefinedEnvError is helmfile's UndefinedEnvError: the environment is
+// neither defined in the helmfile nor passed down to it.
+type undefinedEnvError struct {
+	file, env string
+	defined   []string
+}
+
+func (e *undefinedEnvError) Error() string {
+	if len(e.defined) == 0 {
+		return fmt.Sprintf("helmfile %s: environment %q is not defined in %s (it defines no environments: and none was passed down to it)", e.file, e.env, filepath.Base(e.file))
+	}
+	return fmt.Sprintf("helmfile %s: environment %q is not defined in %s (defined: %s)", e.file, e.env, filepath.Base(e.file), strings.Join(e.defined, ", "))
+}
+
+func (l *stateLoader) walkPath(ctx context.Context, path string, in stateInput, selectors []string, depth int) ([]Release, error) {
 	files, err := helmfileFiles(path)
 	if err != nil {
 		return nil, err
 	}
 	var out []Release
+	var undefined error
+	loaded := 0
 	for _, f := range files {
-		rels, err := l.walkFile(ctx, f, overrides, selectors, depth)
+		rels, err := l.walkFile(ctx, f, in, selectors, depth)
+		var ue *undefinedEnvError
+		if errors.As(err, &ue) && (depth > 0 || len(files) > 1) {
+			// helmfile (app.go) skips a helmfile that cannot have the
+			// environment rather than failing the run.
+			undefined = err
+			l.notice(Notice{Level: handlerInfo, File: f, Message: err.Error() + ": skipped, as helmfile skips it"})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
+		loaded++
 		out = append(out, rels...)
+	}
+	if loaded == 0 && undefined != nil && depth == 0 {
+		return nil, undefined
 	}
 	return out, nil
 }
 
-// stateKey names a loaded helmfile: its path, the environment and the state
-// values it was given.
-func (l *stateLoader) stateKey(file string, overrides map[string]any) string {
+// stateKey names a loaded helmfile: its path, the environment and what it
+// was given.
+func (l *stateLoader) stateKey(file string, in stateInput) string {
 	abs, err := filepath.Abs(file)
 	if err != nil {
 		abs = file
 	}
-	b, _ := json.Marshal(overrides) // map keys come out sorted
-	return abs + "\x00" + l.opts.Environment + "\x00" + string(b)
+	b, _ := json.Marshal(in.overrides) // map keys come out sorted
+	key := abs + "\x00" + l.opts.Environment + "\x00" + string(b)
+	if in.inherited != nil {
+		ib, _ := json.Marshal(in.inherited)
+		key += "\x00" + string(ib)
+	}
+	return key
 }
 
 // walkFile returns the releases of one helmfile and its nested helmfiles
 // that this walk has not listed yet.
-func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[string]any, selectors []string, depth int) ([]Release, error) {
+func (l *stateLoader) walkFile(ctx context.Context, file string, in stateInput, selectors []string, depth int) ([]Release, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if depth > 20 {
 		return nil, fmt.Errorf("helmfile %s: nested helmfiles deeper than 20: a cycle?", file)
 	}
-	key := l.stateKey(file, overrides)
+	key := l.stateKey(file, in)
 	if l.walking[key] {
 		return nil, fmt.Errorf("helmfile %s includes itself (through its helmfiles:): a cycle", file)
 	}
@@ -332,57 +220,25 @@ func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[s
 	if l.visited[visit] {
 		return nil, nil // listed already: same file, values and selectors
 	}
-	l.visited[visit] = true
-	l.walking[key] = true
-	defer delete(l.walking, key)
-
-	st, err := l.state(file, overrides, key)
+	st, err := l.state(file, in, key)
 	if err != nil {
 		return nil, err
 	}
+	l.visited[visit] = true
+	l.walking[key] = true
+	defer delete(l.walking, key)
 	sel, err := parseSelectors(selectors)
 	if err != nil {
 		return nil, err
 	}
-	var out []Release
 	// Nested helmfiles first, as helmfile runs them.
+	var out []Release
 	for _, sub := range st.helmfiles {
-		subSel := selectors
-		if sub.hasSelectors && !sub.SelectorsInherited {
-			subSel = sub.Selectors
+		rels, err := l.walkNested(ctx, st, sub, in, selectors, depth)
+		if err != nil {
+			return nil, err
 		}
-		subOver := overrides
-		if len(sub.Values) > 0 {
-			vals, _, err := l.mergeValues(valuesList(st.dir, sub.Values), templateData(st.envName, st.values, nil), fileOwner{helmfile: file, handler: ptr(handlerError)})
-			if err != nil {
-				return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", file, sub.Path, err)
-			}
-			subOver = mergeMaps(mergeMaps(map[string]any{}, overrides), vals)
-		}
-		p := sub.Path
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(st.dir, p)
-		}
-		matches, _ := filepath.Glob(p)
-		if len(matches) == 0 {
-			h := handlerError
-			if st.handler != nil {
-				h = *st.handler
-			}
-			if h == handlerError {
-				return nil, fmt.Errorf("helmfile %s: nested helmfile %s: no such file (set missingFileHandler: Warn in %s to skip it)", file, sub.Path, file)
-			}
-			l.notice(Notice{Level: h, What: "nested helmfile", File: p, Helmfile: file})
-			continue
-		}
-		slices.Sort(matches)
-		for _, m := range matches {
-			rels, err := l.walkPath(ctx, m, subOver, subSel, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, rels...)
-		}
+		out = append(out, rels...)
 	}
 	for i := range st.releases {
 		k := releaseKey{key, i}
@@ -395,21 +251,85 @@ func (l *stateLoader) walkFile(ctx context.Context, file string, overrides map[s
 	return out, nil
 }
 
-// state loads a helmfile, its bases and its parts, once per key.
-func (l *stateLoader) state(file string, overrides map[string]any, key string) (*state, error) {
+// walkNested walks one entry of st's helmfiles: with its selectors (or the
+// parent's), the state values from above plus its values:, and what it
+// inherits.
+func (l *stateLoader) walkNested(ctx context.Context, st *state, sub subHelmfile, in stateInput, selectors []string, depth int) ([]Release, error) {
+	subSel := selectors
+	if sub.hasSelectors && !sub.SelectorsInherited {
+		subSel = sub.Selectors
+	}
+	inherited, err := st.inherit(sub.Inherits)
+	if err != nil {
+		return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", st.file, sub.Path, err)
+	}
+	subIn := stateInput{overrides: in.overrides, inherited: inherited}
+	if len(sub.Values) > 0 {
+		vals, _, err := l.mergeValues(valuesList(st.dir, sub.Values), templateData(st.envName, st.values, nil), fileOwner{helmfile: st.file, handler: ptr(handlerError)})
+		if err != nil {
+			return nil, fmt.Errorf("helmfile %s: helmfiles entry %s: %w", st.file, sub.Path, err)
+		}
+		subIn.overrides = mergeMaps(mergeMaps(map[string]any{}, in.overrides), vals)
+	}
+	if strings.Contains(sub.Path, "::") || strings.Contains(sub.Path, "://") {
+		return nil, fmt.Errorf("helmfile %s: nested helmfile %s is remote (go-getter), which is not fetched here: clone it and name the local copy in helmfiles:", st.file, sub.Path)
+	}
+	p := sub.Path
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(st.dir, p)
+	}
+	matches, _ := filepath.Glob(p)
+	if len(matches) == 0 {
+		h := handlerError
+		if st.handler != nil {
+			h = *st.handler
+		}
+		if h == handlerError {
+			return nil, fmt.Errorf("helmfile %s: nested helmfile %s: no such file (set missingFileHandler: Warn in %s to skip it)", st.file, sub.Path, st.file)
+		}
+		l.notice(Notice{Level: h, What: "nested helmfile", File: p, Helmfile: st.file})
+		return nil, nil
+	}
+	slices.Sort(matches)
+	var out []Release
+	for _, m := range matches {
+		rels, err := l.walkPath(ctx, m, subIn, subSel, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rels...)
+	}
+	return out, nil
+}
+
+// state loads a helmfile, its bases and its parts, once per key. The
+// environment is checked once all parts are merged, as helmfile checks it:
+// a helmfile that defines environments must define this one; one that
+// defines none takes any environment passed down to it.
+func (l *stateLoader) state(file string, in stateInput, key string) (*state, error) {
 	if st, ok := l.states[key]; ok {
 		return st, nil
+	}
+	if err, ok := l.undefined[key]; ok {
+		return nil, err
 	}
 	l.loads++
 	st := &state{
 		file: file, dir: filepath.Dir(file), envName: l.opts.Environment, envs: map[string]*envEntry{},
-		repos: map[string]Repository{}, overrides: overrides,
+		repos: map[string]Repository{}, overrides: in.overrides, inherited: in.inherited,
 	}
 	if err := l.addFile(st, file, 0); err != nil {
 		return nil, err
 	}
-	if _, ok := st.envs[st.envName]; !ok && st.envName != "default" {
-		return nil, fmt.Errorf("helmfile %s: environment %q is not defined in environments: (defined: %s)", file, st.envName, strings.Join(st.envNames(), ", "))
+	if _, ok := st.envs[st.envName]; !ok && st.envName != "default" && (len(st.envs) > 0 || !in.passed()) {
+		err := &undefinedEnvError{file: file, env: st.envName, defined: st.envNames()}
+		l.undefined[key] = err
+		return nil, err
+	}
+	st.applyInherited()
+	if env := st.envs[st.envName]; env != nil && env.secrets > 0 {
+		l.notice(Notice{Level: handlerWarn, File: file + "\x00secrets", Helmfile: file, Environment: st.envName,
+			Message: fmt.Sprintf("helmfile %s: environment %q: secrets: are sops files, not decrypted here: values only they set are missing (give them decrypted as values: or --state-values-file)", file, st.envName)})
 	}
 	vals, err := l.stateValues(st)
 	if err != nil {
@@ -419,203 +339,3 @@ func (l *stateLoader) state(file string, overrides map[string]any, key string) (
 	l.states[key] = st
 	return st, nil
 }
-
-var partSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
-
-// addFile merges a file into st: bases first, then each part in order, each
-// rendered with the state values known so far.
-func (l *stateLoader) addFile(st *state, file string, depth int) error {
-	if depth > 10 {
-		return fmt.Errorf("helmfile %s: bases nested deeper than 10: a cycle?", file)
-	}
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return fmt.Errorf("helmfile %s: %w", file, err)
-	}
-	text := strings.ReplaceAll(string(raw), "\r\n", "\n")
-	locs := partSep.FindAllStringIndex(text, -1)
-	starts := []int{0}
-	for _, loc := range locs {
-		starts = append(starts, loc[1])
-	}
-	for i, start := range starts {
-		end := len(text)
-		if i+1 < len(starts) {
-			end = locs[i][0]
-		}
-		part := text[start:end]
-		line := strings.Count(text[:start], "\n") + 1
-		if err := l.addPart(st, file, part, line, depth); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func isTemplate(file string) bool {
-	return strings.HasSuffix(file, ".gotmpl") || strings.HasSuffix(file, ".tpl")
-}
-
-// escapedAction is a release template escaped for helmfile 0.142's
-// file-level rendering: {{`{{ .Release.Name }}`}}.
-var escapedAction = regexp.MustCompile("\\{\\{-?\\s*`[^`]*`\\s*-?\\}\\}")
-
-// renderedAsTemplate says whether a part is Go-templated as a whole before
-// it is read. Today's helmfile renders only .gotmpl files; helmfile 0.142
-// (BlueKing's) rendered every helmfile, so a plain .yaml with {{ }} is
-// rendered too, unless it uses .Release outside escapes or does not render:
-// then it was written for today's helmfile, where such fields are release
-// templates, rendered per release (release.go), or text for a chart.
-func renderedAsTemplate(file, part string) bool {
-	if isTemplate(file) {
-		return true
-	}
-	if !strings.Contains(part, "{{") {
-		return false
-	}
-	return !strings.Contains(escapedAction.ReplaceAllString(part, ""), ".Release")
-}
-
-func (l *stateLoader) addPart(st *state, file, part string, line, depth int) error {
-	// Padding keeps YAML error lines equal to the file's lines.
-	data := []byte(strings.Repeat("\n", line-1) + part)
-	templated := renderedAsTemplate(file, part)
-	headAdded := false
-	if templated {
-		// First pass, forgiving: find bases and environments, which the
-		// values of the second pass come from.
-		known, err := l.stateValues(st)
-		if err != nil {
-			return err
-		}
-		if pre, err := renderTemplate(file, part, line, templateData(st.envName, known, nil), false); err == nil {
-			var head stateDoc
-			if yaml.Unmarshal(pre, &head) == nil {
-				if err := l.addHead(st, head, depth); err != nil {
-					return err
-				}
-				headAdded = true
-			}
-		}
-		if known, err = l.stateValues(st); err != nil {
-			return err
-		}
-		out, err := renderTemplate(file, part, line, templateData(st.envName, known, nil), true)
-		switch {
-		case err == nil:
-			data = out
-		case isTemplate(file):
-			return fmt.Errorf("helmfile %s (environment %q): %w%s", file, st.envName, err, st.skippedHint())
-		default:
-			// A plain .yaml that does not render as a whole was written for
-			// today's helmfile, which passes its {{ }} on (release
-			// templates, or text for a chart's tpl): read it as written.
-			templated = false
-		}
-	}
-	var doc stateDoc
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		what := "helmfile"
-		if templated {
-			what = "rendered helmfile"
-		}
-		return fmt.Errorf("%s %s: %w", what, file, err)
-	}
-	if !headAdded {
-		if err := l.addHead(st, doc, depth); err != nil {
-			return err
-		}
-	} else {
-		// Environments may be declared after the first pass used them.
-		for name, e := range doc.Environments {
-			if _, ok := st.envs[name]; !ok {
-				if err := checkHandler(e.MissingFileHandler, fmt.Sprintf("helmfile %s: environment %q", file, name)); err != nil {
-					return err
-				}
-				st.envs[name] = &envEntry{values: valuesList(st.dir, e.Values), handler: e.MissingFileHandler}
-			}
-		}
-		if doc.MissingFileHandler != nil && st.handler == nil {
-			st.handler = doc.MissingFileHandler
-		}
-	}
-	if err := checkHandler(doc.MissingFileHandler, "helmfile "+file); err != nil {
-		return err
-	}
-	for _, r := range doc.Repositories {
-		st.repos[r.Name] = r
-	}
-	st.helmfiles = append(st.helmfiles, doc.Helmfiles...)
-	if len(doc.Charts) > 0 && len(doc.Releases) > 0 {
-		return fmt.Errorf("helmfile %s: both charts: and releases: (charts: is helmfile 0.142's old name for releases:): keep one", file)
-	}
-	for _, r := range append(doc.Releases, doc.Charts...) {
-		if err := checkHandler(r.MissingFileHandler, fmt.Sprintf("helmfile %s: release %q", file, r.Name)); err != nil {
-			return err
-		}
-		// Paths are made absolute after the release's own templating, which
-		// may compute them (values/{{ .Release.Name }}.yaml).
-		st.releases = append(st.releases, r)
-	}
-	return nil
-}
-
-// addHead merges bases, environments, top-level values and the helmfile's
-// missingFileHandler of one part.
-func (l *stateLoader) addHead(st *state, doc stateDoc, depth int) error {
-	for _, b := range doc.Bases {
-		p := b
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(st.dir, b)
-		}
-		if err := l.addFile(st, p, depth+1); err != nil {
-			return err
-		}
-	}
-	for name, e := range doc.Environments {
-		if err := checkHandler(e.MissingFileHandler, fmt.Sprintf("helmfile %s: environment %q", st.file, name)); err != nil {
-			return err
-		}
-		// A later declaration of an environment adds to its values.
-		env := st.envs[name]
-		if env == nil {
-			env = &envEntry{}
-			st.envs[name] = env
-		}
-		env.values = append(env.values, valuesList(st.dir, e.Values)...)
-		if e.MissingFileHandler != nil {
-			env.handler = e.MissingFileHandler
-		}
-	}
-	if len(doc.Values) > 0 {
-		st.defaults = append(st.defaults, valuesList(st.dir, doc.Values)...)
-	}
-	if doc.MissingFileHandler != nil {
-		st.handler = doc.MissingFileHandler
-	}
-	return nil
-}
-
-func (st *state) envNames() []string {
-	return slices.Sorted(maps.Keys(st.envs))
-}
-
-func (st *state) skippedHint() string {
-	if len(st.skipped) == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (optional values files not found, which may have held the key: %s)", strings.Join(st.skipped, ", "))
-}
-
-// notice reports a skipped optional file once per run.
-func (l *stateLoader) notice(n Notice) {
-	if l.reported[n.File] {
-		return
-	}
-	l.reported[n.File] = true
-	if l.opts.Notify != nil {
-		l.opts.Notify(n)
-	}
-}
-
-func ptr[T any](v T) *T { return &v }

@@ -117,7 +117,7 @@ releases:
 }
 
 // TestOCIDependency: a chart whose Chart.yaml takes a dependency from an
-// oci:// repository on a loopback registry (plain HTTP) gets it, in scratch space.
+// oci:// repository on a loopback registry (plain HTTP) gets it, in memory.
 func TestOCIDependency(t *testing.T) {
 	addr := ociCharts(t)
 	checkUmbrellaDependency(t, "oci://"+addr+"/charts", "~1.3")

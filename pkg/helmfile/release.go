@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
 )
 
@@ -65,7 +67,13 @@ type releaseResult struct {
 func (l *stateLoader) release(st *state, k releaseKey, sel selectorSet) (Release, bool) {
 	r := l.releases[k]
 	if r == nil {
-		raw := st.releases[k.index]
+		raw, err := st.withInherited(st.releases[k.index])
+		if st.namespace != "" {
+			raw.Namespace = st.namespace // helmfile's ApplyOverrides
+		}
+		if err != nil {
+			return Release{Helmfile: st.file, Name: raw.Name, Namespace: raw.Namespace, Chart: raw.Chart, err: err}, true
+		}
 		s, err := executeReleaseTemplates(st, raw, l.opts.Namespace)
 		if err != nil {
 			return Release{Helmfile: st.file, Name: raw.Name, Namespace: raw.Namespace, Chart: raw.Chart, err: err}, true
@@ -74,12 +82,12 @@ func (l *stateLoader) release(st *state, k releaseKey, sel selectorSet) (Release
 		if r.ns == "" {
 			r.ns = l.opts.Namespace
 		}
+		// As helmfile's GetReleasesWithLabels: commonLabels, the release's
+		// labels, then name, namespace and the chart's last path element.
+		maps.Copy(r.labels, st.commonLabels)
 		maps.Copy(r.labels, s.Labels)
-		for k, v := range map[string]string{"name": s.Name, "namespace": r.ns, "chart": s.Chart} {
-			if _, ok := r.labels[k]; !ok {
-				r.labels[k] = v
-			}
-		}
+		r.labels["name"], r.labels["namespace"] = s.Name, r.ns
+		r.labels["chart"] = s.Chart[strings.LastIndex(s.Chart, "/")+1:]
 		l.releases[k] = r
 	}
 	if !sel.match(r.labels) {
@@ -109,15 +117,15 @@ func (l *stateLoader) resolveRelease(st *state, s releaseSpec, ns string) (Relea
 		base.err = fmt.Errorf("a release needs name: and chart:")
 		return base, true
 	}
-	if len(s.Secrets) > 0 {
-		base.err = fmt.Errorf("secrets: need sops, which kubectl bkcache does not run: render with decrypted values files instead (values:)")
-		return base, true
-	}
 	handler := st.handler
 	if s.MissingFileHandler != nil {
 		handler = s.MissingFileHandler
 	}
 	owner := fileOwner{helmfile: st.file, release: s.Name, handler: handler, handlerAt: fmt.Sprintf("release %q", s.Name)}
+	if err := l.checkSecrets(st, s, owner); err != nil {
+		base.err = err
+		return base, true
+	}
 	rd := &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
 	relVals, _, err := l.mergeValues(valuesList(st.dir, s.Values), templateData(st.envName, st.values, rd), owner)
 	if err != nil {
@@ -133,7 +141,18 @@ func (l *stateLoader) resolveRelease(st *state, s releaseSpec, ns string) (Relea
 			return base, true
 		}
 	}
+	for _, set := range s.SetString {
+		if err := strvals.ParseIntoString(set.Name+"="+fmt.Sprint(set.Value), relVals); err != nil {
+			base.err = fmt.Errorf("setString %s: %w", set.Name, err)
+			return base, true
+		}
+	}
 	base.Values = relVals
+	base.Render, base.Unapplied = releaseRender(st, s)
+	if base.patches, err = l.loadPatches(st, s, templateData(st.envName, st.values, rd)); err != nil {
+		base.err = err
+		return base, true
+	}
 	if base.chart, err = resolveChart(st.dir, s.Chart, s.Version, st.repos); err != nil {
 		base.err = err
 	}
@@ -170,25 +189,34 @@ func executeReleaseTemplates(st *state, s releaseSpec, defaultNS string) (releas
 		return &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
 	}
 	s.Labels = maps.Clone(s.Labels)
+	if err := renderIdentity(&s, render, data); err != nil {
+		return s, err
+	}
+	return renderReleaseValues(s, render, data())
+}
+
+// renderIdentity renders name, namespace, chart, version and labels until
+// they stop changing, since one may name another.
+func renderIdentity(s *releaseSpec, render func(field, text string, rd *releaseData) (string, error), data func() *releaseData) error {
 	for range 5 {
-		prev, rd := s, data()
+		prev, rd := *s, data()
 		var err error
 		if s.Name, err = render("name", s.Name, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Namespace, err = render("namespace", s.Namespace, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Chart, err = render("chart", s.Chart, rd); err != nil {
-			return s, err
+			return err
 		}
 		if s.Version, err = render("version", s.Version, rd); err != nil {
-			return s, err
+			return err
 		}
 		changed := false
 		for k, v := range s.Labels {
 			if s.Labels[k], err = render("labels."+k, v, rd); err != nil {
-				return s, err
+				return err
 			}
 			changed = changed || s.Labels[k] != v
 		}
@@ -196,7 +224,12 @@ func executeReleaseTemplates(st *state, s releaseSpec, defaultNS string) (releas
 			break
 		}
 	}
-	rd := data()
+	return nil
+}
+
+// renderReleaseValues renders installedTemplate, values paths, valuesTemplate
+// maps and setTemplate entries.
+func renderReleaseValues(s releaseSpec, render func(field, text string, rd *releaseData) (string, error), rd *releaseData) (releaseSpec, error) {
 	if s.InstalledTemplate != nil {
 		v, err := render("installedTemplate", *s.InstalledTemplate, rd)
 		if err != nil {
@@ -236,6 +269,14 @@ func executeReleaseTemplates(st *state, s releaseSpec, defaultNS string) (releas
 		vals = append(vals, v)
 	}
 	s.Values = vals
+	for i, v := range s.Secrets {
+		if p, ok := v.(string); ok {
+			var err error
+			if s.Secrets[i], err = render(fmt.Sprintf("secrets[%d]", i), p, rd); err != nil {
+				return s, err
+			}
+		}
+	}
 	var sets []setSpec
 	for i, set := range s.SetTemplate {
 		var err error
@@ -280,10 +321,32 @@ func hasTemplate(s releaseSpec) bool {
 			return true
 		}
 	}
-	for _, v := range s.Values {
+	for _, v := range append(slices.Clone(s.Values), s.Secrets...) {
 		if p, ok := v.(string); ok && strings.Contains(p, "{{") {
 			return true
 		}
 	}
 	return false
+}
+
+// checkSecrets fails a release whose secrets: files exist: they need sops,
+// which is not run here. Missing ones go to the release's
+// missingFileHandler, as helmfile resolves them before decrypting.
+func (l *stateLoader) checkSecrets(st *state, s releaseSpec, owner fileOwner) error {
+	owner.what = "secrets file"
+	var present []string
+	for _, e := range valuesList(st.dir, s.Secrets) {
+		if e.file == "" {
+			continue
+		}
+		files, _, err := l.resolveFile(e.file, owner)
+		if err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+		present = append(present, files...)
+	}
+	if len(present) > 0 {
+		return fmt.Errorf("secrets %s need sops, which kubectl bkcache does not run: render with decrypted values files instead (values:)", strings.Join(present, ", "))
+	}
+	return nil
 }

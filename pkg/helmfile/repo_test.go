@@ -109,7 +109,7 @@ releases:
 }
 
 // TestDependencyFromRepository: a chart whose Chart.yaml names a dependency
-// that is not vendored gets it from the repository, in scratch space.
+// that is not vendored gets it from the repository, in memory.
 func TestDependencyFromRepository(t *testing.T) {
 	url, _ := chartRepo(t)
 	checkUmbrellaDependency(t, url, "1.3.0")

@@ -56,6 +56,8 @@ type fileOwner struct {
 	handler     *string // nil: Error
 	// handlerAt says where to set missingFileHandler to make the file optional.
 	handlerAt string
+	// what the file is: "values file" when empty.
+	what string
 }
 
 // resolveFile expands a values file (a path or a glob) into the files to
@@ -79,18 +81,31 @@ func (l *stateLoader) resolveFile(file string, owner fileOwner) (files []string,
 		if owner.handlerAt != "" {
 			hint = "; set missingFileHandler: Warn on " + owner.handlerAt + " to make it optional"
 		}
-		return nil, false, fmt.Errorf("values file %s not found (missingFileHandler: Error%s)", file, hint)
+		what := owner.what
+		if what == "" {
+			what = "values file"
+		}
+		return nil, false, fmt.Errorf("%s %s not found (missingFileHandler: Error%s)", what, file, hint)
 	}
-	l.notice(Notice{Level: h, What: "values file", File: file, Helmfile: owner.helmfile, Environment: owner.environment, Release: owner.release})
+	what := owner.what
+	if what == "" {
+		what = "values file"
+	}
+	l.notice(Notice{Level: h, What: what, File: file, Helmfile: owner.helmfile, Environment: owner.environment, Release: owner.release})
 	return nil, true, nil
 }
 
 // stateValues computes the state values from what st holds so far: top-level
 // values, then the environment's values in order, each .gotmpl file seeing
 // the values before it (and --state-values-*), then --state-values-file,
-// --state-values-set and a parent's `helmfiles: values` on top.
+// --state-values-set and a parent's `helmfiles: values` on top. What a
+// parent passes through `inherits: [environments]` lies underneath.
 func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 	acc := map[string]any{}
+	if st.inherited != nil && st.inherited.Env != nil {
+		// inherits: [environments]: the parent's values under the child's own.
+		acc = deepCopy(st.inherited.Env)
+	}
 	var skipped []string
 	defaults := fileOwner{helmfile: st.file}
 	env := st.envs[st.envName]
@@ -127,7 +142,7 @@ func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 		}
 		for _, f := range files {
 			known := mergeMaps(acc, st.overrides)
-			m, err := readValuesFile(f, templateData(st.envName, known, nil))
+			m, err := l.readValues(f, templateData(st.envName, known, nil))
 			if err != nil {
 				st.skipped = skipped
 				return nil, fmt.Errorf("helmfile %s: environment %q: %w%s", st.file, st.envName, err, st.skippedHint())
@@ -137,6 +152,41 @@ func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 	}
 	st.skipped = skipped
 	return mergeMaps(acc, deepCopy(st.overrides)), nil
+}
+
+// readValues is readValuesFile rendered once per run for each (file, data):
+// environment values templates are read by every part and every nested
+// helmfile that names them, and may call costly functions (derivePassword).
+// Callers get their own copy, which they may change.
+func (l *stateLoader) readValues(file string, data any) (map[string]any, error) {
+	if !isTemplate(file) {
+		return readValuesFile(file, data)
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		abs = file
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return readValuesFile(file, data)
+	}
+	key := abs + "\x00" + string(b)
+	r, ok := l.valuesFiles[key]
+	if !ok {
+		r = valuesResult{}
+		r.vals, r.err = readValuesFile(file, data)
+		l.valuesFiles[key] = r
+		l.valuesRenders++
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return deepCopy(r.vals), nil
+}
+
+type valuesResult struct {
+	vals map[string]any
+	err  error
 }
 
 // readValuesFile reads YAML values; .gotmpl files are rendered first.
@@ -179,7 +229,7 @@ func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwn
 			continue
 		}
 		for _, f := range files {
-			m, err := readValuesFile(f, data)
+			m, err := l.readValues(f, data)
 			if err != nil {
 				return nil, nil, err
 			}

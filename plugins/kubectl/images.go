@@ -53,6 +53,7 @@ type imagesOptions struct {
 	CacheHost       string
 	Why             string
 	KeepGoing       bool
+	Strict          bool
 	Check           string
 	Insecure        bool
 }
@@ -79,7 +80,10 @@ Test hooks are left out unless --include-tests.
 
 Helmfiles are read as helmfile 0.142 (BlueKing's pinned version) and today's helmfile
 read them, missingFileHandler included: a missing optional file (Warn/Info) is reported
-once on stderr and skipped.
+once on stderr and skipped. Nested helmfiles take the environment as helmfile does;
+helmDefaults.templateArgs/args, apiVersions, kubeVersion, strategicMergePatches and
+jsonPatches are applied to each release's render; what is not (postRenderer,
+transformers) is a warning naming the release, an error with --strict.
 
 The text output pipes into the docker plugin: one reference per line, # comments.
 -o registries lists the registries the deployment pulls from, and the images that
@@ -133,6 +137,7 @@ escape the configured imageRegistry; --upstreams prints a caches file for
 	f.StringVar(&o.CacheHost, "cache-host", "", "with --upstreams: the host the caches run on, as nodes reach it")
 	f.StringVar(&o.Why, "why", "", "print every place IMAGE came from instead of the list")
 	f.BoolVar(&o.KeepGoing, "keep-going", false, "list what renders, then exit non-zero with a summary of the failures")
+	f.BoolVar(&o.Strict, "strict", false, "with --from-helmfile: fail a release that uses what is not applied here (postRenderer, transformers, unknown helm flags in helmDefaults), instead of a warning")
 	f.StringVar(&o.Check, "check", "", "ask REGISTRY (HOST[:PORT]) for each listed image's manifest (HEAD, repointed at it); list the missing ones and exit non-zero if any")
 	f.BoolVar(&o.Insecure, "insecure", false, "with --check: plain HTTP or an unverified certificate for any registry (loopback and private addresses try plain HTTP anyway)")
 	return cmd
@@ -150,6 +155,9 @@ func (o *imagesOptions) validate() error {
 	}
 	if o.FromChart == "" && (len(o.ValuesFiles)+len(o.Set)+len(o.SetString) > 0 || o.Version != "" || o.Repo != "" || o.ReleaseName != "") {
 		return errors.New("-f, --set, --set-string, --version, --repo and --release-name go with --from-chart; a helmfile gives them per release")
+	}
+	if o.Strict && o.FromHelmfile == "" {
+		return errors.New("--strict goes with --from-helmfile")
 	}
 	if o.AllNamespaces && !o.FromCluster {
 		return errors.New("-A goes with --from-cluster")
@@ -205,7 +213,7 @@ func runImages(ctx context.Context, streams genericiooptions.IOStreams, kube *ge
 				StateValuesSet: o.StateValuesSet, StateValuesFiles: o.StateValuesFiles,
 				Notify: func(n helmfile.Notice) { printNotice(streams.ErrOut, n) },
 			},
-			RenderOptions: render, KeepGoing: o.KeepGoing,
+			RenderOptions: render, KeepGoing: o.KeepGoing, Strict: o.Strict,
 		})
 	case o.FromChart != "":
 		list, err = helmfile.ChartImages(ctx, helmfile.ChartOptions{

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bkcache/bkcache/pkg/containerd"
 )
@@ -143,9 +144,18 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 		}
 	}
 	var specs []containerd.HostsSpec
+	var dial time.Duration
+	switch {
+	case containerd.DialTimeoutSupported(r.Runtime):
+		dial = containerd.DialTimeout
+	case !o.NoFallback:
+		r.Warnings = append(r.Warnings, fmt.Sprintf("containerd %s is older than 2.1 and ignores hosts.toml's dial_timeout: "+
+			"while the cache host is down and drops connections, each pull waits up to containerd's 30 s dial timeout before it falls back to the upstream",
+			strings.TrimPrefix(r.Runtime, "containerd://")))
+	}
 	for _, u := range o.Upstreams {
 		if u != o.Registry {
-			specs = append(specs, containerd.HostsSpec{Upstream: u, Cache: cache, NoFallback: o.NoFallback})
+			specs = append(specs, containerd.HostsSpec{Upstream: u, Cache: cache, NoFallback: o.NoFallback, DialTimeout: dial})
 		}
 	}
 	specs = append(specs, containerd.CacheSpec(cache))

@@ -19,7 +19,7 @@ help:
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
-	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
+	@echo "e2e      end-to-end tests against a real Kubernetes of CLUSTER_NODES=3 nodes built from source (scripts/cluster)"
 	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile)"
 	@echo "fuzz     fuzz the input parsers, 100k executions per target (FUZZTIME=10m for a deeper run)"
 	@echo "lint     gofmt and go vet"
@@ -67,9 +67,12 @@ fuzz:
 unit:
 	$(GO) test $(TEST_FLAGS) ./...
 
+# One cluster of three nodes for every cluster test: the multi-node tests need them, the
+# single-node ones pin themselves to the first node.
+CLUSTER_NODES ?= 3
 e2e:
 	bash scripts/cluster-deps.sh
-	scripts/cluster up
+	scripts/cluster up --nodes $(CLUSTER_NODES)
 	$(GO) test $(TEST_FLAGS) -tags cluster ./...; rc=$$?; scripts/cluster down; exit $$rc
 
 bench:

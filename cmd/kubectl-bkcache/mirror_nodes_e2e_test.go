@@ -351,12 +351,13 @@ func TestMirrorNodesOneCannotRun(t *testing.T) {
 	for _, n := range env.Nodes {
 		ctr := func(args ...string) {
 			t.Helper()
-			if out, err := exec.CommandContext(ctx, "ctr", append([]string{"-a", n.ContainerdSock, "-n", "k8s.io"}, args...)...).CombinedOutput(); err != nil {
+			// Not the test's context: this also runs in cleanup, after it is cancelled.
+			if out, err := exec.Command("ctr", append([]string{"-a", n.ContainerdSock, "-n", "k8s.io"}, args...)...).CombinedOutput(); err != nil {
 				t.Fatalf("node %s: ctr %v: %v\n%s", n.Name, args, err, out)
 			}
 		}
 		if n.Name != imageless.Name {
-			ctr("images", "tag", env.NodeImage, accessImage)
+			ctr("images", "tag", "--force", env.NodeImage, accessImage)
 			t.Cleanup(func() { ctr("images", "rm", accessImage) })
 		}
 	}

@@ -29,7 +29,7 @@ import (
 // silentListener is a loopback port that takes no connection: its accept queue (backlog 0,
 // room for one) is filled once and never drained, so the kernel drops every later SYN and a
 // client's connect hangs until its own dial timeout, as with a host that went away.
-func silentListener(t *testing.T) string {
+func silentListener(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
@@ -59,57 +59,60 @@ func silentListener(t *testing.T) string {
 	return addr
 }
 
-var pulledIn = regexp.MustCompile(`in ([0-9.]+[mµn]?s) \(`)
+var pulledIn = regexp.MustCompile(`in ([0-9.a-zµ]+) \(`)
 
-// TestNodesCacheDown pulls three images of the same size on the first node: with the cache up,
-// stopped, and silent. hosts.toml is what mirror writes (server = the upstream, the cache
-// first), except that the test upstream speaks plain http. Every pull must land; the log
-// gives how much later than with the cache up.
-func TestNodesCacheDown(t *testing.T) {
-	env := clustertest.Get(t)
+// downSetup is an upstream and a cache holding the same images, one per tag, and a way to
+// point the first node's hosts.toml for the upstream at a cache address: what mirror writes
+// (server = the upstream, the cache first), except that the test upstream speaks plain http.
+type downSetup struct {
+	upstream, cache *registrytest.Registry
+	writeHosts      func(cacheAddr string)
+	pull            func(tag string) time.Duration
+}
+
+func newDownSetup(t testing.TB, ctx context.Context, env clustertest.Env, tags ...string) *downSetup {
+	t.Helper()
 	cs := clientset(t, env)
 	ns := testNamespace(t, cs)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-
-	upstream, cache := registrytest.Start(t), registrytest.Start(t)
-	for _, tag := range []string{"up", "stopped", "silent"} {
+	d := &downSetup{upstream: registrytest.Start(t), cache: registrytest.Start(t)}
+	for _, tag := range tags {
 		img, err := registrytest.Image(2, 1<<20, runtime.GOARCH)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range []*registrytest.Registry{upstream, cache} {
+		for _, r := range []*registrytest.Registry{d.upstream, d.cache} {
 			if _, err := r.Push("blueking/down:"+tag, img); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	writeHosts := func(cacheAddr string) {
+	up := d.upstream.Addr
+	dir := filepath.Join(env.CertsDir, up)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	rt := nodeRuntime(t, env)
+	d.writeHosts = func(cacheAddr string) {
 		t.Helper()
-		spec := containerd.HostsSpec{Upstream: upstream.Addr, Cache: containerd.Cache{Host: cacheAddr}}
-		if containerd.DialTimeoutSupported(nodeRuntime(t, env)) {
+		spec := containerd.HostsSpec{Upstream: up, Cache: containerd.Cache{Host: cacheAddr}}
+		if containerd.DialTimeoutSupported(rt) {
 			spec.DialTimeout = containerd.DialTimeout
 		}
 		b, err := containerd.RenderHosts(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b = []byte(strings.Replace(string(b), "https://"+upstream.Addr, "http://"+upstream.Addr, 1))
-		p := filepath.Join(env.CertsDir, upstream.Addr, "hosts.toml")
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		b = []byte(strings.Replace(string(b), "https://"+up, "http://"+up, 1))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Join(env.CertsDir, upstream.Addr)) })
-
-	pull := func(tag string) time.Duration {
+	d.pull = func(tag string) time.Duration {
 		t.Helper()
 		start := time.Now()
 		name := "down-" + tag
-		createPullPod(t, ctx, cs, ns, env.NodeName, name, upstream.Addr+"/blueking/down:"+tag)
+		createPullPod(t, ctx, cs, ns, env.NodeName, name, up+"/blueking/down:"+tag)
 		reason, msg, err := pullEvent(ctx, cs, ns, name)
 		if err != nil || reason != "Pulled" {
 			t.Fatalf("cache %s: pull = %s %s (%v), want Pulled", tag, reason, msg, err)
@@ -123,27 +126,60 @@ func TestNodesCacheDown(t *testing.T) {
 		t.Logf("cache %s: pulled in %s (%s)", tag, took.Round(time.Millisecond), msg)
 		return took
 	}
+	return d
+}
 
-	writeHosts(cache.Addr)
-	upstreamGets := upstream.BlobGets()
-	up := pull("up")
-	if upstream.BlobGets() != upstreamGets {
-		t.Errorf("with the cache up the node fetched %d blobs from the upstream", upstream.BlobGets()-upstreamGets)
+// TestNodesCacheDown pulls two images of the same size on the first node, with the cache up
+// and with the cache stopped (connections refused): both pulls land, the second from the
+// upstream; the log gives how much later.
+func TestNodesCacheDown(t *testing.T) {
+	env := clustertest.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d := newDownSetup(t, ctx, env, "up", "stopped")
+
+	d.writeHosts(d.cache.Addr)
+	gets := d.upstream.BlobGets()
+	up := d.pull("up")
+	if d.upstream.BlobGets() != gets {
+		t.Errorf("with the cache up the node fetched %d blobs from the upstream", d.upstream.BlobGets()-gets)
 	}
+	d.cache.Close() // refuses connections from now on
+	gets = d.upstream.BlobGets()
+	stopped := d.pull("stopped")
+	if d.upstream.BlobGets() == gets {
+		t.Errorf("with the cache stopped the node fetched nothing from the upstream")
+	}
+	t.Logf("%s: cache up %s; cache stopped %s (+%s)", nodeRuntime(t, env), up.Round(time.Millisecond),
+		stopped.Round(time.Millisecond), (stopped - up).Round(time.Millisecond))
+}
 
-	stoppedAddr := cache.Addr
-	cache.Close() // refuses connections from now on
-	stopped := pull("stopped")
-
-	writeHosts(silentListener(t))
-	silent := pull("silent")
-	t.Logf("containerd %s: cache up %s; cache stopped %s (+%s); cache silent %s (+%s); stopped cache was %s",
-		nodeRuntime(t, env), up.Round(time.Millisecond), stopped.Round(time.Millisecond), (stopped - up).Round(time.Millisecond),
-		silent.Round(time.Millisecond), (silent - up).Round(time.Millisecond), stoppedAddr)
+// BenchmarkNodesCacheSilent measures a pull while the cache host is silent (connections never
+// answered, as when its machine is gone): containerd waits on every request to the cache for
+// its dial timeout (30 s before 2.1; the dial_timeout mirror writes from 2.1 on) before it asks
+// the upstream. The pull with the cache up is the baseline.
+//
+//	go test -tags cluster -run '^$' -bench BenchmarkNodesCacheSilent -benchtime 1x ./cmd/kubectl-bkcache/
+func BenchmarkNodesCacheSilent(b *testing.B) {
+	env := clustertest.Get(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for i := 0; i < b.N; i++ {
+		up, silent := fmt.Sprintf("up%d", i), fmt.Sprintf("silent%d", i)
+		d := newDownSetup(b, ctx, env, up, silent)
+		d.writeHosts(d.cache.Addr)
+		tUp := d.pull(up)
+		d.writeHosts(silentListener(b))
+		tSilent := d.pull(silent)
+		b.ReportMetric(tUp.Seconds(), "s-cache-up")
+		b.ReportMetric(tSilent.Seconds(), "s-cache-silent")
+		b.Logf("%s: cache up %s; cache silent %s (+%s)", nodeRuntime(b, env), tUp.Round(time.Millisecond),
+			tSilent.Round(time.Millisecond), (tSilent - tUp).Round(time.Millisecond))
+	}
 }
 
 // nodeRuntime is the first node's containerRuntimeVersion.
-func nodeRuntime(t *testing.T, env clustertest.Env) string {
+func nodeRuntime(t testing.TB, env clustertest.Env) string {
 	t.Helper()
 	n, err := clientset(t, env).CoreV1().Nodes().Get(context.Background(), env.NodeName, metav1.GetOptions{})
 	if err != nil {

@@ -35,7 +35,7 @@ const kubectlPath = "/usr/bin/kubectl"
 
 func TestMain(m *testing.M) { clustertest.Main(m) }
 
-func clientset(t *testing.T, env clustertest.Env) kubernetes.Interface {
+func clientset(t testing.TB, env clustertest.Env) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", env.Kubeconfig)
 	if err != nil {
@@ -49,7 +49,7 @@ func clientset(t *testing.T, env clustertest.Env) kubernetes.Interface {
 }
 
 // testNamespace creates a namespace for one test and deletes it when the test ends, also on failure.
-func testNamespace(t *testing.T, cs kubernetes.Interface) string {
+func testNamespace(t testing.TB, cs kubernetes.Interface) string {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

@@ -40,7 +40,7 @@ import (
 
 // pluginPath builds the plugin into the test's temp dir and returns the PATH entry that puts
 // it first, and the binary.
-func pluginPath(t *testing.T, env clustertest.Env) ([]string, string) {
+func pluginPath(t testing.TB, env clustertest.Env) ([]string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubectl-bkcache")

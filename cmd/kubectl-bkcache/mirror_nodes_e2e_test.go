@@ -67,7 +67,7 @@ func (m mirrorRun) reports(ctx context.Context, extra ...string) ([]nodes.NodeRe
 }
 
 // removeOnNodes removes what a test may leave on every node's files (also when it fails).
-func removeOnNodes(t *testing.T, env clustertest.Env, paths ...string) {
+func removeOnNodes(t testing.TB, env clustertest.Env, paths ...string) {
 	t.Cleanup(func() {
 		for _, n := range env.Nodes {
 			for _, p := range paths {

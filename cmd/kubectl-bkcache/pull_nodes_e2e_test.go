@@ -42,7 +42,7 @@ type dockerCache struct {
 	env  []string // DOCKER_CONFIG with the plugin built from this checkout
 }
 
-func freeLoopbackPort(t *testing.T) int {
+func freeLoopbackPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,7 +53,7 @@ func freeLoopbackPort(t *testing.T) int {
 }
 
 // startDockerCache builds the Docker plugin and runs `docker bkcache up` for upstream.
-func startDockerCache(t *testing.T, env clustertest.Env, upstream string) *dockerCache {
+func startDockerCache(t testing.TB, env clustertest.Env, upstream string) *dockerCache {
 	t.Helper()
 	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
 		t.Fatalf("the Docker engine is needed (docker version: %v: %s)", err, bytes.TrimSpace(out))

@@ -270,7 +270,7 @@ func TestMirrorNodesOneFails(t *testing.T) {
 			restartFromHost(t, ctx, n)
 		}
 	})
-	removeOnNodes(t, env, "/etc/containerd/certs.d/hub.bktencent.com", "/var/lib/bkcache/backups")
+	removeOnNodes(t, env, "/etc/containerd/certs.d/hub.bktencent.com", "/etc/containerd/certs.d/127.0.0.1:5500", "/var/lib/bkcache/backups")
 
 	before := make([]map[string]string, len(env.Nodes))
 	for i, n := range env.Nodes {
@@ -361,7 +361,7 @@ func TestMirrorNodesOneCannotRun(t *testing.T) {
 			t.Cleanup(func() { ctr("images", "rm", accessImage) })
 		}
 	}
-	removeOnNodes(t, env, "/etc/containerd/certs.d/hub.bktencent.com")
+	removeOnNodes(t, env, "/etc/containerd/certs.d/hub.bktencent.com", "/etc/containerd/certs.d/127.0.0.1:5500")
 
 	m := mirrorRun{t: t, env: env, path: path, flags: []string{"--registry", "127.0.0.1:5500", "--image", accessImage}}
 	start := time.Now()

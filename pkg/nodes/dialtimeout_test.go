@@ -36,7 +36,7 @@ func TestPlanDialTimeout(t *testing.T) {
 		if got := strings.Contains(hosts, `dial_timeout = "2s"`); got != tc.wantKey {
 			t.Errorf("%s no-fallback=%v: dial_timeout written = %v, want %v:\n%s", tc.runtime, tc.noFallback, got, tc.wantKey, hosts)
 		}
-		warned := strings.Contains(strings.Join(r.Warnings, "\n"), "ignores hosts.toml's dial_timeout")
+		warned := strings.Contains(strings.Join(r.Warnings, "\n"), "ignores dial_timeout (2.1+)")
 		if warned != tc.wantWarn {
 			t.Errorf("%s no-fallback=%v: warned = %v, want %v: %q", tc.runtime, tc.noFallback, warned, tc.wantWarn, r.Warnings)
 		}

@@ -149,8 +149,7 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 	case containerd.DialTimeoutSupported(r.Runtime):
 		dial = containerd.DialTimeout
 	case !o.NoFallback:
-		r.Warnings = append(r.Warnings, fmt.Sprintf("containerd %s is older than 2.1 and ignores hosts.toml's dial_timeout: "+
-			"while the cache host is down and drops connections, each pull waits up to containerd's 30 s dial timeout before it falls back to the upstream",
+		r.Warnings = append(r.Warnings, fmt.Sprintf("containerd %s ignores dial_timeout (2.1+): if the cache host goes silent, each registry request waits 30 s before the upstream",
 			strings.TrimPrefix(r.Runtime, "containerd://")))
 	}
 	for _, u := range o.Upstreams {

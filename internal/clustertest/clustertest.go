@@ -199,6 +199,11 @@ func readEnv(script string) (Env, error) {
 	if err != nil {
 		return Env{}, fmt.Errorf("%s env: %w", script, err)
 	}
+	return parseEnv(script, out)
+}
+
+// parseEnv reads the output of `scripts/cluster env`.
+func parseEnv(script string, out []byte) (Env, error) {
 	vars := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {

@@ -389,3 +389,90 @@ func TestMirrorNodesOneCannotRun(t *testing.T) {
 	t.Logf("run with one node unable to start its pod: %s", took.Round(time.Millisecond))
 	noNodeAccessPods(t, cs)
 }
+
+// nodeMount runs mount(8) in node n's mount namespace (its containerd's), as a change on that
+// machine: pods started later see it.
+func nodeMount(t *testing.T, n clustertest.Node, args ...string) error {
+	t.Helper()
+	ns := "--mount=/proc/" + readPid(n) + "/ns/mnt"
+	out, err := exec.Command("nsenter", append([]string{ns, "--", "mount"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("node %s: mount %v: %v: %s", n.Name, args, err, out)
+	}
+	return nil
+}
+
+// TestMirrorNodesOneUnwritable: the third node's certs.d is read-only (a read-only bind mount
+// on that node). Its first write fails; it is left as it was, byte for byte, the others are
+// configured, the exit is non-zero and the report names the write; once the directory is
+// writable again, a re-run configures only that node.
+func TestMirrorNodesOneUnwritable(t *testing.T) {
+	env := clustertest.Get(t)
+	env.NeedNodes(t, 3)
+	cs := clientset(t, env)
+	path, _ := pluginPath(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	removeOnNodes(t, env, "/etc/containerd/certs.d/hub.bktencent.com", "/etc/containerd/certs.d/127.0.0.1:5500", "/var/lib/bkcache/backups")
+
+	ro := env.Nodes[2]
+	const certs = "/etc/containerd/certs.d"
+	if err := nodeMount(t, ro, "--bind", certs, certs); err != nil {
+		t.Fatal(err)
+	}
+	unmounted := false
+	t.Cleanup(func() {
+		if !unmounted {
+			_ = exec.Command("nsenter", "--mount=/proc/"+readPid(ro)+"/ns/mnt", "--", "umount", certs).Run()
+		}
+	})
+	if err := nodeMount(t, ro, "-o", "remount,bind,ro", certs); err != nil {
+		t.Fatal(err)
+	}
+	before := digests(t, nodeFiles(ro)...)
+
+	m := mirrorRun{t: t, env: env, path: path, flags: []string{"--registry", "127.0.0.1:5500", "--image", env.NodeImage}}
+	rs, err := m.reports(ctx)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+		t.Errorf("a node with a read-only certs.d: err = %v, want a non-zero exit", err)
+	}
+	for i, n := range env.Nodes {
+		r := rs[i]
+		if n.Name == ro.Name {
+			if r.Status != nodes.StateFailed || !strings.HasPrefix(r.FailedStep, "write "+certs+"/") || !strings.Contains(r.Error, "Read-only file system") {
+				t.Errorf("read-only node %s: %+v", n.Name, r)
+			}
+			continue
+		}
+		if r.Status != nodes.StateChanged {
+			t.Errorf("node %s: %+v, want changed", n.Name, r)
+		}
+	}
+	sameDigests(t, "the read-only node "+ro.Name, before, digests(t, nodeFiles(ro)...))
+
+	out, err := exec.Command("nsenter", "--mount=/proc/"+readPid(ro)+"/ns/mnt", "--", "umount", certs).CombinedOutput()
+	if err != nil {
+		t.Fatalf("node %s: umount %s: %v: %s", ro.Name, certs, err, out)
+	}
+	unmounted = true
+	rs, err = m.reports(ctx)
+	if err != nil {
+		t.Fatalf("re-run: %v", err)
+	}
+	for i, n := range env.Nodes {
+		want := nodes.StateUnchanged
+		if n.Name == ro.Name {
+			want = nodes.StateChanged
+		}
+		if rs[i].Status != want {
+			t.Errorf("re-run on %s: %+v, want %s", n.Name, rs[i], want)
+		}
+	}
+	noNodeAccessPods(t, cs)
+}
+
+// readPid is node n's containerd PID (its mount namespace is the node's).
+func readPid(n clustertest.Node) string {
+	b, _ := os.ReadFile(n.HostPath("/run/bkcache-node/containerd.pid"))
+	return strings.TrimSpace(string(b))
+}

@@ -12,15 +12,16 @@ TEST_FLAGS    ?= -count=1 -p 1 -timeout 30m
 export CGO_ENABLED = 0
 export GOFLAGS += -trimpath
 
-.PHONY: help build install dist setup test unit fuzz e2e bench lint clean
+.PHONY: help build install dist setup test unit fuzz e2e bench bench-deploy lint clean
 
 help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
-	@echo "e2e      end-to-end tests against a real single-node Kubernetes built from source (scripts/cluster)"
-	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile), images vs resolve + helm template per release (a 64-release suite of nested helmfiles with derivePassword)"
+	@echo "e2e      end-to-end tests against a real Kubernetes of CLUSTER_NODES=3 nodes built from source (scripts/cluster)"
+	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile), images vs resolve + helm template per release (a 64-release suite of nested helmfiles with derivePassword), then bench-deploy"
+	@echo "bench-deploy  a BlueKing-shaped deployment on a 3-node cluster over one 8 MiB/s link: upstream directly vs a cold vs a warmed cache (time to Ready, upstream bytes, bytes per node); mirror on 1 vs 3 nodes (P4)"
 	@echo "fuzz     fuzz the input parsers, 100k executions per target (FUZZTIME=10m for a deeper run)"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
@@ -67,9 +68,12 @@ fuzz:
 unit:
 	$(GO) test $(TEST_FLAGS) ./...
 
+# One cluster of three nodes for every cluster test: the multi-node tests need them, the
+# single-node ones pin themselves to the first node.
+CLUSTER_NODES ?= 3
 e2e:
 	bash scripts/cluster-deps.sh
-	scripts/cluster up
+	scripts/cluster up --nodes $(CLUSTER_NODES)
 	$(GO) test $(TEST_FLAGS) -tags cluster ./...; rc=$$?; scripts/cluster down; exit $$rc
 
 bench:
@@ -79,6 +83,17 @@ bench:
 	$(GO) test -count=1 -tags e2e -run '^$$' -bench BenchmarkCopy -benchtime 1x -timeout 60m ./test/e2e/docker
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkImagesVsHelmTemplate -benchtime 10x -timeout 60m ./pkg/helmfile/
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkSuiteVsResolvePlusTemplate -benchtime 3x -timeout 30m ./pkg/helmfile/
+	$(MAKE) bench-deploy
+
+# The deployment benchmark and mirror's cost per node count, on the 3-node test cluster
+# (started here, stopped after); needs Docker for the cache, like the e2e tests.
+bench-deploy:
+	bash scripts/setup.sh --test
+	bash scripts/cluster-deps.sh
+	scripts/cluster up --nodes $(CLUSTER_NODES)
+	$(GO) test -count=1 -tags cluster -run '^$$' -bench 'BenchmarkDeploy$$|BenchmarkNodesCacheSilent$$' -benchtime 1x -timeout 40m ./test/e2e/kubectl/ && \
+	$(GO) test -count=1 -tags cluster -run '^$$' -bench 'BenchmarkMirrorNodes$$' -benchtime 5x -timeout 40m ./test/e2e/kubectl/; \
+	rc=$$?; scripts/cluster down; exit $$rc
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

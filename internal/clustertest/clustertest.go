@@ -1,5 +1,5 @@
-// Package clustertest gives end-to-end tests a real single-node Kubernetes: the one
-// scripts/cluster builds and runs on this machine (loopback only).
+// Package clustertest gives end-to-end tests a real Kubernetes: the one scripts/cluster builds
+// and runs on this machine (loopback only), with one node or several.
 //
 // Tests that use it carry the build tag `cluster` and start with
 //
@@ -9,8 +9,8 @@
 //		env := clustertest.Get(t) // env.Kubeconfig, env.NodeName, env.NodeImage, ...
 //	}
 //
-// Main brings the cluster up once per test binary with `scripts/cluster up`. If a cluster is
-// already up it is reused and left running; one that Main started is stopped with
+// Main brings the cluster up once per test binary with `scripts/cluster up --nodes N` (N from
+// BKCACHE_CLUSTER_NODES, default DefaultNodes). If a cluster is already up it is reused and left running; one that Main started is stopped with
 // `scripts/cluster down` when the package's tests end (set BKCACHE_CLUSTER_KEEP=1 to keep it).
 // When the cluster cannot start, Main fails the package loudly: it never skips.
 //
@@ -31,21 +31,60 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 )
 
-// Env describes the running cluster: the values `scripts/cluster env` prints.
+// DefaultNodes is how many nodes Main starts when it starts the cluster: enough for the
+// tests that need several nodes (NeedNodes); the others pin themselves to the first node.
+const DefaultNodes = 3
+
+// Env describes the running cluster: the values `scripts/cluster env` prints. The first
+// fields are about the first node, the one single-node tests use.
 type Env struct {
 	Kubeconfig       string // KUBECONFIG: admin (system:masters) kubeconfig
-	NodeName         string // NODE_NAME: the only node; resolves to 127.0.0.1
-	ContainerdSock   string // CONTAINERD_SOCK: the node's private containerd socket
-	ContainerdConfig string // CONTAINERD_CONFIG: that containerd's config.toml
-	CertsDir         string // CERTS_DIR: its registry config_path (certs.d/<registry>/hosts.toml)
+	NodeName         string // NODE_NAME: the first node; resolves to 127.0.0.1
+	ContainerdSock   string // CONTAINERD_SOCK: the first node's private containerd socket
+	ContainerdConfig string // CONTAINERD_CONFIG: that containerd's config.toml, as this machine sees it
+	CertsDir         string // CERTS_DIR: its registry config_path (certs.d/<registry>/hosts.toml), as this machine sees it
+	NodeCertsDir     string // NODE_CERTS_DIR: the same directory as the node sees it (config_path's value)
 	NodeImage        string // NODE_IMAGE: local busybox image; use with imagePullPolicy Never
 	StateDir         string // CLUSTER_DIR: the cluster's state directory (logs in StateDir/logs)
 	RepoRoot         string // the checkout holding scripts/cluster
+	Nodes            []Node // every node, the first one first
+	// RestartCommand restarts a node's containerd when run on the node (several nodes only:
+	// their containerd has no systemd unit).
+	RestartCommand string
+}
+
+// Node is one node of the cluster.
+type Node struct {
+	Name           string // resolves to IP
+	IP             string // 127.0.0.x: the kubelet's address
+	ContainerdSock string
+	// Root holds the node's own copies of /etc/containerd, /etc/docker, /var/lib/bkcache and
+	// /run/bkcache-node: the node sees Root+"/etc/containerd/config.toml" as
+	// /etc/containerd/config.toml. Empty on a single-node cluster, whose node is this machine.
+	Root string
+}
+
+// HostPath is where the file the node sees at p lives on this machine.
+func (n Node) HostPath(p string) string {
+	if n.Root == "" {
+		return p
+	}
+	return filepath.Join(n.Root, p)
+}
+
+// NeedNodes fails the test unless the cluster has at least n nodes.
+func (e Env) NeedNodes(t testing.TB, n int) {
+	t.Helper()
+	if len(e.Nodes) < n || e.Nodes[0].Root == "" {
+		t.Fatalf("this test needs a cluster of %d nodes with their own files; the running one has %d: "+
+			"scripts/cluster down && scripts/cluster up --nodes %d (make e2e does)", n, len(e.Nodes), DefaultNodes)
+	}
 }
 
 // current is the one piece of package state: Main sets it before any test runs; Get reads it.
@@ -119,8 +158,12 @@ func ensureUp(script, stateDir string) (bool, error) {
 	if exec.Command(script, "status").Run() == nil {
 		return false, nil
 	}
-	fmt.Fprintln(os.Stderr, "clustertest: starting the cluster: scripts/cluster up (a cold build takes ~15 min)")
-	if err := runScript(script, "up"); err != nil {
+	n := os.Getenv("BKCACHE_CLUSTER_NODES")
+	if n == "" {
+		n = strconv.Itoa(DefaultNodes)
+	}
+	fmt.Fprintf(os.Stderr, "clustertest: starting the cluster: scripts/cluster up --nodes %s (a cold build takes ~15 min)\n", n)
+	if err := runScript(script, "up", "--nodes", n); err != nil {
 		return false, fmt.Errorf("scripts/cluster up: %w (logs in %s/logs)", err, stateDir)
 	}
 	return true, nil
@@ -132,8 +175,8 @@ func fail(format string, args ...any) int {
 	return 1
 }
 
-func runScript(script, action string) error {
-	cmd := exec.Command(script, action)
+func runScript(script string, args ...string) error {
+	cmd := exec.Command(script, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	return cmd.Run()
 }
@@ -156,17 +199,25 @@ func readEnv(script string) (Env, error) {
 	if err != nil {
 		return Env{}, fmt.Errorf("%s env: %w", script, err)
 	}
+	return parseEnv(script, out)
+}
+
+// parseEnv reads the output of `scripts/cluster env`.
+func parseEnv(script string, out []byte) (Env, error) {
 	vars := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		name, value, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
-		if !ok {
-			continue
+		// One line may export several NAME=VALUE words; values never hold blanks.
+		for _, word := range strings.Fields(strings.TrimPrefix(sc.Text(), "export ")) {
+			name, value, ok := strings.Cut(word, "=")
+			if !ok {
+				continue
+			}
+			if strings.ContainsAny(value, `'"\$`) {
+				return Env{}, fmt.Errorf("%s env: %s=%s: quoted values are not supported", script, name, value)
+			}
+			vars[name] = value
 		}
-		if strings.ContainsAny(value, `'"\$ `) {
-			return Env{}, fmt.Errorf("%s env: %s=%s: quoted values are not supported", script, name, value)
-		}
-		vars[name] = value
 	}
 	env := Env{
 		Kubeconfig:       vars["KUBECONFIG"],
@@ -176,6 +227,26 @@ func readEnv(script string) (Env, error) {
 		CertsDir:         vars["CERTS_DIR"],
 		NodeImage:        vars["NODE_IMAGE"],
 		StateDir:         vars["CLUSTER_DIR"],
+		NodeCertsDir:     vars["NODE_CERTS_DIR"],
+		RestartCommand:   vars["RESTART_COMMAND"],
+	}
+	if env.NodeCertsDir == "" { // a scripts/cluster from before several nodes
+		env.NodeCertsDir = env.CertsDir
+	}
+	count, err := strconv.Atoi(vars["NODES"])
+	if err != nil || count < 1 {
+		count = 1
+	}
+	for i := 1; i <= count; i++ {
+		key := func(k string) string { return fmt.Sprintf("NODE_%d_%s", i, k) }
+		n := Node{Name: vars[key("NAME")], IP: vars[key("IP")], ContainerdSock: vars[key("SOCK")], Root: vars[key("ROOT")]}
+		if n.Name == "" {
+			if i > 1 {
+				return Env{}, fmt.Errorf("%s env printed no %s", script, key("NAME"))
+			}
+			n = Node{Name: env.NodeName, IP: "127.0.0.1", ContainerdSock: env.ContainerdSock}
+		}
+		env.Nodes = append(env.Nodes, n)
 	}
 	for name, v := range map[string]string{"KUBECONFIG": env.Kubeconfig, "NODE_NAME": env.NodeName,
 		"CONTAINERD_SOCK": env.ContainerdSock, "CONTAINERD_CONFIG": env.ContainerdConfig,

@@ -13,6 +13,7 @@ func TestRenderHosts(t *testing.T) {
 		name       string
 		spec       HostsSpec
 		want       string
+		notWant    string
 		wantServer string
 		wantHosts  []string
 	}{
@@ -48,6 +49,20 @@ func TestRenderHosts(t *testing.T) {
 		{
 			name:       "the cache by its own name",
 			spec:       CacheSpec(cache),
+			notWant:    "dial_timeout",
+			wantServer: "http://10.0.0.5:5500", wantHosts: []string{"http://10.0.0.5:5500"},
+		},
+		{
+			// The key and duration syntax containerd 2.1's hosts.go reads (time.ParseDuration).
+			name:       "dial timeout for the cache host",
+			spec:       HostsSpec{Upstream: "hub.bktencent.com", Cache: cache, DialTimeout: DialTimeout},
+			want:       "[host.\"http://10.0.0.5:5500\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"2s\"\n",
+			wantServer: "https://hub.bktencent.com", wantHosts: []string{"http://10.0.0.5:5500"},
+		},
+		{
+			name:       "no dial timeout when there is nothing to fall back to",
+			spec:       HostsSpec{Upstream: "hub.bktencent.com", Cache: cache, NoFallback: true, DialTimeout: DialTimeout},
+			notWant:    "dial_timeout",
 			wantServer: "http://10.0.0.5:5500", wantHosts: []string{"http://10.0.0.5:5500"},
 		},
 	} {
@@ -58,6 +73,9 @@ func TestRenderHosts(t *testing.T) {
 			}
 			if tc.want != "" && !strings.Contains(string(out), tc.want) {
 				t.Errorf("output lacks %q:\n%s", tc.want, out)
+			}
+			if tc.notWant != "" && strings.Contains(string(out), tc.notWant) {
+				t.Errorf("output has %q:\n%s", tc.notWant, out)
 			}
 			hf, err := ParseHosts(out)
 			if err != nil {
@@ -185,6 +203,24 @@ ca = "/etc/pki/site-ca.pem"
 				t.Errorf("second merge changed the file (err %v):\n%s\n---\n%s", err, out, again)
 			}
 		})
+	}
+}
+
+func TestDialTimeoutSupported(t *testing.T) {
+	for v, want := range map[string]bool{
+		"containerd://1.6.20~ds1":  false,
+		"containerd://1.7.35":      false,
+		"containerd://2.0.5-k3s1":  false,
+		"containerd://2.1.0":       true,
+		"containerd://v2.1.3-k3s1": true,
+		"containerd://2.3.1":       true,
+		"containerd://3.0.0":       true,
+		"docker://20.10.24":        false,
+		"":                         false,
+	} {
+		if got := DialTimeoutSupported(v); got != want {
+			t.Errorf("DialTimeoutSupported(%q) = %v, want %v", v, got, want)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bkcache/bkcache/pkg/containerd"
 )
@@ -143,9 +144,17 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 		}
 	}
 	var specs []containerd.HostsSpec
+	var dial time.Duration
+	switch {
+	case containerd.DialTimeoutSupported(r.Runtime):
+		dial = containerd.DialTimeout
+	case !o.NoFallback:
+		r.Warnings = append(r.Warnings, fmt.Sprintf("containerd %s ignores dial_timeout (2.1+): if the cache host goes silent, each registry request waits 30 s before the upstream",
+			strings.TrimPrefix(r.Runtime, "containerd://")))
+	}
 	for _, u := range o.Upstreams {
 		if u != o.Registry {
-			specs = append(specs, containerd.HostsSpec{Upstream: u, Cache: cache, NoFallback: o.NoFallback})
+			specs = append(specs, containerd.HostsSpec{Upstream: u, Cache: cache, NoFallback: o.NoFallback, DialTimeout: dial})
 		}
 	}
 	specs = append(specs, containerd.CacheSpec(cache))

@@ -35,7 +35,7 @@ const kubectlPath = "/usr/bin/kubectl"
 
 func TestMain(m *testing.M) { clustertest.Main(m) }
 
-func clientset(t *testing.T, env clustertest.Env) kubernetes.Interface {
+func clientset(t testing.TB, env clustertest.Env) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", env.Kubeconfig)
 	if err != nil {
@@ -49,7 +49,7 @@ func clientset(t *testing.T, env clustertest.Env) kubernetes.Interface {
 }
 
 // testNamespace creates a namespace for one test and deletes it when the test ends, also on failure.
-func testNamespace(t *testing.T, cs kubernetes.Interface) string {
+func testNamespace(t testing.TB, cs kubernetes.Interface) string {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -87,26 +87,35 @@ func TestClusterNodeReady(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list nodes: %v", err)
 	}
-	if len(nodes.Items) != 1 || nodes.Items[0].Name != env.NodeName {
-		t.Fatalf("nodes = %v, want exactly %q", nodeNames(nodes.Items), env.NodeName)
+	var want []string
+	for _, n := range env.Nodes {
+		want = append(want, n.Name)
 	}
-	ready := false
-	for _, c := range nodes.Items[0].Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			ready = c.Status == corev1.ConditionTrue
+	slices.Sort(want)
+	if got := nodeNames(nodes.Items); !slices.Equal(got, want) || want[0] == "" {
+		t.Fatalf("nodes = %v, want exactly %v", got, want)
+	}
+	for _, n := range nodes.Items {
+		ready := false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				ready = c.Status == corev1.ConditionTrue
+			}
 		}
+		if !ready {
+			t.Fatalf("node %s is not Ready: %+v", n.Name, n.Status.Conditions)
+		}
+		t.Logf("node %s Ready, kubelet %s", n.Name, n.Status.NodeInfo.KubeletVersion)
 	}
-	if !ready {
-		t.Fatalf("node %s is not Ready: %+v", env.NodeName, nodes.Items[0].Status.Conditions)
-	}
-	t.Logf("node %s Ready, kubelet %s", env.NodeName, nodes.Items[0].Status.NodeInfo.KubeletVersion)
 }
 
+// nodeNames lists the nodes' names, sorted.
 func nodeNames(nodes []corev1.Node) []string {
 	var names []string
 	for _, n := range nodes {
 		names = append(names, n.Name)
 	}
+	slices.Sort(names)
 	return names
 }
 
@@ -211,7 +220,8 @@ func TestClusterDaemonSet(t *testing.T) {
 			return false, err
 		}
 		ds = got
-		return got.Status.DesiredNumberScheduled == 1 && got.Status.NumberReady == 1, nil
+		n := int32(len(env.Nodes))
+		return got.Status.DesiredNumberScheduled == n && got.Status.NumberReady == n, nil
 	})
 	if err != nil {
 		t.Fatalf("daemonset not ready: %v; status %+v", err, ds.Status)

@@ -27,14 +27,14 @@ import (
 
 // scratchFlags point a run at a config.toml and backups in a temp dir, so the cluster's own
 // containerd is never touched.
-func scratchFlags(t *testing.T, config string) (string, []string) {
+func scratchFlags(t *testing.T, env clustertest.Env, config string) (string, []string) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dir, []string{"--registry", "127.0.0.1:5500", "--containerd-config", cfg, "--certs-dir", filepath.Join(dir, "certs.d"),
-		"--backup-dir", filepath.Join(dir, "backups")}
+		"--backup-dir", filepath.Join(dir, "backups"), "--nodes", env.NodeName}
 }
 
 const emptyConfigPath = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"\"\n"
@@ -73,7 +73,7 @@ func TestMirrorDefaultImageUnpullable(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, flags := scratchFlags(t, emptyConfigPath)
+	_, flags := scratchFlags(t, env, emptyConfigPath)
 	for _, run := range [][]string{
 		append([]string{"bkcache", "mirror", "--dry-run"}, flags...),
 		append([]string{"bkcache", "mirror", "status"}, flags[2:]...),
@@ -137,7 +137,7 @@ func TestMirrorImageOnNode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the kubelet does not list %s: %v", alias, err)
 	}
-	_, flags := scratchFlags(t, emptyConfigPath)
+	_, flags := scratchFlags(t, env, emptyConfigPath)
 
 	out, stderr, err := runKubectl(ctx, env, path, append([]string{"bkcache", "mirror", "--dry-run", "-o", "json"}, flags...)...)
 	if err != nil {
@@ -178,7 +178,7 @@ func TestMirrorRestartCannotRun(t *testing.T) {
 	path, _ := pluginPath(t, env)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir, flags := scratchFlags(t, emptyConfigPath)
+	dir, flags := scratchFlags(t, env, emptyConfigPath)
 	before := digests(t, dir)
 	flags = append(flags, "--image", env.NodeImage, "--upstream", "hub.bktencent.com", "--upstream", "docker.io",
 		"--restart-command", "/nonexistent/restart-containerd")

@@ -40,7 +40,7 @@ import (
 
 // pluginPath builds the plugin into the test's temp dir and returns the PATH entry that puts
 // it first, and the binary.
-func pluginPath(t *testing.T, env clustertest.Env) ([]string, string) {
+func pluginPath(t testing.TB, env clustertest.Env) ([]string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubectl-bkcache")
@@ -52,10 +52,10 @@ func pluginPath(t *testing.T, env clustertest.Env) ([]string, string) {
 	return []string{"PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH")}, bin
 }
 
-// mirrorFlags point the command at the test cluster's private containerd and keep its
-// backups in a per-test directory.
+// mirrorFlags point the command at the test cluster's first node and its private containerd,
+// and keep its backups in a per-test directory.
 func mirrorFlags(env clustertest.Env, backups string) []string {
-	return []string{"--image", env.NodeImage, "--containerd-config", env.ContainerdConfig, "--backup-dir", backups}
+	return []string{"--image", env.NodeImage, "--containerd-config", env.ContainerdConfig, "--backup-dir", backups, "--nodes", env.NodeName}
 }
 
 // digests maps every file under the roots to its sha256 ("" for directories).
@@ -111,9 +111,9 @@ func closedPort(t *testing.T) int {
 	return port
 }
 
-// pullPod runs a pod with imagePullPolicy Always, so the kubelet resolves the image through
-// containerd every time, and returns the reason of the first pull event: Pulled or Failed.
-func pullPod(t *testing.T, cs kubernetes.Interface, ns, name, image string) (string, string) {
+// pullPod runs a pod on node with imagePullPolicy Always, so the kubelet resolves the image
+// through containerd every time, and returns the reason of the first pull event: Pulled or Failed.
+func pullPod(t *testing.T, cs kubernetes.Interface, ns, node, name, image string) (string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -121,7 +121,7 @@ func pullPod(t *testing.T, cs kubernetes.Interface, ns, name, image string) (str
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
-			HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &zero,
+			NodeName: node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &zero,
 			Containers: []corev1.Container{{Name: "c", Image: image, ImagePullPolicy: corev1.PullAlways}},
 		},
 	}
@@ -205,7 +205,7 @@ func TestMirrorThroughKubectl(t *testing.T) {
 	})
 
 	before := digests(t, env.CertsDir, env.ContainerdConfig)
-	if reason, msg := pullPod(t, cs, ns, "before", image); reason != "Failed" {
+	if reason, msg := pullPod(t, cs, ns, env.NodeName, "before", image); reason != "Failed" {
 		t.Fatalf("before mirror: pull of %s = %s %s, want Failed (the upstream is unreachable)", image, reason, msg)
 	}
 
@@ -244,7 +244,7 @@ func TestMirrorThroughKubectl(t *testing.T) {
 
 	// The kubelet pulls the image through the cache (hosts.toml needs no restart).
 	blobs := cache.BlobGets()
-	if reason, msg := pullPod(t, cs, ns, "through-cache", image); reason != "Pulled" {
+	if reason, msg := pullPod(t, cs, ns, env.NodeName, "through-cache", image); reason != "Pulled" {
 		t.Fatalf("after mirror: pull of %s = %s %s, want Pulled through the cache", image, reason, msg)
 	}
 	if cache.BlobGets() == blobs {
@@ -289,7 +289,7 @@ func TestMirrorThroughKubectl(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
-	if len(st) != 1 || st[0].Config == nil || st[0].Config.CertsRoot != env.CertsDir ||
+	if len(st) != 1 || st[0].Config == nil || st[0].Config.CertsRoot != env.NodeCertsDir ||
 		len(st[0].Hosts[upstream].Hosts) == 0 || st[0].Hosts[upstream].Hosts[0] != "http://"+cache.Addr ||
 		st[0].Hosts[upstream].Server != "https://"+upstream || len(st[0].Backups) != 1 {
 		t.Errorf("status does not match the disk:\n%s", out)
@@ -303,7 +303,7 @@ func TestMirrorThroughKubectl(t *testing.T) {
 	}
 	t.Logf("revert on 1 node: %s\n%s", time.Since(start).Round(time.Millisecond), out)
 	sameDigests(t, "after --revert", before, digests(t, env.CertsDir, env.ContainerdConfig))
-	if reason, msg := pullPod(t, cs, ns, "after-revert", image); reason != "Failed" {
+	if reason, msg := pullPod(t, cs, ns, env.NodeName, "after-revert", image); reason != "Failed" {
 		t.Errorf("after revert: pull of %s = %s %s, want Failed", image, reason, msg)
 	}
 	// A second revert finds nothing left to undo.
@@ -337,7 +337,7 @@ version = 2
 		t.Fatal(err)
 	}
 	flags := []string{"--image", env.NodeImage, "--containerd-config", cfg, "--backup-dir", backups,
-		"--certs-dir", certs, "--restart-command", "true", "--registry", "127.0.0.1:5500"}
+		"--certs-dir", certs, "--restart-command", "true", "--registry", "127.0.0.1:5500", "--nodes", env.NodeName}
 	out, stderr, err := runKubectl(ctx, env, path, append([]string{"bkcache", "mirror", "-o", "json"}, flags...)...)
 	if err != nil {
 		t.Fatalf("mirror: %v\n%s%s", err, out, stderr)
@@ -414,7 +414,7 @@ func TestMirrorInterrupted(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.CommandContext(ctx, bin, "mirror", "--registry", "127.0.0.1:5500",
 		"--image", env.NodeImage, "--containerd-config", filepath.Join(dir, "config.toml"), "--certs-dir", filepath.Join(dir, "certs.d"),
-		"--backup-dir", filepath.Join(dir, "backups"), "--restart", "never", "--dry-run")
+		"--backup-dir", filepath.Join(dir, "backups"), "--restart", "never", "--dry-run", "--nodes", env.NodeName)
 	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+env.Kubeconfig), path...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,8 @@ type Server struct {
 	budget     chan struct{}
 	adminToken string
 
+	extraHeaders map[string][]string // the config's http.headers, on blobs served from storage
+
 	debugAddr string // the proxy child's debug listener (127.0.0.1:PORT)
 	incoming  string // <rootdirectory>/bkcache/incoming
 
@@ -138,6 +140,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("budget %d is negative", opts.MaxSize)
 	}
 	s.seen = newSeen()
+	s.extraHeaders = cfg.headers()
 	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/bkcache/bkcache/pkg/atomicfile"
 	"github.com/bkcache/bkcache/pkg/version"
 )
@@ -34,7 +32,7 @@ type Server struct {
 	store    storage
 	flights  *flights
 	seen     *seen // blob sizes and repositories from the manifests served
-	limiter  *rate.Limiter
+	limiter  *sharedLimiter // nil: no upstream rate cap
 	auth     *htpasswd
 	counters counters
 
@@ -143,7 +141,7 @@ func New(opts Options) (*Server, error) {
 	s.extraHeaders = cfg.headers()
 	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
-		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))
+		s.limiter = newSharedLimiter(opts.UpstreamRate, int(min(max(opts.UpstreamRate/10, 1), 256<<10)), realClock{})
 	}
 	if cfg.Htpasswd != "" {
 		s.auth = newHtpasswd(cfg.Htpasswd, cfg.Realm)

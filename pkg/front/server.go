@@ -31,7 +31,7 @@ type Server struct {
 	local    *child
 	store    storage
 	flights  *flights
-	seen     *seen // blob sizes and repositories from the manifests served
+	seen     *seen          // blob sizes and repositories from the manifests served
 	limiter  *sharedLimiter // nil: no upstream rate cap
 	auth     *htpasswd
 	counters counters

@@ -442,11 +442,12 @@ func (f *Fetcher) wait(ctx context.Context, n int) error {
 }
 
 // retryable: broken connections, stalls and 408/429/5xx answers are; answers
-// the source means (404, 401, ...), digest mismatches and write failures are not.
+// the source means (404, 401, ...), a cache's outage answer (OutageHeader),
+// digest mismatches and write failures are not.
 func retryable(err error) bool {
 	var ue *UpstreamError
 	if errors.As(err, &ue) {
-		return ue.StatusCode == http.StatusRequestTimeout || ue.StatusCode == http.StatusTooManyRequests || ue.StatusCode >= 500
+		return !Outage(ue.StatusCode, ue.Header) && ue.StatusCode == http.StatusRequestTimeout || ue.StatusCode == http.StatusTooManyRequests || ue.StatusCode >= 500
 	}
 	var we *writeError
 	return !errors.As(err, &we) && !errors.Is(err, ErrDigestMismatch) && !errors.Is(err, ErrTooLarge)

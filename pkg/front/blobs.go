@@ -94,6 +94,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 			}
 		case refuseOffline:
 			s.counters.offlineRefusals.Add(1)
+			s.markOutage(w.Header())
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
 				s.unreachable()+"; blob "+digest+" of "+repo+" is not cached", digest)
 		case cannotStart:

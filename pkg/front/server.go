@@ -57,6 +57,7 @@ type Server struct {
 
 	ln, metricsLn   net.Listener
 	srv, metricsSrv *http.Server
+	authFwd         *http.Server // the proxy child's upstream when it has credentials (authforward.go)
 	ctx             context.Context    // children and watchers: ends last
 	cancel          context.CancelFunc //
 	fetchCtx        context.Context    // upstream downloads: end first at Close
@@ -192,6 +193,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.debugAddr, err = freeLoopbackAddr(); err != nil {
 		return err // Run's Close closes the listeners
 	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if s.cfg.childRemote, err = s.startAuthForwarder(); err != nil {
+		return err
+	}
 	for _, c := range []*child{s.proxy, s.local} {
 		data, err := s.cfg.childConfig(c.kind, c.sock, s.debugAddr)
 		if err != nil {
@@ -202,7 +207,6 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.fetchCtx, s.cancelFetches = context.WithCancel(s.ctx)
 
 	s.up.probeAndReport(ctx) //nolint:errcheck // decides the first mode
@@ -268,6 +272,9 @@ func (s *Server) Close() {
 			s.srv.Close()
 		} else if s.ln != nil {
 			s.ln.Close()
+		}
+		if s.authFwd != nil {
+			s.authFwd.Close()
 		}
 		if s.metricsSrv != nil {
 			s.metricsSrv.Close()

@@ -57,7 +57,7 @@ type Server struct {
 
 	ln, metricsLn   net.Listener
 	srv, metricsSrv *http.Server
-	authFwd         *http.Server // the proxy child's upstream when it has credentials (authforward.go)
+	authFwd         *http.Server       // the proxy child's upstream when it has credentials (authforward.go)
 	ctx             context.Context    // children and watchers: ends last
 	cancel          context.CancelFunc //
 	fetchCtx        context.Context    // upstream downloads: end first at Close

@@ -45,6 +45,16 @@ func (e *UpstreamError) Error() string {
 	return fmt.Sprintf("GET %s: the source answered %d %s %s", e.URL, e.StatusCode, http.StatusText(e.StatusCode), msg)
 }
 
+// OutageHeader marks a bkcache front's 503 that says its upstream cannot be
+// reached and the content asked for is not cached: asking again before the
+// upstream is back only costs time, so clients make one attempt.
+const OutageHeader = "Bkcache-Upstream-Offline"
+
+// Outage reports whether an answer is a front's outage 503 (OutageHeader).
+func Outage(status int, h http.Header) bool {
+	return status == http.StatusServiceUnavailable && h.Get(OutageHeader) != ""
+}
+
 // ErrTooLarge is what a download returns (inside a *SizeError) when the
 // source sends, or announces, more bytes than the blob may have.
 var ErrTooLarge = errors.New("blob larger than declared")

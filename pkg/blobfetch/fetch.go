@@ -27,8 +27,8 @@ type Fetcher struct {
 	// Header is added to every request (e.g. User-Agent).
 	Header http.Header
 	// Limiter, when set, is shared by every download: the bytes read from the
-	// source, together, do not exceed its rate.
-	Limiter *rate.Limiter
+	// source, together, do not exceed its rate. A *rate.Limiter is one.
+	Limiter Limiter
 	// Counter, when set, gets every byte read from the source added to it.
 	Counter *atomic.Int64
 	// Retries is how many attempts in a row may fail without one byte of
@@ -45,6 +45,22 @@ type Fetcher struct {
 	// MaxSize caps a download whose size neither the caller (OpenSized) nor
 	// the source (Content-Length) declared; 0 means DefaultMaxSize.
 	MaxSize int64
+}
+
+// Limiter takes bytes from a shared rate: WaitN blocks until n bytes (at
+// most Burst) may be read.
+type Limiter interface {
+	WaitN(ctx context.Context, n int) error
+	Burst() int
+}
+
+// unlimited: no limiter, or a *rate.Limiter without a limit.
+func unlimited(l Limiter) bool {
+	if l == nil {
+		return true
+	}
+	rl, ok := l.(*rate.Limiter)
+	return ok && (rl == nil || rl.Limit() == rate.Inf)
 }
 
 // DefaultMaxSize caps a blob of unknown size: larger than any layer a
@@ -362,7 +378,7 @@ func (c *blobReader) drain() (progressed bool, err error) {
 		d.cancelAttempt()
 	}()
 	buf := c.buf
-	if d.f.Limiter != nil && d.f.Limiter.Limit() != rate.Inf {
+	if !unlimited(d.f.Limiter) {
 		buf = buf[:min(len(buf), max(d.f.Limiter.Burst(), 1))]
 	}
 	for {
@@ -411,7 +427,7 @@ func (c *blobReader) drain() (progressed bool, err error) {
 
 // wait takes n bytes from the shared limiter, in pieces it can grant.
 func (f *Fetcher) wait(ctx context.Context, n int) error {
-	if f.Limiter == nil || f.Limiter.Limit() == rate.Inf {
+	if unlimited(f.Limiter) {
 		return nil
 	}
 	burst := max(f.Limiter.Burst(), 1)
@@ -426,11 +442,12 @@ func (f *Fetcher) wait(ctx context.Context, n int) error {
 }
 
 // retryable: broken connections, stalls and 408/429/5xx answers are; answers
-// the source means (404, 401, ...), digest mismatches and write failures are not.
+// the source means (404, 401, ...), a cache's outage answer (OutageHeader),
+// digest mismatches and write failures are not.
 func retryable(err error) bool {
 	var ue *UpstreamError
 	if errors.As(err, &ue) {
-		return ue.StatusCode == http.StatusRequestTimeout || ue.StatusCode == http.StatusTooManyRequests || ue.StatusCode >= 500
+		return !Outage(ue.StatusCode, ue.Header) && ue.StatusCode == http.StatusRequestTimeout || ue.StatusCode == http.StatusTooManyRequests || ue.StatusCode >= 500
 	}
 	var we *writeError
 	return !errors.As(err, &we) && !errors.Is(err, ErrDigestMismatch) && !errors.Is(err, ErrTooLarge)

@@ -35,7 +35,7 @@ func CheckUpstream(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("invalid upstream %s: %w (--upstream)", spec.Upstream, err)
 	}
-	if spec.Username != "" {
+	if spec.Username != "" && spec.Layout == LayoutPlain {
 		if err := checkTokenAuth(ctx, spec, u); err != nil {
 			return err
 		}
@@ -87,9 +87,10 @@ func credentialsError(spec Spec) error {
 	return fmt.Errorf("upstream %s rejected the credentials of user %q; check --username and the password given on --password-stdin", spec.Upstream, spec.Username)
 }
 
-// checkTokenAuth refuses credentials for an upstream that asks for Basic auth:
-// registry:2's proxy keys its credentials by token realm, so it could never
-// send them and every pull of a private image would fail.
+// checkTokenAuth refuses credentials for an upstream that asks for Basic auth
+// in the plain layout: registry:2's proxy keys its credentials by token
+// realm, so it could never send them and every pull of a private image would
+// fail. The front logs in for its proxy child, Basic auth included.
 func checkTokenAuth(ctx context.Context, spec Spec, u *url.URL) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -104,7 +105,7 @@ func checkTokenAuth(ctx context.Context, spec Spec, u *url.URL) error {
 	resp.Body.Close()
 	challenge := strings.ToLower(resp.Header.Get("WWW-Authenticate"))
 	if resp.StatusCode == http.StatusUnauthorized && strings.HasPrefix(challenge, "basic") {
-		return fmt.Errorf("upstream %s asks for Basic auth, but registry:2 can log in to an upstream only with token auth (as Harbor and Docker Hub use); put a token-auth registry in front, or pull without --username", spec.Upstream)
+		return fmt.Errorf("upstream %s asks for Basic auth, but registry:2 can log in to an upstream only with token auth (as Harbor and Docker Hub use); leave out --plain (bkcache's front logs in with Basic auth too), put a token-auth registry in front, or pull without --username", spec.Upstream)
 	}
 	return nil
 }

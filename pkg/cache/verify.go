@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+
+	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
 // VerifyOptions tune Verify.
@@ -78,7 +80,7 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 		return VerifyResult{}, err
 	}
 	res := VerifyResult{Image: image, Via: ref.String(), Platform: platform.String()}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(platform), remote.WithTransport(insecureClient().Transport)}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(platform), remote.WithTransport(transfer.FailFast(insecureClient().Transport))}
 
 	img, err := remote.Image(ref, ropts...)
 	if err != nil {

@@ -89,9 +89,24 @@ func Warm(ctx context.Context, eng Engine, entries []transfer.Entry, opts WarmOp
 		}
 	}
 	if len(out.Failed) > 0 {
-		return out, fmt.Errorf("%d images could not be warmed; run the same command again to retry them (what was warmed is kept)", len(out.Failed))
+		return out, fmt.Errorf("%d images could not be warmed%s; run the same command again to retry them (what was warmed is kept)", len(out.Failed), outages(out.Caches))
 	}
 	return out, nil
+}
+
+// outages names the caches that said their upstream cannot be reached:
+// ": cache NAME: upstream … unreachable since …", or "".
+func outages(results []WarmResult) string {
+	var parts []string
+	for _, r := range results {
+		if r.Outage != "" {
+			parts = append(parts, "cache "+r.Cache+": "+r.Outage)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(parts, "; ")
 }
 
 type cacheGroup struct {

@@ -78,6 +78,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 	rng := parseRange(r.Header.Get("Range"))
 	head := r.Method == http.MethodHead
 	probe := rng.probeSized()
+	gone := false
 	for {
 		d := s.flights.decide(s, repo, digest, head || probe)
 		switch d.action {
@@ -87,9 +88,13 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 			}
 			d.flight.serve(w, r, rng, d.file)
 		case fromStorage:
-			s.serveStored(w, r, repo, digest, rng)
+			if s.serveStored(w, r, repo, digest, rng) && !gone {
+				gone = true // deleted since decide saw it: decide again, once
+				continue
+			}
 		case refuseOffline:
 			s.counters.offlineRefusals.Add(1)
+			s.markOutage(w.Header())
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
 				s.unreachable()+"; blob "+digest+" of "+repo+" is not cached", digest)
 		case cannotStart:
@@ -106,41 +111,63 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 	}
 }
 
-// serveStored serves a stored blob through the local child, linking it into
-// repo first when it was stored for another repository.
-func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, digest string, rng byteRange) {
+// serveStored serves a stored blob, linking it into repo first when it was
+// stored for another repository: from the storage file by the front itself
+// (stored.go), or through the local child when the front is told to. It
+// returns true, having written nothing, when the blob vanished from storage
+// since it was seen there.
+func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, repo, digest string, rng byteRange) (gone bool) {
 	if !s.store.linked(repo, digest) {
 		if !s.repoKnown(r.Context(), repo, digest) {
 			// Linking would create the repository for anyone who names a
 			// stored digest under a new name.
 			writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob unknown to registry: "+repo+" is not a repository of upstream "+s.up.String()+" this cache knows", digest)
-			return
+			return false
 		}
 		if err := s.link(r.Context(), repo, digest); err != nil {
+			if !s.store.hasData(digest) {
+				return true
+			}
 			s.logger.Printf("link %s into %s: %v", digest, repo, err)
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "cannot link the cached blob into "+repo+": "+err.Error(), digest)
-			return
+			return false
 		}
 		s.counters.blobLinks.Add(1)
 	}
-	s.counters.blobHits.Add(1)
 	switch rng.kind {
 	case rangeMulti, rangeNone:
 		// Several ranges: the whole blob, as 200; an unparseable Range is
-		// ignored (RFC 9110 14.2), never passed to registry:2, which answers
-		// some with a malformed 416.
+		// ignored (RFC 9110 14.2), never passed to registry:2 or
+		// http.ServeContent, which answer some with 416.
 		r.Header.Del("Range")
 	case rangeSingle:
 		// registry:2 2.8 answers an unsatisfiable range with a body shorter
 		// than its Content-Length: answer 416 here.
-		if info, err := os.Stat(s.store.dataPath(digest)); err == nil && r.Method == http.MethodGet {
-			if _, _, _, ok := rng.resolve(info.Size()); !ok {
-				writeRangeNotSatisfiable(w, info.Size())
-				return
-			}
+		info, err := os.Stat(s.store.dataPath(digest))
+		if err != nil {
+			return true
+		}
+		if _, _, _, ok := rng.resolve(info.Size()); !ok && r.Method == http.MethodGet {
+			writeRangeNotSatisfiable(w, info.Size())
+			return false
 		}
 	}
+	if !s.opts.StoredViaChild {
+		err := s.serveStoredFile(w, r, repo, digest)
+		if errors.Is(err, errStoredGone) {
+			return true
+		}
+		if err != nil {
+			s.logger.Printf("%s %s: %v", r.Method, r.URL.Path, err)
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", "the cache cannot read its stored copy of blob "+digest+": "+err.Error(), digest)
+			return false
+		}
+		s.counters.blobHits.Add(1)
+		return false
+	}
+	s.counters.blobHits.Add(1)
 	s.blobRP.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.counters.servedBytes}, r)
+	return false
 }
 
 // repoKnown reports whether a stored blob may be linked into repo: the

@@ -24,6 +24,10 @@ type registryConfig struct {
 	ClientCAs []string // http.tls.clientcas
 	Realm     string   // auth.htpasswd.realm
 	Htpasswd  string   // auth.htpasswd.path
+
+	// childRemote, when set, replaces the proxy child's proxy.remoteurl
+	// and drops its credentials: the front's forwarder logs in instead.
+	childRemote string
 }
 
 // readRegistryConfig parses the registry:2 config at path.
@@ -100,6 +104,12 @@ func (c *registryConfig) childConfig(kind childKind, sock, debugAddr string) ([]
 	httpSec["addr"] = sock
 	switch kind {
 	case proxyChild:
+		if c.childRemote != "" {
+			px := ensure(doc, "proxy")
+			px["remoteurl"] = c.childRemote
+			delete(px, "username")
+			delete(px, "password")
+		}
 		ensure(ensure(doc, "storage"), "delete")["enabled"] = false
 		httpSec["debug"] = map[string]any{"addr": debugAddr, "prometheus": map[string]any{"enabled": true, "path": "/metrics"}}
 	case localChild:

@@ -252,7 +252,6 @@ func (f *flight) download(ctx context.Context, repo string) error {
 	fetcher := &blobfetch.Fetcher{
 		Client:      &http.Client{Transport: rt},
 		Header:      http.Header{"User-Agent": {"bkcache-front/" + version.Version}},
-		Limiter:     s.limiter,
 		Counter:     &s.counters.upstreamBytes,
 		IdleTimeout: stallTimeout,
 		MaxSize:     s.opts.maxBlobSize(),
@@ -265,7 +264,16 @@ func (f *flight) download(ctx context.Context, repo string) error {
 		},
 	}
 	declared, _ := s.seen.get(f.digest)
+	var limit *sizedLimit
+	if s.limiter != nil {
+		limit = &sizedLimit{l: s.limiter}
+		limit.size.Store(declared)
+		fetcher.Limiter = limit
+	}
 	dl, err := fetcher.OpenSized(ctx, s.up.blobURL(repo, f.digest), f.digest, declared)
+	if limit != nil && err == nil && dl.Size > 0 {
+		limit.size.Store(dl.Size) // small or big by what the upstream declares
+	}
 	if !noHeaders.Stop() && err == nil {
 		dl.Close()
 		err = context.Cause(ctx)

@@ -18,7 +18,7 @@ import (
 type counters struct {
 	blobRequests, blobHits, blobLinks, blobFetches, sharedWaiters,
 	upstreamBytes, servedBytes, resumes, digestMismatches, nsRejected,
-	offlineRefusals, manifestShared atomic.Int64
+	offlineRefusals, manifestShared, blobFileServes atomic.Int64
 }
 
 // Counters is the counters' snapshot in /bkcache/status.
@@ -27,6 +27,9 @@ type Counters struct {
 	BlobRequests int64 `json:"blobRequests"`
 	// BlobHits: blob requests served from storage (linked ones included).
 	BlobHits int64 `json:"blobHits"`
+	// BlobFileServes: blob requests the front answered from the storage
+	// file itself (sendfile), not through the local registry child.
+	BlobFileServes int64 `json:"blobFileServes"`
 	// BlobLinks: blobs stored for another repository linked into the one asked.
 	BlobLinks int64 `json:"blobLinks"`
 	// BlobFetches: upstream blob downloads started.
@@ -58,7 +61,7 @@ type Counters struct {
 
 func (c *counters) snapshot() Counters {
 	return Counters{
-		BlobRequests: c.blobRequests.Load(), BlobHits: c.blobHits.Load(), BlobLinks: c.blobLinks.Load(),
+		BlobRequests: c.blobRequests.Load(), BlobHits: c.blobHits.Load(), BlobFileServes: c.blobFileServes.Load(), BlobLinks: c.blobLinks.Load(),
 		BlobFetches: c.blobFetches.Load(), SharedWaiters: c.sharedWaiters.Load(), UpstreamBytes: c.upstreamBytes.Load(),
 		ServedBytes: c.servedBytes.Load(), Resumes: c.resumes.Load(), DigestMismatches: c.digestMismatches.Load(),
 		NsRejected: c.nsRejected.Load(), OfflineRefusals: c.offlineRefusals.Load(),
@@ -165,7 +168,7 @@ func writePrometheus(w io.Writer, st Status) {
 	var m map[string]int64
 	b, _ := json.Marshal(st.Counters)
 	json.Unmarshal(b, &m) //nolint:errcheck // our own JSON
-	order := []string{"blobRequests", "blobHits", "blobLinks", "blobFetches", "sharedWaiters", "upstreamBytes",
+	order := []string{"blobRequests", "blobHits", "blobFileServes", "blobLinks", "blobFetches", "sharedWaiters", "upstreamBytes",
 		"servedBytes", "resumes", "digestMismatches", "nsRejected", "offlineRefusals", "manifestShared",
 		"outages", "offlineSeconds"}
 	for _, k := range order {

@@ -43,6 +43,11 @@ type Options struct {
 	// blobfetch.DefaultMaxSize.
 	MaxBlobSize int64
 
+	// StoredViaChild serves stored blobs through the local registry child
+	// as earlier versions did, instead of from the storage file (sendfile);
+	// for benchmarks that compare the two (hidden flag --stored-via-child).
+	StoredViaChild bool
+
 	// Not flags: knobs for tests.
 
 	// ProbeInterval is the first pause between reachability probes while
@@ -78,6 +83,7 @@ func ParseFlags(args []string) (Options, error) {
 	fs.StringVar(&rateFlag, "upstream-rate", "0", "cap on upstream blob bytes per second, e.g. 20M (0: none)")
 	fs.StringVar(&sizeFlag, "max-size", "0", "the store's budget, e.g. 500G (0: none)")
 	fs.StringVar(&maxFlag, "max-blob-size", "16G", "cap on a blob download of undeclared size, e.g. 4G")
+	fs.BoolVar(&o.StoredViaChild, "stored-via-child", false, "serve stored blobs through the local registry child (benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("front: %w (flags: --registry-config, --listen, --metrics-listen, --run-dir, --registry-bin, --upstream-rate, --max-size, --max-blob-size)", err)
 	}

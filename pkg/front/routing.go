@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/bkcache/bkcache/pkg/blobfetch"
 )
 
 // route is what a /v2/ request addresses.
@@ -345,6 +347,7 @@ func (s *Server) offline404(req *http.Request, resp *http.Response) *http.Respon
 		what = "blob " + rt.ref + " of " + rt.repo + " is not cached"
 	}
 	rec := &bufferedResponse{header: http.Header{}}
+	s.markOutage(rec.header)
 	writeError(rec, http.StatusServiceUnavailable, "UNAVAILABLE", s.unreachable()+"; "+what, nil)
 	return &http.Response{
 		Status: "503 Service Unavailable", StatusCode: http.StatusServiceUnavailable,
@@ -362,6 +365,15 @@ func (s *Server) unreachable() string {
 		return "upstream " + s.up.String() + " failed: " + st.lastError
 	}
 	return "upstream " + s.up.String() + " " + st.reason() + " since " + st.since.UTC().Format("15:04:05") + " UTC"
+}
+
+// markOutage marks a 503 as the front's outage answer while the upstream is
+// offline, so that clients (warm, push, verify) make one attempt instead of
+// retrying an answer that cannot change before the upstream is back.
+func (s *Server) markOutage(h http.Header) {
+	if st := s.up.state(); st.known && !st.online {
+		h.Set(blobfetch.OutageHeader, st.since.UTC().Format(time.RFC3339))
+	}
 }
 
 // bufferedResponse records a response in memory.

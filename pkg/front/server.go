@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/bkcache/bkcache/pkg/atomicfile"
 	"github.com/bkcache/bkcache/pkg/version"
 )
@@ -33,8 +31,8 @@ type Server struct {
 	local    *child
 	store    storage
 	flights  *flights
-	seen     *seen // blob sizes and repositories from the manifests served
-	limiter  *rate.Limiter
+	seen     *seen          // blob sizes and repositories from the manifests served
+	limiter  *sharedLimiter // nil: no upstream rate cap
 	auth     *htpasswd
 	counters counters
 
@@ -47,6 +45,8 @@ type Server struct {
 	budget     chan struct{}
 	adminToken string
 
+	extraHeaders map[string][]string // the config's http.headers, on blobs served from storage
+
 	debugAddr string // the proxy child's debug listener (127.0.0.1:PORT)
 	incoming  string // <rootdirectory>/bkcache/incoming
 
@@ -57,6 +57,7 @@ type Server struct {
 
 	ln, metricsLn   net.Listener
 	srv, metricsSrv *http.Server
+	authFwd         *http.Server       // the proxy child's upstream when it has credentials (authforward.go)
 	ctx             context.Context    // children and watchers: ends last
 	cancel          context.CancelFunc //
 	fetchCtx        context.Context    // upstream downloads: end first at Close
@@ -138,9 +139,10 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("budget %d is negative", opts.MaxSize)
 	}
 	s.seen = newSeen()
+	s.extraHeaders = cfg.headers()
 	s.manifests.m, s.manifests.max = map[manifestKey]*manifestCall{}, manifestBufferMax
 	if opts.UpstreamRate > 0 {
-		s.limiter = rate.NewLimiter(rate.Limit(opts.UpstreamRate), int(min(max(opts.UpstreamRate/10, 1), 256<<10)))
+		s.limiter = newSharedLimiter(opts.UpstreamRate, int(min(max(opts.UpstreamRate/10, 1), 256<<10)), realClock{})
 	}
 	if cfg.Htpasswd != "" {
 		s.auth = newHtpasswd(cfg.Htpasswd, cfg.Realm)
@@ -191,6 +193,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.debugAddr, err = freeLoopbackAddr(); err != nil {
 		return err // Run's Close closes the listeners
 	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if s.cfg.childRemote, err = s.startAuthForwarder(); err != nil {
+		return err
+	}
 	for _, c := range []*child{s.proxy, s.local} {
 		data, err := s.cfg.childConfig(c.kind, c.sock, s.debugAddr)
 		if err != nil {
@@ -201,7 +207,6 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.fetchCtx, s.cancelFetches = context.WithCancel(s.ctx)
 
 	s.up.probeAndReport(ctx) //nolint:errcheck // decides the first mode
@@ -267,6 +272,9 @@ func (s *Server) Close() {
 			s.srv.Close()
 		} else if s.ln != nil {
 			s.ln.Close()
+		}
+		if s.authFwd != nil {
+			s.authFwd.Close()
 		}
 		if s.metricsSrv != nil {
 			s.metricsSrv.Close()

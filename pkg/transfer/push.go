@@ -62,6 +62,9 @@ type ImageResult struct {
 	Kind     string `json:"kind,omitempty"` // image or index
 	Children int    `json:"children,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Outage: the cache this image was read from said its upstream cannot
+	// be reached (the part of Error that says since when).
+	Outage string `json:"outage,omitempty"`
 }
 
 // Report sums up a Push.
@@ -183,14 +186,21 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		j.res.Error = ctx.Err().Error()
 		finish(j)
 	}
+	outage := ""
 	for _, r := range report.Images {
 		if r.Error != "" {
 			report.Failed++
+		}
+		if r.Outage != "" && outage == "" {
+			outage = r.Outage
 		}
 	}
 	report.BlobsFetched, report.BytesFetched, report.BytesReused = cache.FetchedBlobs(), cache.FetchedBytes(), cache.ServedBytes()
 	report.Resumes = cache.Resumes()
 	report.Seconds = time.Since(start).Seconds()
+	if report.Failed > 0 && outage != "" {
+		return report, outageSummary(outage, report.Failed, fmt.Sprintf("of %d images", len(entries)))
+	}
 	if report.Failed > 0 {
 		return report, fmt.Errorf("%d of %d images failed; run the same command again to retry them (what was copied is kept)", report.Failed, len(entries))
 	}
@@ -273,7 +283,8 @@ func refSuffix(ref name.Reference) string {
 }
 
 func (c *copier) sourceOptions(ctx context.Context) []remote.Option {
-	opts := append(commonOptions(ctx, c.opts.Jobs, *c.opts.Backoff), remote.WithTransport(c.cache))
+	// A cache's outage answer fails the request at once (FailFast).
+	opts := append(commonOptions(ctx, c.opts.Jobs, *c.opts.Backoff), remote.WithTransport(FailFast(c.cache)))
 	if c.opts.SourceAuth != nil {
 		return append(opts, remote.WithAuth(c.opts.SourceAuth))
 	}
@@ -309,7 +320,7 @@ func parallel(jobs, n int, f func(i int)) {
 // resolve reads an entry's manifest (and its index's children) from the source.
 func (c *copier) resolve(ctx context.Context, i int, e Entry) *job {
 	j := &job{index: i, res: ImageResult{Line: e.Line, Source: e.Ref.String()}}
-	fail := func(err error) *job { j.res.Error = err.Error(); return j }
+	fail := func(err error) *job { j.res.Error, j.res.Outage = err.Error(), outageText(err); return j }
 	src, err := SourceRef(e.Ref, c.opts.From, c.opts.SourceInsecure)
 	if err != nil {
 		return fail(err)
@@ -406,7 +417,7 @@ func (c *copier) write(ctx context.Context, j *job) {
 		err = c.pusher.Push(ctx, j.dst, c.mounting(j.img))
 	}
 	if err != nil {
-		j.res.Error = fmt.Sprintf("write %s: %v", j.dst, err)
+		j.res.Error, j.res.Outage = fmt.Sprintf("write %s: %v", j.dst, err), outageText(err)
 		return
 	}
 	c.remember(j.layers, j.dst)

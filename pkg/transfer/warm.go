@@ -46,7 +46,10 @@ type WarmReport struct {
 	BytesCached  int64         `json:"bytesCached"`
 	Upstream     *Report       `json:"upstream,omitempty"`
 	Failed       []ImageResult `json:"failed,omitempty"`
-	Seconds      float64       `json:"seconds"`
+	// Outage is the cache's word that its upstream cannot be reached, when
+	// that is why images failed (each was asked once, not retried).
+	Outage  string  `json:"outage,omitempty"`
+	Seconds float64 `json:"seconds"`
 }
 
 // blob is one blob of one repository, as the cache stores it.
@@ -77,8 +80,15 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		progress = io.Discard
 	}
 	report := WarmReport{Mode: "proxy"}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(http.DefaultTransport),
+	// An outage answer of the cache fails its request at once (FailFast):
+	// retries cannot help before the upstream is back.
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(FailFast(http.DefaultTransport)),
 		remote.WithRetryBackoff(defaultBackoff())}
+	noteOutage := func(err error) {
+		if report.Outage == "" {
+			report.Outage = outageText(err)
+		}
+	}
 
 	var blobs []blob
 	seen := map[string]bool{}
@@ -89,6 +99,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		imgs, manifests, err := resolve(e.Ref, opts.Platforms, ropts)
 		report.Manifests += manifests
 		if err != nil {
+			noteOutage(err)
 			report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
 			opts.Meter.Finish(e.Ref.String(), err)
 			fmt.Fprintf(progress, "FAILED  %s: %v\n", e.Ref, err)
@@ -163,6 +174,7 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 					mu.Lock()
 					report.BytesFetched += n
 					if err != nil {
+						noteOutage(err)
 						report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
 					}
 					mu.Unlock()
@@ -188,6 +200,9 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 	}
 	report.Seconds = time.Since(start).Seconds()
+	if len(report.Failed) > 0 && report.Outage != "" {
+		return report, outageSummary(report.Outage, len(report.Failed), "images or blobs")
+	}
 	if len(report.Failed) > 0 {
 		return report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(report.Failed))
 	}

@@ -60,7 +60,7 @@ test: setup lint
 # 15k, 3.6k, 2.7k and 3k execs/s); deeper runs: make fuzz FUZZTIME=10m.
 FUZZTIME ?= 100000x
 fuzz:
-	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/imageref/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzValues -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzEnsureConfigPath -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzMergeHosts -fuzztime $(FUZZTIME)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // DefaultUpstream is the registry BlueKing pulls from.
@@ -95,10 +95,10 @@ func (s HostsSpec) validate() error {
 	if s.Upstream == "_default" {
 		return fmt.Errorf("upstream _default: name the registry to mirror")
 	}
-	if err := images.ValidateRegistry(s.Upstream); err != nil {
+	if err := imageref.ValidateRegistry(s.Upstream); err != nil {
 		return err
 	}
-	if err := images.ValidateRegistry(s.Cache.Host); err != nil {
+	if err := imageref.ValidateRegistry(s.Cache.Host); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	if s.Cache.CAPath != "" && (!strings.HasPrefix(s.Cache.CAPath, "/") || strings.ContainsAny(s.Cache.CAPath, "\"\\\n")) {

@@ -17,6 +17,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bkcache/bkcache/pkg/imageref"
 	"github.com/bkcache/bkcache/pkg/images"
 )
 
@@ -274,7 +275,7 @@ func defaultTag(charts []chartNode, rendered []images.Found) func(string) (strin
 			if f.Source.Certainty == images.Maybe || !strings.HasPrefix(f.Source.File, n.templatePrefix) {
 				continue
 			}
-			if ref, err := images.Normalize(f.Raw); err == nil {
+			if ref, err := imageref.Normalize(f.Raw); err == nil {
 				switch tagOf(ref) {
 				case a:
 					plain = true

@@ -18,13 +18,12 @@ import (
 	"syscall"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // LoadOptions tune Load; To, Prefix and Insecure as for Push.
@@ -405,7 +404,7 @@ func (c *archiveContents) open(ctx context.Context, tempDir string) (*blobSource
 	}
 	if free, ok := freeSpace(tempDir); ok && need+64<<20 > free {
 		return nil, nil, fmt.Errorf("loading %s needs %s of temporary space in %s to unpack its blobs, but %s is free; free space there, point TMPDIR at a larger disk, or load an uncompressed archive (made by save without --zstd), which needs none (nothing was loaded)",
-			c.path, printer.Bytes(need), tempDir, printer.Bytes(free))
+			c.path, units.HumanSize(float64(need)), tempDir, units.HumanSize(float64(free)))
 	}
 	dir, err := os.MkdirTemp(tempDir, "bkcache-load-")
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bkcache/bkcache/pkg/helmfile"
+	"github.com/bkcache/bkcache/pkg/imageref"
 	"github.com/bkcache/bkcache/pkg/images"
 )
 
@@ -176,7 +177,7 @@ func (o *imagesOptions) validate() error {
 		if o.Why != "" {
 			return errors.New("--check and --why do not go together: --why prints sources, not a list")
 		}
-		if err := images.ValidateRegistry(o.Check); err != nil {
+		if err := imageref.ValidateRegistry(o.Check); err != nil {
 			return fmt.Errorf("--check: %w", err)
 		}
 	}
@@ -187,7 +188,7 @@ func (o *imagesOptions) validate() error {
 		return errors.New("--upstreams prints a caches file: it does not go with --why, --check, --rewrite-registry or -o")
 	}
 	if o.CacheHost != "" {
-		if err := images.ValidateRegistry(o.CacheHost); err != nil || strings.Contains(o.CacheHost, ":") {
+		if err := imageref.ValidateRegistry(o.CacheHost); err != nil || strings.Contains(o.CacheHost, ":") {
 			return fmt.Errorf("--cache-host %q: give the host only (ports come from the caches file)", o.CacheHost)
 		}
 	}

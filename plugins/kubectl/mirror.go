@@ -10,8 +10,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
-	"github.com/bkcache/bkcache/pkg/dockerd"
 	"github.com/bkcache/bkcache/pkg/nodes"
 )
 
@@ -129,8 +127,8 @@ func addNodeFlags(cmd *cobra.Command, f *mirrorFlags) {
 	fl.IntVar(&o.Parallel, "parallel", 10, "nodes handled at once")
 	fl.DurationVar(&o.NodeTimeout, "node-timeout", 0, "time allowed per node (default 5m)")
 	fl.StringVar(&o.ContainerdConfig, "containerd-config", nodes.DefaultContainerdConfig, "containerd config.toml on the nodes (k3s/RKE2 paths are probed when the default is missing)")
-	fl.StringVar(&o.DaemonJSON, "daemon-json", dockerd.DefaultPath, "dockerd's daemon.json on Docker-runtime nodes")
-	fl.StringVar(&o.CertsRoot, "certs-dir", containerd.DefaultCertsRoot, "config_path to set when config.toml has none")
+	fl.StringVar(&o.DaemonJSON, "daemon-json", nodes.DefaultDaemonJSON, "dockerd's daemon.json on Docker-runtime nodes")
+	fl.StringVar(&o.CertsRoot, "certs-dir", nodes.DefaultCertsRoot, "config_path to set when config.toml has none")
 	fl.StringVar(&o.BackupDir, "backup-dir", nodes.DefaultBackupDir, "backup directory on the nodes")
 	fl.StringVarP(&f.output, "output", "o", "", "output format: json|yaml (default a table)")
 }

@@ -27,7 +27,7 @@ type Cache struct {
 }
 
 // URL is the cache's base URL as containerd wants it in hosts.toml: the scheme alone decides
-// plain HTTP (a plain-http key is silently ignored, FACTS.md).
+// plain HTTP (containerd remotes/docker/config/hosts.go reads no plain-http key; one is silently ignored).
 func (m Cache) URL() string {
 	if m.TLS || m.CAPath != "" {
 		return "https://" + m.Host

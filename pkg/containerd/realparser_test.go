@@ -27,7 +27,7 @@ import (
 
 // Generated hosts.toml files are also read by containerd's own loader (v1.7, the code the CRI
 // plugin runs on every pull): containerd only logs a file it cannot use and then ignores it
-// (FACTS.md), so a test must look at the log, not at an error.
+// (containerd 1.7 CRI: the pull goes on without it), so a test must look at the log, not at an error.
 
 // logHook keeps every log entry at info or above (a file ignored is an error, an http host
 // with TLS settings an info).

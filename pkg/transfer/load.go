@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	units "github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -293,9 +294,9 @@ func (c *archiveContents) images() ([]archivedImage, error) {
 	var out []archivedImage
 	for i, d := range index.Manifests {
 		refName := d.Annotations[refNameAnnotation]
-		ref, err := name.ParseReference(refName)
+		ref, err := archivedName(refName)
 		if err != nil {
-			return nil, fmt.Errorf("archive %s: image %d of index.json has no valid name (%q): %w", c.path, i+1, refName, err)
+			return nil, fmt.Errorf("archive %s: image %d of index.json has no valid name (%q): %w; it was not written by docker bkcache save (nothing was loaded)", c.path, i+1, refName, err)
 		}
 		if err := c.checkGraph(refName, d, 0); err != nil {
 			return nil, err
@@ -303,6 +304,23 @@ func (c *archiveContents) images() ([]archivedImage, error) {
 		out = append(out, archivedImage{ref: ref, desc: d})
 	}
 	return out, nil
+}
+
+// archivedName parses an image name from index.json as strictly as an image
+// list: no control or formatting characters (they would reach the terminal in
+// progress lines) and no empty, . or .. path components (a registry resolves
+// them, so "a/../../etc/x" would land outside --prefix).
+func archivedName(s string) (name.Reference, error) {
+	switch {
+	case !utf8.ValidString(s):
+		return nil, errors.New("not UTF-8 text")
+	case hasControl([]byte(s)):
+		return nil, errors.New("control or invisible formatting characters")
+	}
+	if err := checkPath(s); err != nil {
+		return nil, err
+	}
+	return name.ParseReference(s)
 }
 
 func (c *archiveContents) need(image, what string, d v1.Descriptor) (*archivedBlob, error) {

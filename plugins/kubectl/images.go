@@ -21,6 +21,7 @@ import (
 	"github.com/bkcache/bkcache/pkg/helmfile"
 	"github.com/bkcache/bkcache/pkg/imageref"
 	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // imagesOptions are the flags of `kubectl bkcache images`.
@@ -324,7 +325,7 @@ func manifestImages(ctx context.Context, path string, stdin io.Reader, keepGoing
 		return err
 	}
 	if path == "-" {
-		data, err := io.ReadAll(stdin)
+		data, err := userfile.ReadStdin(ctx, stdin)
 		if err != nil {
 			return nil, fmt.Errorf("read stdin: %w", err)
 		}
@@ -359,7 +360,7 @@ func manifestImages(ctx context.Context, path string, stdin io.Reader, keepGoing
 		if err := ctx.Err(); err != nil {
 			return list, err
 		}
-		data, err := os.ReadFile(f)
+		data, err := userfile.Read(f)
 		if err == nil {
 			err = read(f, data)
 		}

@@ -22,7 +22,7 @@ func toolbox(t *testing.T, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	tools := []string{"sh", "dash", "tar", "gzip", "uname", "tr", "sed", "head", "cut", "awk", "grep", "cmp", "sha256sum",
-		"mkdir", "cp", "mv", "rm", "rmdir", "chmod", "dirname", "basename", "cat", "ls", "id"}
+		"mkdir", "mktemp", "cp", "mv", "rm", "rmdir", "chmod", "dirname", "basename", "cat", "ls", "id"}
 	for _, tool := range append(tools, extra...) {
 		p, err := exec.LookPath(tool)
 		if err != nil {

@@ -242,6 +242,7 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		}
 	}
 
+	started := time.Now() // crashes are looked for in the logs from here on
 	switch {
 	case plan.Start:
 		fmt.Fprintf(progress, "cache %s: starting stopped container %s\n", spec.Name, cname)
@@ -269,7 +270,7 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	default:
 		fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
 	}
-	if err := waitReady(ctx, eng, spec, opts.Wait, progress); err != nil {
+	if err := waitReady(ctx, eng, spec, started, opts.Wait, progress); err != nil {
 		return result, err
 	}
 	if spec.Layout == LayoutFront {

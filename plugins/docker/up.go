@@ -170,7 +170,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	for _, spec := range specs {
 		res, err := cache.Up(ctx, dockerCli.Client(), spec, cache.UpOptions{
 			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
-			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
+			Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
 		})
 		if err != nil {
 			if len(specs) == 1 {

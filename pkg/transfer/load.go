@@ -53,10 +53,10 @@ type LoadOptions struct {
 // pushed straight from the file; a zstd one is unpacked blob by blob first.
 func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error) {
 	start := time.Now()
-	if opts.To == "" {
-		return Report{}, errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+	if err := opts.complete(); err != nil {
+		return Report{}, err
 	}
-	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
+	progress := opts.Progress
 	contents, err := scanArchive(ctx, archive)
 	if err != nil {
 		return Report{}, err
@@ -71,12 +71,8 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 	}
 	defer cleanup()
 
-	transport := opts.Transport
-	if transport == nil {
-		transport = http.DefaultTransport
-	}
 	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
-		remote.WithTransport(transport), remote.WithAuthFromKeychain(opts.Keychain))...)
+		remote.WithTransport(opts.Transport), remote.WithAuthFromKeychain(opts.Keychain))...)
 	if err != nil {
 		return Report{}, err
 	}
@@ -112,6 +108,18 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 		return report, fmt.Errorf("%d of %d images failed to load; run the same command again to retry them", report.Failed, len(report.Images))
 	}
 	return report, nil
+}
+
+// complete checks the target and fills the defaults as Push does.
+func (o *LoadOptions) complete() error {
+	if o.To == "" {
+		return errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+	}
+	o.Jobs, o.Keychain, o.Progress = transferDefaults(o.Jobs, o.Keychain, o.Progress)
+	if o.Transport == nil {
+		o.Transport = http.DefaultTransport
+	}
+	return nil
 }
 
 // keptBlobMax: blobs up to this size that look like JSON (manifests, indexes,

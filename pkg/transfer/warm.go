@@ -47,7 +47,10 @@ type WarmReport struct {
 	BytesCached  int64         `json:"bytesCached"`
 	Upstream     *Report       `json:"upstream,omitempty"`
 	Failed       []ImageResult `json:"failed,omitempty"`
-	Seconds      float64       `json:"seconds"`
+	// Outage is the cache's word that its upstream cannot be reached, when
+	// that is why images failed (each was asked once, not retried).
+	Outage  string  `json:"outage,omitempty"`
+	Seconds float64 `json:"seconds"`
 }
 
 // blob is one blob of one repository, as the cache stores it.
@@ -64,7 +67,9 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 	start := time.Now()
 	opts.complete()
 	w := &warmRun{opts: opts, entries: entries, report: WarmReport{Mode: "proxy"},
-		ropts:   []remote.Option{remote.WithContext(ctx), remote.WithTransport(http.DefaultTransport), remote.WithRetryBackoff(defaultBackoff())},
+		// An outage answer of the cache fails its request at once (FailFast):
+		// retries cannot help before the upstream is back.
+		ropts:   []remote.Option{remote.WithContext(ctx), remote.WithTransport(FailFast(http.DefaultTransport)), remote.WithRetryBackoff(defaultBackoff())},
 		waiting: map[string][]int{}, left: map[int]int{}}
 	order, byDigest := w.uncached(w.resolveAll())
 	w.fetchAll(ctx, order, byDigest)
@@ -77,6 +82,9 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 	}
 	w.report.Seconds = time.Since(start).Seconds()
+	if len(w.report.Failed) > 0 && w.report.Outage != "" {
+		return w.report, outageSummary(w.report.Outage, len(w.report.Failed), "images or blobs")
+	}
 	if len(w.report.Failed) > 0 {
 		return w.report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(w.report.Failed))
 	}
@@ -125,6 +133,7 @@ func (w *warmRun) resolveAll() []blob {
 		imgs, manifests, err := resolve(e.Ref, w.opts.Platforms, w.ropts)
 		w.report.Manifests += manifests
 		if err != nil {
+			w.noteOutage(err)
 			w.report.Failed = append(w.report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
 			w.opts.Meter.Finish(e.Ref.String(), err)
 			fmt.Fprintf(w.opts.Progress, "FAILED  %s: %v\n", e.Ref, err)
@@ -151,6 +160,14 @@ func (w *warmRun) resolveAll() []blob {
 		}
 	}
 	return blobs
+}
+
+// noteOutage keeps the first outage message of the cache; w.mu held while
+// blobs are fetched.
+func (w *warmRun) noteOutage(err error) {
+	if w.report.Outage == "" {
+		w.report.Outage = outageText(err)
+	}
 }
 
 // done marks a blob finished and prints each image it completes; w.mu held
@@ -216,6 +233,7 @@ func (w *warmRun) fetch(ctx context.Context, b blob) {
 		w.mu.Lock()
 		w.report.BytesFetched += n
 		if err != nil {
+			w.noteOutage(err)
 			w.report.Failed = append(w.report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
 		}
 		w.mu.Unlock()

@@ -157,39 +157,7 @@ func TestDist(t *testing.T) {
 	makeDist(t, repo, dist, epoch)
 	sums := readSums(t, filepath.Join(dist, "SHA256SUMS"))
 
-	t.Run("files and SHA256SUMS", func(t *testing.T) {
-		var want, sumWant []string
-		for _, a := range arches {
-			want = append(want, archiveName(a), imageName(a))
-		}
-		sumWant = slices.Sorted(slices.Values(want))
-		want = append(want, "SHA256SUMS", "bkcache.yaml")
-		got, err := os.ReadDir(dist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, e := range got {
-			names = append(names, e.Name())
-		}
-		if !slices.Equal(names, slices.Sorted(slices.Values(want))) {
-			t.Fatalf("dist holds %v, want %v", names, slices.Sorted(slices.Values(want)))
-		}
-		if keys := slices.Sorted(maps.Keys(sums)); !slices.Equal(keys, sumWant) {
-			t.Fatalf("SHA256SUMS lists %v, want %v", keys, sumWant)
-		}
-		for file, sum := range sums {
-			if got := sha256File(t, filepath.Join(dist, file)); got != sum {
-				t.Errorf("%s: sha256 %s, SHA256SUMS says %s", file, got, sum)
-			}
-		}
-		for _, a := range arches {
-			for _, f := range []string{archiveName(a), imageName(a)} {
-				st, _ := os.Stat(filepath.Join(dist, f))
-				t.Logf("%-60s %6.1f MiB", f, float64(st.Size())/(1<<20))
-			}
-		}
-	})
+	t.Run("files and SHA256SUMS", func(t *testing.T) { checkFiles(t, dist, sums) })
 
 	t.Run("archives", func(t *testing.T) {
 		for _, arch := range arches {
@@ -272,6 +240,43 @@ func TestDist(t *testing.T) {
 }
 
 // copyTree copies the files git knows of (tracked and untracked, not ignored).
+
+// checkFiles checks that dist holds the archives, image archives, SHA256SUMS
+// and bkcache.yaml, and that SHA256SUMS lists every archive with its sha256.
+func checkFiles(t *testing.T, dist string, sums map[string]string) {
+	var want, sumWant []string
+	for _, a := range arches {
+		want = append(want, archiveName(a), imageName(a))
+	}
+	sumWant = slices.Sorted(slices.Values(want))
+	want = append(want, "SHA256SUMS", "bkcache.yaml")
+	got, err := os.ReadDir(dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range got {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, slices.Sorted(slices.Values(want))) {
+		t.Fatalf("dist holds %v, want %v", names, slices.Sorted(slices.Values(want)))
+	}
+	if keys := slices.Sorted(maps.Keys(sums)); !slices.Equal(keys, sumWant) {
+		t.Fatalf("SHA256SUMS lists %v, want %v", keys, sumWant)
+	}
+	for file, sum := range sums {
+		if got := sha256File(t, filepath.Join(dist, file)); got != sum {
+			t.Errorf("%s: sha256 %s, SHA256SUMS says %s", file, got, sum)
+		}
+	}
+	for _, a := range arches {
+		for _, f := range []string{archiveName(a), imageName(a)} {
+			st, _ := os.Stat(filepath.Join(dist, f))
+			t.Logf("%-60s %6.1f MiB", f, float64(st.Size())/(1<<20))
+		}
+	}
+}
+
 func copyTree(t *testing.T, src, dst string) {
 	t.Helper()
 	out, err := exec.Command("git", "-C", src, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
@@ -354,62 +359,72 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 		}
 	}
 
-	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]
+	leaks := buildPaths(repo)
+	for _, bin := range []string{"docker-bkcache", "kubectl-bkcache"} {
+		checkBinary(t, arch, bin, files[top+"/"+bin], leaks)
+	}
+}
+
+// buildPaths are build paths as a leak shows them: source file paths under the
+// checkout, the module cache, GOROOT's sources, a home's Go tree or the build's
+// work dir. (Bare "/root/" or "/tmp/" would also match the plugin's own list of
+// system directories it refuses as a data dir.)
+func buildPaths(repo string) []string {
 	home, _ := os.UserHomeDir()
 	gomodcache, _ := exec.Command("go", "env", "GOMODCACHE").Output()
 	goroot, _ := exec.Command("go", "env", "GOROOT").Output()
-	// Build paths as a leak shows them: source file paths under the checkout, the
-	// module cache, GOROOT's sources, a home's Go tree or the build's work dir.
-	// (Bare "/root/" or "/tmp/" would also match the plugin's own list of system
-	// directories it refuses as a data dir.)
-	leaks := []string{repo + "/", strings.TrimSpace(string(gomodcache)) + "/", strings.TrimSpace(string(goroot)) + "/src/",
+	return []string{repo + "/", strings.TrimSpace(string(gomodcache)) + "/", strings.TrimSpace(string(goroot)) + "/src/",
 		filepath.Join(home, "go") + "/", filepath.Join(os.TempDir(), "go-build")}
-	for _, bin := range []string{"docker-bkcache", "kubectl-bkcache"} {
-		data := files[top+"/"+bin]
-		f, err := elf.NewFile(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("%s/%s: %v", arch, bin, err)
+}
+
+// checkBinary checks one release binary: its machine, static linking, build
+// settings, stamped version, and no build path inside.
+func checkBinary(t *testing.T, arch, bin string, data []byte, leaks []string) {
+	t.Helper()
+	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("%s/%s: %v", arch, bin, err)
+	}
+	if f.Machine != machine {
+		t.Errorf("%s/%s is for %v, want %v", arch, bin, f.Machine, machine)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			t.Errorf("%s/%s is dynamically linked: want CGO_ENABLED=0", arch, bin)
 		}
-		if f.Machine != machine {
-			t.Errorf("%s/%s is for %v, want %v", arch, bin, f.Machine, machine)
+	}
+	info, err := buildinfo.Read(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("%s/%s build info: %v", arch, bin, err)
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	// With -trimpath Go records no -ldflags; -buildvcs=false shows as no vcs.* keys.
+	want := map[string]string{"-trimpath": "true", "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": arch}
+	if arch == "amd64" {
+		want["GOAMD64"] = "v1"
+	} else {
+		want["GOARM64"] = "v8.0"
+	}
+	for k, v := range want {
+		if settings[k] != v {
+			t.Errorf("%s/%s: build setting %s=%q, want %q", arch, bin, k, settings[k], v)
 		}
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				t.Errorf("%s/%s is dynamically linked: want CGO_ENABLED=0", arch, bin)
-			}
+	}
+	for k := range settings {
+		if strings.HasPrefix(k, "vcs") {
+			t.Errorf("%s/%s carries VCS state %s=%s", arch, bin, k, settings[k])
 		}
-		info, err := buildinfo.Read(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("%s/%s build info: %v", arch, bin, err)
-		}
-		settings := map[string]string{}
-		for _, s := range info.Settings {
-			settings[s.Key] = s.Value
-		}
-		// With -trimpath Go records no -ldflags; -buildvcs=false shows as no vcs.* keys.
-		want := map[string]string{"-trimpath": "true", "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": arch}
-		if arch == "amd64" {
-			want["GOAMD64"] = "v1"
-		} else {
-			want["GOARM64"] = "v8.0"
-		}
-		for k, v := range want {
-			if settings[k] != v {
-				t.Errorf("%s/%s: build setting %s=%q, want %q", arch, bin, k, settings[k], v)
-			}
-		}
-		for k := range settings {
-			if strings.HasPrefix(k, "vcs") {
-				t.Errorf("%s/%s carries VCS state %s=%s", arch, bin, k, settings[k])
-			}
-		}
-		if !bytes.Contains(data, []byte(testVersion)) {
-			t.Errorf("%s/%s does not contain the stamped version %s", arch, bin, testVersion)
-		}
-		for _, leak := range leaks {
-			if len(leak) > 3 && bytes.Contains(data, []byte(leak)) {
-				t.Errorf("%s/%s contains the build path %q", arch, bin, leak)
-			}
+	}
+	if !bytes.Contains(data, []byte(testVersion)) {
+		t.Errorf("%s/%s does not contain the stamped version %s", arch, bin, testVersion)
+	}
+	for _, leak := range leaks {
+		if len(leak) > 3 && bytes.Contains(data, []byte(leak)) {
+			t.Errorf("%s/%s contains the build path %q", arch, bin, leak)
 		}
 	}
 }

@@ -191,6 +191,16 @@ func testInstall(t *testing.T, dist string) {
 		t.Errorf("--dry-run changed %s", sysPlugin)
 	}
 
+	testUninstall(t, root, installer, prefix, home, env, before)
+}
+
+// testUninstall checks --uninstall after testInstall: it removes exactly what
+// was installed, and leaves a file changed since the install.
+func testUninstall(t *testing.T, root, installer, prefix, home string, env, before []string) {
+	t.Helper()
+	plugin := filepath.Join(home, ".docker", "cli-plugins", "docker-bkcache")
+	kubectlPlugin := filepath.Join(prefix, "bin", "kubectl-bkcache")
+	var r run
 	// --uninstall removes exactly what was installed: the roots are as before.
 	r = sh(t, root, env, "dash", installer, "--uninstall", "--prefix", prefix)
 	if r.code != 0 {

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/cache"
-	"github.com/bkcache/bkcache/pkg/front"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -142,7 +141,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	if o.plain {
 		o.spec.Layout = cache.LayoutPlain
 	}
-	rate, err := front.ParseRate(o.upstreamRate)
+	rate, err := cache.ParseRate(o.upstreamRate)
 	if err != nil {
 		return fmt.Errorf("--upstream-rate: %w", err)
 	}

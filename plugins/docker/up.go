@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bkcache/bkcache/pkg/cache"
+	"github.com/bkcache/bkcache/pkg/front"
+	"github.com/bkcache/bkcache/pkg/userfile"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -198,7 +199,7 @@ func upSpecs(ctx context.Context, o upOptions) ([]cache.Spec, error) {
 	if o.file == "" {
 		return []cache.Spec{o.spec}, nil
 	}
-	data, err := os.ReadFile(o.file)
+	data, err := userfile.Read(o.file)
 	if err != nil {
 		return nil, fmt.Errorf("read caches file: %w", err)
 	}

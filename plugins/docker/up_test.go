@@ -2,7 +2,11 @@ package docker
 
 import (
 	"bytes"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bkcache/bkcache/internal/golden"
 	"github.com/bkcache/bkcache/pkg/cache"
@@ -23,4 +27,25 @@ func TestPrintUp(t *testing.T) {
 	var out bytes.Buffer
 	printUp(&out, results)
 	golden.Assert(t, out.Bytes(), "up.txt")
+}
+
+// The caches file is a regular file: a named pipe would block up. (The files
+// a cache mounts are checked by pkg/cache's Up: TestUpRefusesSpecialMounts.)
+func TestUpRefusesSpecialFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"up", "-f", fifo}} {
+		done := make(chan error, 1)
+		go func() { done <- run(t, "", args...) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "is a named pipe, not a regular file") {
+				t.Errorf("docker bkcache %s: %v; want a refusal", strings.Join(args, " "), err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("docker bkcache %s: still running after 60 s", strings.Join(args, " "))
+		}
+	}
 }

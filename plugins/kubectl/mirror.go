@@ -3,7 +3,6 @@ package kubectl
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bkcache/bkcache/pkg/nodes"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 type mirrorFlags struct {
@@ -142,7 +142,7 @@ func (f *mirrorFlags) complete(args []string) error {
 		return err
 	}
 	if f.caFile != "" {
-		if f.opts.CA, err = os.ReadFile(f.caFile); err != nil {
+		if f.opts.CA, err = userfile.Read(f.caFile); err != nil {
 			return fmt.Errorf("--ca-file: %w", err)
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/front"
 	"github.com/bkcache/bkcache/pkg/netaddr"
 )
 
@@ -233,7 +232,3 @@ func (s Spec) Scheme() string {
 	}
 	return "http"
 }
-
-// ParseRate reads an --upstream-rate as the front does: bytes per second, or a
-// number with K, M or G (1024-based); "0" is unlimited.
-func ParseRate(s string) (int64, error) { return front.ParseRate(s) }

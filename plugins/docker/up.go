@@ -142,7 +142,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	if o.plain {
 		o.spec.Layout = cache.LayoutPlain
 	}
-	rate, err := cache.ParseRate(o.upstreamRate)
+	rate, err := front.ParseRate(o.upstreamRate)
 	if err != nil {
 		return fmt.Errorf("--upstream-rate: %w", err)
 	}

@@ -18,6 +18,7 @@ help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
 	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
+	@echo "unit     unit tests of every package with the race detector (-race; no Docker, no cluster)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real Kubernetes of CLUSTER_NODES=3 nodes built from source (scripts/cluster)"
 	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile), images vs resolve + helm template per release (a 64-release suite of nested helmfiles with derivePassword), then bench-deploy"
@@ -60,13 +61,15 @@ test: setup lint
 # 15k, 3.6k, 2.7k and 3k execs/s); deeper runs: make fuzz FUZZTIME=10m.
 FUZZTIME ?= 100000x
 fuzz:
-	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/imageref/ -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/images/ -run '^$$' -fuzz FuzzValues -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzEnsureConfigPath -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/containerd/ -run '^$$' -fuzz FuzzMergeHosts -fuzztime $(FUZZTIME)
 
+# The race detector needs cgo: this target alone builds with CGO_ENABLED=1.
+unit: export CGO_ENABLED = 1
 unit:
-	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test $(TEST_FLAGS) -race ./...
 
 # One cluster of three nodes for every cluster test: the multi-node tests need them, the
 # single-node ones pin themselves to the first node.

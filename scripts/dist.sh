@@ -2,7 +2,7 @@
 # Builds the release files into DIST_DIR, reproducibly: the same commit, Go
 # version and inputs give the same bytes, on any machine and in any directory.
 #
-#   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, README.md,
+#   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, README.md, LICENSE,
 #                                        manifests/ (RBAC), RELEASE, CONTENTS.sha256
 #   bkcache-VERSION-registry-image-linux-ARCH.tar.gz
 #                                        with DIST_IMAGE=1: the registry:2 image built from Debian's
@@ -102,10 +102,11 @@ for arch in $DIST_ARCHES; do
   step "build kubectl-bkcache linux/$arch" build "$arch" kubectl-bkcache "$stage/kubectl-bkcache"
   install -m 0755 scripts/install.sh "$stage/install.sh"
   install -m 0644 README.md "$stage/README.md"
+  install -m 0644 LICENSE "$stage/LICENSE"
   install -m 0644 manifests/mirror-rbac.yaml "$stage/manifests/mirror-rbac.yaml"
   printf 'name=bkcache\nversion=%s\nos=linux\narch=%s\n' "$VERSION" "$arch" >"$stage/RELEASE"
   chmod 0644 "$stage/RELEASE"
-  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh README.md RELEASE manifests/mirror-rbac.yaml >CONTENTS.sha256)
+  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh README.md LICENSE RELEASE manifests/mirror-rbac.yaml >CONTENTS.sha256)
   chmod 0644 "$stage/CONTENTS.sha256"
   chmod 0755 "$stage" "$stage/manifests"
   step "archive $name.tar.gz" dtar "$work/$arch" "$DIST_DIR/$name.tar.gz" "$name"
@@ -158,6 +159,8 @@ EOF
     - from: $name/kubectl-bkcache
       to: .
     - from: $name/README.md
+      to: .
+    - from: $name/LICENSE
       to: .
     bin: kubectl-bkcache
 EOF

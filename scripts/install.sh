@@ -12,15 +12,17 @@
 # archive's (RELEASE); every unpacked file matches CONTENTS.sha256; when the
 # archive (bkcache-VERSION-linux-ARCH.tar.gz) sits beside SHA256SUMS in the
 # directory above this one or in the current directory, the archive matches its
-# SHA256SUMS line; the docker CLI is on PATH; every target is writable. Any
-# failure says so and leaves the host as it was. Files are copied to a temporary
+# SHA256SUMS line, and then the files installed are unpacked from that archive
+# by this script (the unpacked ones beside it must be the same); the docker CLI
+# is on PATH; every target is writable. Any failure says so and leaves the
+# host as it was. Files are copied to a temporary
 # name beside their target, then renamed. What it put where is recorded in
 # PREFIX/share/bkcache/install-manifest, which --uninstall reads. Running it again
 # is harmless: identical files are left alone.
 set -eu
 
 usage() {
-  sed -n '2,20s/^# \{0,1\}//p' "$0"
+  sed -n '2,22s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -67,6 +69,14 @@ else
   die "no sha256 tool (sha256sum, shasum or openssl) on PATH: cannot verify the files"
 fi
 
+# What to do about a directory we may not write: root gains nothing from sudo
+# (a read-only file system, an immutable directory).
+if [ "$(id -u)" = 0 ]; then
+  root_hint() { echo "the file system may be read-only: pick another place (--prefix DIR, DOCKER_CONFIG)"; }
+else
+  root_hint() { echo "run as root (sudo $0 $1)"; }
+fi
+
 # Paths go into the manifest one per line: refuse the few that cannot.
 check_path() {
   case $1 in
@@ -85,10 +95,10 @@ if $uninstall; then
   # Writable first, so a refusal removes nothing.
   while read -r kind sum path; do
     if [ "$kind" = file ] && [ -e "$path" ] && [ ! -w "$(dirname "$path")" ] && ! $dry_run; then
-      die "cannot remove $path: $(dirname "$path") is not writable; run as root (sudo $0 --uninstall); nothing was removed"
+      die "cannot remove $path: $(dirname "$path") is not writable; $(root_hint --uninstall); nothing was removed"
     fi
   done <"$manifest"
-  [ -w "$manifest_dir" ] || $dry_run || die "cannot remove $manifest: run as root (sudo $0 --uninstall); nothing was removed"
+  [ -w "$manifest_dir" ] || $dry_run || die "cannot remove $manifest: $(root_hint --uninstall); nothing was removed"
   dirs=
   while read -r kind sum path; do
     case $kind in
@@ -173,8 +183,28 @@ for d in "$(dirname "$here")" "$PWD"; do
   got=$(sha256 "$d/$archive")
   [ "$got" = "$want" ] || die "checksum mismatch: $d/$archive has sha256 $got, $d/SHA256SUMS says $want; the archive is damaged or was changed; nothing was installed"
   sums_note="$d/$archive matches $d/SHA256SUMS"
+  verified=$d/$archive
   break
 done
+
+# Install from the verified archive itself: files unpacked beside this script
+# could have been replaced together with their CONTENTS.sha256 lines.
+src=$here
+unpacked=
+trap '[ -z "$unpacked" ] || rm -rf "$unpacked"' EXIT
+if [ -n "${verified:-}" ]; then
+  unpacked=$(mktemp -d "${TMPDIR:-/tmp}/bkcache-install.XXXXXX") || die "cannot make a temporary directory to unpack $verified; nothing was installed"
+  top=bkcache-$version-$want_os-$want_arch
+  gzip -dc "$verified" | tar -xf - -C "$unpacked" "$top/CONTENTS.sha256" "$top/$plugin_name" "$top/$kubectl_name" ||
+    die "cannot unpack $top/$plugin_name and $top/$kubectl_name from $verified; nothing was installed"
+  for f in CONTENTS.sha256 $plugin_name $kubectl_name; do
+    { [ -f "$unpacked/$top/$f" ] && [ ! -L "$unpacked/$top/$f" ]; } || die "$verified holds no file $top/$f; nothing was installed"
+    cmp -s "$unpacked/$top/$f" "$here/$f" ||
+      die "$here/$f is not the file in $verified (which matches SHA256SUMS): the unpacked files were changed; unpack the archive again; nothing was installed"
+  done
+  src=$unpacked/$top
+  sums_note="$sums_note; installing from it"
+fi
 
 command -v docker >/dev/null 2>&1 || die "the docker CLI is not on PATH: install Docker first (Debian/Ubuntu: apt-get install docker.io), then run this again; nothing was installed"
 
@@ -202,7 +232,7 @@ existing_parent() {
 for d in "$plugin_dir" "$bin_dir" "$manifest_dir"; do
   e=$(existing_parent "$d")
   if [ ! -w "$e" ]; then
-    hint="run as root (sudo $0)"
+    hint=$(root_hint)
     [ "$d" = "$plugin_dir" ] || hint="$hint or pass --prefix \$HOME/.local"
     die "cannot write to $e (for $d): $hint; nothing was installed"
   fi
@@ -220,8 +250,8 @@ plan() { # plan SRC DEST
 }
 plugin_target=$plugin_dir/$plugin_name
 kubectl_target=$bin_dir/$kubectl_name
-plugin_plan=$(plan "$here/$plugin_name" "$plugin_target")
-kubectl_plan=$(plan "$here/$kubectl_name" "$kubectl_target")
+plugin_plan=$(plan "$src/$plugin_name" "$plugin_target")
+kubectl_plan=$(plan "$src/$kubectl_name" "$kubectl_target")
 if $dry_run; then
   echo "would install docker-bkcache  -> $plugin_target ($plugin_plan)"
   echo "would install kubectl-bkcache -> $kubectl_target ($kubectl_plan)"
@@ -237,6 +267,7 @@ tmp_manifest=
 done_ok=false
 cleanup() {
   rm -f "$tmp_plugin" "$tmp_kubectl" "$tmp_manifest"
+  [ -z "$unpacked" ] || rm -rf "$unpacked"
   if ! $done_ok; then
     # Undo the directories this run made (newest first), so a failure changes nothing.
     printf '%s' "$created" | while IFS= read -r d; do [ -n "$d" ] && rmdir "$d" 2>/dev/null || true; done
@@ -261,17 +292,17 @@ make_dirs "$manifest_dir"
 
 if [ "$plugin_plan" != unchanged ]; then
   tmp_plugin=$plugin_dir/.$plugin_name.tmp.$$
-  { cp "$here/$plugin_name" "$tmp_plugin" && chmod 0755 "$tmp_plugin"; } || die "cannot copy $plugin_name to $plugin_dir; nothing was installed"
+  { cp "$src/$plugin_name" "$tmp_plugin" && chmod 0755 "$tmp_plugin"; } || die "cannot copy $plugin_name to $plugin_dir; nothing was installed"
 fi
 if [ "$kubectl_plan" != unchanged ]; then
   tmp_kubectl=$bin_dir/.$kubectl_name.tmp.$$
-  { cp "$here/$kubectl_name" "$tmp_kubectl" && chmod 0755 "$tmp_kubectl"; } || die "cannot copy $kubectl_name to $bin_dir; nothing was installed"
+  { cp "$src/$kubectl_name" "$tmp_kubectl" && chmod 0755 "$tmp_kubectl"; } || die "cannot copy $kubectl_name to $bin_dir; nothing was installed"
 fi
 
 # The manifest: this install's files and new directories, plus what an earlier
 # install recorded elsewhere (e.g. the plugin for the user and with --system).
-plugin_sum=$(sha256 "$here/$plugin_name")
-kubectl_sum=$(sha256 "$here/$kubectl_name")
+plugin_sum=$(sha256 "$src/$plugin_name")
+kubectl_sum=$(sha256 "$src/$kubectl_name")
 tmp_manifest=$manifest_dir/.install-manifest.tmp.$$
 {
   echo "# bkcache install manifest: install.sh --uninstall --prefix $prefix removes these"

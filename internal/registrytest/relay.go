@@ -366,28 +366,7 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 	defer resp.Body.Close()
 	q.Headers = time.Now()
 
-	r.mu.Lock()
-	delay, limiter := r.headerDelay, r.limiter
-	digest, isBlob := blobOf(req.URL.Path)
-	isBlob = isBlob && req.Method == http.MethodGet
-	corrupt := isBlob && r.corrupt[digest]
-	lie := BodyTrue
-	if isBlob && resp.StatusCode == http.StatusOK {
-		lie = r.bodies[digest]
-	}
-	cutAt := int64(-1)
-	if isBlob && resp.StatusCode/100 == 2 {
-		for _, c := range r.cuts {
-			if c.times != 0 && (c.path == "" || strings.HasSuffix(req.URL.Path, c.path)) {
-				cutAt = c.after
-				if c.times > 0 {
-					c.times--
-				}
-				break
-			}
-		}
-	}
-	r.mu.Unlock()
+	delay, limiter, corrupt, lie, cutAt := r.faults(req, resp)
 
 	if delay > 0 {
 		select {
@@ -456,6 +435,35 @@ func (r *Relay) handle(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+}
+
+// faults are what the relay does to this response: the header delay, the
+// rate limiter, a corrupted blob, a lying body, a cut after so many bytes (-1:
+// none; a cut with a count is used up).
+func (r *Relay) faults(req *http.Request, resp *http.Response) (delay time.Duration, limiter *rate.Limiter, corrupt bool, lie BodyLie, cutAt int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delay, limiter = r.headerDelay, r.limiter
+	digest, isBlob := blobOf(req.URL.Path)
+	isBlob = isBlob && req.Method == http.MethodGet
+	corrupt = isBlob && r.corrupt[digest]
+	lie = BodyTrue
+	if isBlob && resp.StatusCode == http.StatusOK {
+		lie = r.bodies[digest]
+	}
+	cutAt = -1
+	if isBlob && resp.StatusCode/100 == 2 {
+		for _, c := range r.cuts {
+			if c.times != 0 && (c.path == "" || strings.HasSuffix(req.URL.Path, c.path)) {
+				cutAt = c.after
+				if c.times > 0 {
+					c.times--
+				}
+				break
+			}
+		}
+	}
+	return delay, limiter, corrupt, lie, cutAt
 }
 
 func wait(ctx context.Context, l *rate.Limiter, n int) error {

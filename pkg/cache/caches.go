@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bkcache/bkcache/pkg/front"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // CachesFile is the `-f caches.yaml` of `docker bkcache up`: one entry per
@@ -98,7 +99,7 @@ func ReadCredentials(ctx context.Context, path string) (username, password strin
 		}
 		return "", "", fmt.Errorf("credentials file %s%s is readable by other users (mode %04o); run chmod 600 %s", real, via, info.Mode().Perm(), real)
 	}
-	data, err := os.ReadFile(path)
+	data, err := userfile.Read(path)
 	if err != nil {
 		return "", "", fmt.Errorf("credentials file: %w", err)
 	}

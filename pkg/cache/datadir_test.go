@@ -1,13 +1,10 @@
 package cache
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // storageLike makes dir look like a cache's data directory.
@@ -82,47 +79,5 @@ func TestPurgeDataDirDeletesOnlyTheCachesOwn(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("an emptied data dir was kept: %v", err)
-	}
-}
-
-func TestLockCacheWaitsForTheHolder(t *testing.T) {
-	dir := t.TempDir()
-	unlock, err := lockCache(context.Background(), dir, "bkhub", io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	released := make(chan time.Time, 1)
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		released <- time.Now()
-		unlock()
-	}()
-	var said strings.Builder
-	// flock is per open file description: a second lockCache in this process waits too.
-	unlock2, err := lockCache(context.Background(), dir, "bkhub", &said)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := time.Now()
-	unlock2()
-	if _, err := os.Stat(lockPath(dir, "bkhub")); !os.IsNotExist(err) {
-		t.Errorf("the lock file stays after unlock: %v", err)
-	}
-	if got.Before(<-released) {
-		t.Error("the second lock was granted while the first was held")
-	}
-	if !strings.Contains(said.String(), "waiting for another docker bkcache command") || !strings.Contains(said.String(), "pid ") {
-		t.Errorf("the waiter was not told who holds the lock: %q", said.String())
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	unlock3, _ := lockCache(context.Background(), dir, "bkhub", io.Discard)
-	defer unlock3()
-	if _, err := lockCache(ctx, dir, "bkhub", io.Discard); err == nil {
-		t.Error("a lock held elsewhere was granted")
-	}
-	if _, err := lockCache(context.Background(), dir, "other", io.Discard); err != nil {
-		t.Errorf("another cache's lock: %v", err)
 	}
 }

@@ -126,13 +126,21 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 		}
 		return res, nil
 	}
+	err = purge(&res, name, files, dataDir, recordSpec)
+	return res, err
+}
+
+// purge deletes the cache's own files and storage, and last the record of its
+// data directory (an interrupted purge still finds it next time); what is not
+// the cache's own is listed as left.
+func purge(res *DownResult, name string, files []string, dataDir string, recordSpec Spec) error {
 	for _, p := range files {
 		switch ours, err := cacheFile(p); {
 		case err != nil:
-			return res, err
+			return err
 		case ours:
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return res, fmt.Errorf("purge %s of cache %s: %w; run as root (sudo)", p, name, err)
+				return fmt.Errorf("purge %s of cache %s: %w; run as root (sudo)", p, name, err)
 			}
 			res.Purged = append(res.Purged, p)
 		default:
@@ -145,15 +153,14 @@ func Down(ctx context.Context, eng Engine, name string, opts DownOptions) (DownR
 	res.Purged = append(res.Purged, removed...)
 	res.Left = append(res.Left, left...)
 	if err != nil {
-		return res, err
+		return err
 	}
-	// Last: an interrupted purge still finds the data directory next time.
 	if p := recordSpec.DataDirRecord(); isRecord(p) {
 		if err := os.Remove(p); err == nil {
 			res.Purged = append(res.Purged, p)
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // strangerContainer says why the container named for cache name is not one

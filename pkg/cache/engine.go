@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -166,6 +167,25 @@ func tailLogs(ctx context.Context, eng Engine, name string, n int) string {
 	defer rc.Close()
 	var buf bytes.Buffer
 	if _, err := stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, 1<<20)); err != nil && !errors.Is(err, io.EOF) {
+		return buf.String() + fmt.Sprintf("(reading logs: %v)", err)
+	}
+	return strings.TrimRight(buf.String(), "\n")
+}
+
+// logsSince returns what a container printed (stdout and stderr) from since on
+// (zero: since it was created), the first 4 MiB of it.
+func logsSince(ctx context.Context, eng Engine, name string, since time.Time) string {
+	opts := client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true}
+	if !since.IsZero() {
+		opts.Since = fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
+	}
+	rc, err := eng.ContainerLogs(ctx, name, opts)
+	if err != nil {
+		return fmt.Sprintf("(logs unavailable: %v)", err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, 4<<20)); err != nil && !errors.Is(err, io.EOF) {
 		return buf.String() + fmt.Sprintf("(reading logs: %v)", err)
 	}
 	return strings.TrimRight(buf.String(), "\n")

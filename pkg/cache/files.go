@@ -6,6 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // ensureDir creates dir (and parents) and says which flag moves it when that fails.
@@ -25,9 +28,13 @@ func ensureDir(dir, flag string) error {
 	return os.Remove(probe.Name())
 }
 
-// readable checks a file the container will mount exists and can be read.
+// readable checks a file the container will mount exists, is a regular file
+// (opening a named pipe would block) and can be read.
 func readable(path, flag string) error {
-	f, err := os.Open(path)
+	if err := userfile.Check(path); err != nil {
+		return fmt.Errorf("cannot use %s given by %s: %w", path, flag, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("cannot read %s given by %s: %w", path, flag, err)
 	}

@@ -106,13 +106,11 @@ func findArchiveImage(images []ArchiveImage, image string) (ArchiveImage, bool, 
 // LoadImageArchive makes image available on the engine from the `docker save`
 // archive at path: it checks that the archive holds image (a typo fails on every
 // host, not only on those lacking the image), and loads it through the Engine
-// API when the engine does not have it. An empty path does nothing.
+// API when the engine does not have it, saying so on progress. An empty path
+// does nothing.
 func LoadImageArchive(ctx context.Context, eng Engine, path, image, pull string, progress io.Writer) error {
 	if path == "" {
 		return nil
-	}
-	if progress == nil {
-		progress = io.Discard
 	}
 	if pull == PullAlways {
 		return errors.New("--image-archive loads the image from a file and --pull always would pull it: drop one of them")

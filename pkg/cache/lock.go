@@ -31,9 +31,9 @@ func lockCache(ctx context.Context, configDir, name string, progress io.Writer) 
 		return nil, err
 	}
 	path := lockPath(configDir, name)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLock(path)
 	if err != nil {
-		return nil, fmt.Errorf("lock cache %s: %w; run as root (sudo) or pass --config-dir", name, err)
+		return nil, fmt.Errorf("lock cache %s: %w", name, err)
 	}
 	deadline := time.Now().Add(lockWait)
 	told := false
@@ -48,7 +48,7 @@ func lockCache(ctx context.Context, configDir, name string, progress io.Writer) 
 				}
 			}
 			f.Close()
-			if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+			if f, err = openLock(path); err != nil {
 				return nil, fmt.Errorf("lock cache %s: %w", name, err)
 			}
 			continue
@@ -81,6 +81,27 @@ func lockCache(ctx context.Context, configDir, name string, progress io.Writer) 
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// openLock opens (or creates) the lock file itself, never what a symlink in
+// its place points to (the holder truncates and writes it), and refuses
+// anything but a regular file there (a named pipe, a device).
+func openLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s is a symlink, not bkcache's lock file; remove it and run this again", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s is not a regular file (%s), not bkcache's lock file; remove it and run this again", path, st.Mode().Type())
+	}
+	return f, nil
 }
 
 func lockHolder(f *os.File) string {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/bkcache/bkcache/pkg/atomicfile"
@@ -31,9 +32,6 @@ type UpOptions struct {
 	Wait time.Duration
 	// SkipUpstreamCheck starts the cache without asking the upstream first.
 	SkipUpstreamCheck bool
-	// DataDirSet says the user chose the data dir; otherwise an existing
-	// container's data dir is kept (also one adopted from the guide's script).
-	DataDirSet bool
 	// FrontBinary is the static executable the front layout runs; default
 	// this process's own (os.Executable).
 	FrontBinary string
@@ -79,117 +77,44 @@ const UnreachableWarning = "upstream unreachable: serving cached content only"
 // Up makes the cache described by spec run and serve: it writes the registry
 // config, creates the container or reconciles an existing one (keeping its
 // data; see Decide), and waits until GET /v2/ answers. Running it twice
-// changes nothing.
+// changes nothing. A spec without DataDir keeps an existing container's data
+// directory (also one adopted from the guide's script).
 func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, error) {
-	spec = spec.WithDefaults()
-	if opts.Wait == 0 {
-		opts.Wait = 60 * time.Second
-	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	if err := ValidateName(spec.Name); err != nil {
-		return UpResult{}, fmt.Errorf("%w (--name)", err)
-	}
-	if !filepath.IsAbs(spec.ConfigDir) {
-		return UpResult{}, fmt.Errorf("config directory %q of cache %s must be an absolute path (--config-dir)", spec.ConfigDir, spec.Name)
+	u := &upRun{eng: eng, dataDirSet: spec.DataDir != "", spec: spec.WithDefaults(), opts: opts}
+	u.opts.complete()
+	if err := u.validate(); err != nil {
+		return UpResult{}, err
 	}
 	if err := Ping(ctx, eng); err != nil {
 		return UpResult{}, err
 	}
-	for _, f := range []struct{ path, flag string }{{spec.TLSCert, "--tls-cert"}, {spec.TLSKey, "--tls-key"}, {spec.Htpasswd, "--htpasswd"}} {
-		if f.path != "" {
-			if err := readable(f.path, f.flag); err != nil {
-				return UpResult{}, err
-			}
-		}
-	}
-	var front frontBinary
-	if spec.Layout == LayoutFront {
-		path := opts.FrontBinary
-		var err error
-		if path == "" {
-			if path, err = os.Executable(); err != nil {
-				return UpResult{}, fmt.Errorf("find the plugin's own binary for the cache's front: %w; pass --plain for registry:2 alone", err)
-			}
-		}
-		if front, err = readFront(path); err != nil {
-			return UpResult{}, err
-		}
+	if err := u.readFront(); err != nil {
+		return UpResult{}, err
 	}
 	// One command at a time per cache: two ups, or an up during a down --purge,
 	// would leave labels, config and data disagreeing.
 	if !opts.DryRun { // a dry run reads only, and may not even create the config dir
-		unlock, err := lockCache(ctx, spec.ConfigDir, spec.Name, progress)
+		unlock, err := lockCache(ctx, u.spec.ConfigDir, u.spec.Name, u.opts.Progress)
 		if err != nil {
 			return UpResult{}, err
 		}
 		defer unlock()
 	}
-	cname := spec.ContainerName()
-	existing, exists, err := inspect(ctx, eng, cname)
-	if err != nil {
+	if err := u.inspect(ctx); err != nil {
 		return UpResult{}, err
 	}
-	if exists && !opts.DataDirSet {
-		// Without --data-dir the data stays where it is: in the mount of the
-		// existing container, ours or the one the guide's script made.
-		if src := mountSource(existing, containerDataDir); src != "" {
-			spec.DataDir = src
-		}
-	}
-	if err := spec.Validate(); err != nil {
-		return UpResult{}, err
-	}
-	if err := CheckDataDir(spec.DataDir, opts.Force); err != nil {
-		return UpResult{}, err
-	}
+	spec = u.spec
 	result := UpResult{
-		Name: spec.Name, Container: cname, Layout: spec.Layout, Address: spec.LocalAddress(), Upstream: spec.Upstream,
+		Name: spec.Name, Container: spec.ContainerName(), Layout: spec.Layout, Address: spec.LocalAddress(), Upstream: spec.Upstream,
 		ConfigPath: spec.ConfigPath(), DataDir: spec.DataDir,
 	}
-
-	var wouldFetchImage string
-	if opts.DryRun {
-		if wouldFetchImage, err = imageWouldBeFetched(ctx, eng, spec.Image, opts); err != nil {
-			return result, err
-		}
-	} else {
-		if err := LoadImageArchive(ctx, eng, opts.ImageArchive, spec.Image, opts.Pull, progress); err != nil {
-			return result, err
-		}
-		if err := ensureImage(ctx, eng, spec.Image, opts.Pull, progress); err != nil {
-			return result, err
-		}
-	}
-
-	// The config file: keep a secret we wrote before, else a fresh random one.
-	old, err := os.ReadFile(spec.ConfigPath())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-		return result, fmt.Errorf("read config %s: %w; run as root (sudo) or pass --config-dir", spec.ConfigPath(), err)
-	}
-	secret := KeptSecret(old)
-	if secret == "" {
-		if secret, err = NewSecret(); err != nil {
-			return result, err
-		}
-	}
-	config, err := RenderConfig(spec, secret)
+	wouldFetchImage, err := u.image(ctx)
 	if err != nil {
 		return result, err
 	}
-	labels, err := specLabels(spec, config, front.sum)
+	plan, err := u.decide()
 	if err != nil {
 		return result, err
-	}
-	cur := Current{Config: old}
-	if exists {
-		cur.Container = &existing
-	}
-	plan := Decide(cur, Desired{Spec: spec, Config: config, Labels: labels, ReplaceForeign: opts.Replace})
-	if plan.Refuse != nil {
-		return result, plan.Refuse
 	}
 	result.Action, result.Changes = plan.Action, plan.Changes
 	if opts.DryRun {
@@ -202,80 +127,223 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 		}
 		return result, nil
 	}
-
 	if plan.Create {
-		holdsPort := exists && existing.State != nil && existing.State.Running && portOf(existing) == spec.Port
-		if err := checkPortFree(ctx, eng, spec, existing.ID, holdsPort); err != nil {
+		if result.Backup, err = u.prepareCreate(ctx, plan); err != nil {
 			return result, err
-		}
-		if !opts.SkipUpstreamCheck {
-			fmt.Fprintf(progress, "cache %s: checking upstream %s\n", spec.Name, spec.Upstream)
-			if err := CheckUpstream(ctx, spec); err != nil {
-				var unreachable *unreachableError
-				if spec.Layout == LayoutPlain || !errors.As(err, &unreachable) {
-					return result, err
-				}
-				// The front starts without its upstream and serves what the cache holds.
-				fmt.Fprintf(progress, "cache %s: %s; starting anyway: the front serves cached content until the upstream answers\n", spec.Name, unreachable.short())
-			}
-		}
-		if err := ensureDir(spec.ConfigDir, "--config-dir"); err != nil {
-			return result, err
-		}
-		if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
-			return result, err
-		}
-		if err := recordDataDir(spec, spec.DataDir); err != nil {
-			return result, err
-		}
-		if plan.WriteConfig {
-			if result.Backup, err = writeConfig(spec, old, config); err != nil {
-				return result, err
-			}
-			fmt.Fprintf(progress, "cache %s: wrote %s\n", spec.Name, spec.ConfigPath())
 		}
 	}
 	if spec.Layout == LayoutFront {
 		// Also for an unchanged cache: the container needs the file to restart.
-		if err := installFront(front, spec.FrontPath()); err != nil {
+		if err := installFront(u.front, spec.FrontPath()); err != nil {
 			return result, fmt.Errorf("%w; run as root (sudo) or pass --config-dir", err)
 		}
 	}
-
-	switch {
-	case plan.Start:
-		fmt.Fprintf(progress, "cache %s: starting stopped container %s\n", spec.Name, cname)
-		if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
-			return result, startError(ctx, eng, spec, err)
-		}
-	case plan.Create:
-		if plan.Replace {
-			fmt.Fprintf(progress, "cache %s: replacing container %s (data in %s is kept)\n", spec.Name, cname, spec.DataDir)
-			if _, err := eng.ContainerRemove(ctx, cname, client.ContainerRemoveOptions{Force: true}); err != nil {
-				return result, fmt.Errorf("remove old container %s: %w", cname, engineError(eng, err))
-			}
-		}
-		create, err := containerOptions(spec, labels)
-		if err != nil {
-			return result, err
-		}
-		fmt.Fprintf(progress, "cache %s: creating container %s from %s (%s layout)\n", spec.Name, cname, spec.Image, spec.Layout)
-		if _, err := eng.ContainerCreate(ctx, create); err != nil {
-			return result, fmt.Errorf("create container %s: %w", cname, engineError(eng, err))
-		}
-		if _, err := eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
-			return result, startError(ctx, eng, spec, err)
-		}
-	default:
-		fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
+	started := time.Now() // crashes are looked for in the logs from here on
+	if err := u.start(ctx, plan); err != nil {
+		return result, err
 	}
-	if err := waitReady(ctx, eng, spec, opts.Wait, progress); err != nil {
+	if err := waitReady(ctx, eng, spec, started, u.opts.Wait, u.opts.Progress); err != nil {
 		return result, err
 	}
 	if spec.Layout == LayoutFront {
 		result.Mode, result.Warning = frontMode(ctx, eng, spec)
 	}
 	return result, nil
+}
+
+// complete fills the defaults: a 60 s wait, no progress output.
+func (o *UpOptions) complete() {
+	if o.Wait == 0 {
+		o.Wait = 60 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
+// upRun is one Up: what it learns step by step.
+type upRun struct {
+	eng        Engine
+	spec       Spec
+	opts       UpOptions
+	dataDirSet bool // the caller chose the data directory
+	front      frontBinary
+	existing   container.InspectResponse
+	exists     bool
+	old        []byte // the config file as found
+	config     []byte // the config file as wanted
+	labels     map[string]string
+}
+
+// validate checks what needs no engine: the name, the config directory, the
+// files the cache will mount.
+func (u *upRun) validate() error {
+	if err := ValidateName(u.spec.Name); err != nil {
+		return fmt.Errorf("%w (--name)", err)
+	}
+	if !filepath.IsAbs(u.spec.ConfigDir) {
+		return fmt.Errorf("config directory %q of cache %s must be an absolute path (--config-dir)", u.spec.ConfigDir, u.spec.Name)
+	}
+	for _, f := range []struct{ path, flag string }{{u.spec.TLSCert, "--tls-cert"}, {u.spec.TLSKey, "--tls-key"}, {u.spec.Htpasswd, "--htpasswd"}} {
+		if f.path != "" {
+			if err := readable(f.path, f.flag); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readFront reads the static binary the front layout runs in the container.
+func (u *upRun) readFront() error {
+	if u.spec.Layout != LayoutFront {
+		return nil
+	}
+	path := u.opts.FrontBinary
+	if path == "" {
+		var err error
+		if path, err = os.Executable(); err != nil {
+			return fmt.Errorf("find the plugin's own binary for the cache's front: %w; pass --plain for registry:2 alone", err)
+		}
+	}
+	var err error
+	u.front, err = readFront(path)
+	return err
+}
+
+// inspect finds the existing container, keeps its data directory unless the
+// caller chose one, and checks the spec and the data directory.
+func (u *upRun) inspect(ctx context.Context) error {
+	var err error
+	if u.existing, u.exists, err = inspect(ctx, u.eng, u.spec.ContainerName()); err != nil {
+		return err
+	}
+	if u.exists && !u.dataDirSet {
+		// The data stays where it is: in the mount of the existing container,
+		// ours or the one the guide's script made.
+		if src := mountSource(u.existing, containerDataDir); src != "" {
+			u.spec.DataDir = src
+		}
+	}
+	if err := u.spec.Validate(); err != nil {
+		return err
+	}
+	return CheckDataDir(u.spec.DataDir, u.opts.Force)
+}
+
+// image makes the cache image present (loaded from the archive or pulled);
+// a dry run only says whether it would be fetched.
+func (u *upRun) image(ctx context.Context) (wouldFetch string, err error) {
+	if u.opts.DryRun {
+		return imageWouldBeFetched(ctx, u.eng, u.spec.Image, u.opts)
+	}
+	if err := LoadImageArchive(ctx, u.eng, u.opts.ImageArchive, u.spec.Image, u.opts.Pull, u.opts.Progress); err != nil {
+		return "", err
+	}
+	return "", ensureImage(ctx, u.eng, u.spec.Image, u.opts.Pull, u.opts.Progress)
+}
+
+// decide renders the config (keeping a secret written before, else a fresh
+// random one) and the labels, and decides what to do with the container.
+func (u *upRun) decide() (Plan, error) {
+	var err error
+	u.old, err = os.ReadFile(u.spec.ConfigPath())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return Plan{}, fmt.Errorf("read config %s: %w; run as root (sudo) or pass --config-dir", u.spec.ConfigPath(), err)
+	}
+	secret := KeptSecret(u.old)
+	if secret == "" {
+		if secret, err = NewSecret(); err != nil {
+			return Plan{}, err
+		}
+	}
+	if u.config, err = RenderConfig(u.spec, secret); err != nil {
+		return Plan{}, err
+	}
+	if u.labels, err = specLabels(u.spec, u.config, u.front.sum); err != nil {
+		return Plan{}, err
+	}
+	cur := Current{Config: u.old}
+	if u.exists {
+		cur.Container = &u.existing
+	}
+	plan := Decide(cur, Desired{Spec: u.spec, Config: u.config, Labels: u.labels, ReplaceForeign: u.opts.Replace})
+	if plan.Refuse != nil {
+		return Plan{}, plan.Refuse
+	}
+	return plan, nil
+}
+
+// prepareCreate readies a new container: the port free, the upstream
+// answering (the front starts without it), the directories and the config
+// file. It returns the config's backup path when it replaced one.
+func (u *upRun) prepareCreate(ctx context.Context, plan Plan) (backup string, err error) {
+	spec, progress := u.spec, u.opts.Progress
+	holdsPort := u.exists && u.existing.State != nil && u.existing.State.Running && portOf(u.existing) == spec.Port
+	if err := checkPortFree(ctx, u.eng, spec, u.existing.ID, holdsPort); err != nil {
+		return "", err
+	}
+	if !u.opts.SkipUpstreamCheck {
+		fmt.Fprintf(progress, "cache %s: checking upstream %s\n", spec.Name, spec.Upstream)
+		if err := CheckUpstream(ctx, spec); err != nil {
+			var unreachable *unreachableError
+			if spec.Layout == LayoutPlain || !errors.As(err, &unreachable) {
+				return "", err
+			}
+			// The front starts without its upstream and serves what the cache holds.
+			fmt.Fprintf(progress, "cache %s: %s; starting anyway: the front serves cached content until the upstream answers\n", spec.Name, unreachable.short())
+		}
+	}
+	if err := ensureDir(spec.ConfigDir, "--config-dir"); err != nil {
+		return "", err
+	}
+	if err := ensureDir(spec.DataDir, "--data-dir"); err != nil {
+		return "", err
+	}
+	if err := recordDataDir(spec, spec.DataDir); err != nil {
+		return "", err
+	}
+	if !plan.WriteConfig {
+		return "", nil
+	}
+	if backup, err = writeConfig(spec, u.old, u.config); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(progress, "cache %s: wrote %s\n", spec.Name, spec.ConfigPath())
+	return backup, nil
+}
+
+// start starts a stopped container, or (re)creates and starts it, as planned.
+func (u *upRun) start(ctx context.Context, plan Plan) error {
+	spec, progress, cname := u.spec, u.opts.Progress, u.spec.ContainerName()
+	switch {
+	case plan.Start:
+		fmt.Fprintf(progress, "cache %s: starting stopped container %s\n", spec.Name, cname)
+		if _, err := u.eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+			return startError(ctx, u.eng, spec, err)
+		}
+	case plan.Create:
+		if plan.Replace {
+			fmt.Fprintf(progress, "cache %s: replacing container %s (data in %s is kept)\n", spec.Name, cname, spec.DataDir)
+			if _, err := u.eng.ContainerRemove(ctx, cname, client.ContainerRemoveOptions{Force: true}); err != nil {
+				return fmt.Errorf("remove old container %s: %w", cname, engineError(u.eng, err))
+			}
+		}
+		create, err := containerOptions(spec, u.labels)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "cache %s: creating container %s from %s (%s layout)\n", spec.Name, cname, spec.Image, spec.Layout)
+		if _, err := u.eng.ContainerCreate(ctx, create); err != nil {
+			return fmt.Errorf("create container %s: %w", cname, engineError(u.eng, err))
+		}
+		if _, err := u.eng.ContainerStart(ctx, cname, client.ContainerStartOptions{}); err != nil {
+			return startError(ctx, u.eng, spec, err)
+		}
+	default:
+		fmt.Fprintf(progress, "cache %s: unchanged, container %s is running\n", spec.Name, cname)
+	}
+	return nil
 }
 
 // writeConfig replaces the config file, keeping the previous one (maybe the

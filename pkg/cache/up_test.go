@@ -223,7 +223,7 @@ func newUpFixture(t *testing.T, mode string) *upFixture {
 
 func (f *upFixture) up(t *testing.T, spec Spec, binary string, opts ...func(*UpOptions)) (UpResult, error) {
 	t.Helper()
-	o := UpOptions{Wait: 5 * time.Second, FrontBinary: binary, DataDirSet: spec.DataDir != "", Progress: &f.progress}
+	o := UpOptions{Wait: 5 * time.Second, FrontBinary: binary, Progress: &f.progress}
 	for _, fn := range opts {
 		fn(&o)
 	}

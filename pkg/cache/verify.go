@@ -29,6 +29,20 @@ type VerifyOptions struct {
 	Progress  io.Writer
 }
 
+// complete fills the defaults: linux/amd64, a 2-minute store wait, no
+// progress output.
+func (o *VerifyOptions) complete() {
+	if o.Platform == nil {
+		o.Platform = &v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	if o.StoreWait == 0 {
+		o.StoreWait = 2 * time.Minute
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
 // Pass is one fetch of an image's manifest, config and layers through the cache.
 type Pass struct {
 	Seconds float64 `json:"seconds"`
@@ -56,17 +70,8 @@ type VerifyResult struct {
 // upstream for any blob: from the front's counters (blob fetches before and
 // after each pass), or for registry:2 alone from its log.
 func Verify(ctx context.Context, eng Engine, cacheName, image string, opts VerifyOptions) (VerifyResult, error) {
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	if opts.StoreWait == 0 {
-		opts.StoreWait = 2 * time.Minute
-	}
-	platform := v1.Platform{OS: "linux", Architecture: "amd64"}
-	if opts.Platform != nil {
-		platform = *opts.Platform
-	}
+	opts.complete()
+	progress, platform := opts.Progress, *opts.Platform
 	cache, err := Lookup(ctx, eng, cacheName)
 	if err != nil {
 		return VerifyResult{}, err

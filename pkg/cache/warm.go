@@ -68,8 +68,8 @@ type WarmOutcome struct {
 // images failed; the outcome lists them.
 func Warm(ctx context.Context, eng Engine, entries []transfer.Entry, opts WarmOptions) (WarmOutcome, error) {
 	var out WarmOutcome
-	if opts.IntoStorage && opts.ThroughProxy {
-		return out, errors.New("--into-storage and --through-proxy exclude each other")
+	if err := opts.validate(); err != nil {
+		return out, err
 	}
 	groups, unserved, err := groupByCache(ctx, eng, opts.Cache, entries)
 	if err != nil {
@@ -107,6 +107,14 @@ func outages(results []WarmResult) string {
 		return ""
 	}
 	return ": " + strings.Join(parts, "; ")
+}
+
+// validate checks the options that exclude each other.
+func (o WarmOptions) validate() error {
+	if o.IntoStorage && o.ThroughProxy {
+		return errors.New("--into-storage and --through-proxy exclude each other")
+	}
+	return nil
 }
 
 type cacheGroup struct {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // DefaultUpstream is the registry BlueKing pulls from.
@@ -27,7 +27,7 @@ type Cache struct {
 }
 
 // URL is the cache's base URL as containerd wants it in hosts.toml: the scheme alone decides
-// plain HTTP (a plain-http key is silently ignored, FACTS.md).
+// plain HTTP (containerd remotes/docker/config/hosts.go reads no plain-http key; one is silently ignored).
 func (m Cache) URL() string {
 	if m.TLS || m.CAPath != "" {
 		return "https://" + m.Host
@@ -95,10 +95,10 @@ func (s HostsSpec) validate() error {
 	if s.Upstream == "_default" {
 		return fmt.Errorf("upstream _default: name the registry to mirror")
 	}
-	if err := images.ValidateRegistry(s.Upstream); err != nil {
+	if err := imageref.ValidateRegistry(s.Upstream); err != nil {
 		return err
 	}
-	if err := images.ValidateRegistry(s.Cache.Host); err != nil {
+	if err := imageref.ValidateRegistry(s.Cache.Host); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	if s.Cache.CAPath != "" && (!strings.HasPrefix(s.Cache.CAPath, "/") || strings.ContainsAny(s.Cache.CAPath, "\"\\\n")) {

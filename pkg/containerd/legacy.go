@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // LegacyHostsDir is the certs.d directory for a legacy mirrors key ("*" meant every registry).
@@ -22,7 +22,7 @@ func LegacyHostsDir(name string) string {
 func RenderLegacyHosts(name string, endpoints []string) ([]byte, error) {
 	dir := LegacyHostsDir(name)
 	if dir != "_default" {
-		if err := images.ValidateRegistry(dir); err != nil {
+		if err := imageref.ValidateRegistry(dir); err != nil {
 			return nil, fmt.Errorf("legacy mirror %q: %w", name, err)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // DefaultPath is where dockerd reads its configuration.
@@ -138,7 +138,7 @@ func sameMirror(a, b string) bool { return strings.TrimSuffix(a, "/") == strings
 // input comes back unchanged, so a second run is a no-op; nil in (no file) and nothing to add
 // is nil out (no file written).
 func Patch(data []byte, spec Spec) ([]byte, error) {
-	if err := images.ValidateRegistry(spec.Cache); err != nil {
+	if err := imageref.ValidateRegistry(spec.Cache); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	ms, err := parseObject(data)

@@ -5,7 +5,7 @@
 // arrives (Range included), checks its digest before it is stored through
 // registry:2's own code, resumes broken upstream reads, and keeps serving
 // cached content while the upstream is unreachable. Everything else is
-// passed to registry:2. See /work/plan/FRONT.md for the contract.
+// passed to registry:2.
 package front
 
 import (

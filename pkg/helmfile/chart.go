@@ -10,13 +10,14 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bkcache/bkcache/pkg/imageref"
 	"github.com/bkcache/bkcache/pkg/images"
 )
 
@@ -238,20 +239,19 @@ func manifestImages(files []string, opts images.ManifestOptions) ([]images.Found
 	}
 	found := make([][]images.Found, n)
 	errs := make([]error, n)
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			var b strings.Builder
 			for j := i; j < len(files); j += n {
 				b.WriteString(files[j])
 				b.WriteString("\n---\n")
 			}
 			found[i], errs[i] = images.FromManifests([]byte(b.String()), opts)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait() //nolint:errcheck // each part's error is in errs
 	return slices.Concat(found...), errors.Join(errs...)
 }
 
@@ -274,7 +274,7 @@ func defaultTag(charts []chartNode, rendered []images.Found) func(string) (strin
 			if f.Source.Certainty == images.Maybe || !strings.HasPrefix(f.Source.File, n.templatePrefix) {
 				continue
 			}
-			if ref, err := images.Normalize(f.Raw); err == nil {
+			if ref, err := imageref.Normalize(f.Raw); err == nil {
 				switch tagOf(ref) {
 				case a:
 					plain = true

@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/strvals"
 
 	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // Options for Images.
@@ -213,7 +214,13 @@ func ChartImages(ctx context.Context, opts ChartOptions) (*images.List, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Local files only: helm would fetch http(s) values files, we stay offline.
+	// Local regular files only: helm would fetch http(s) values files (we stay
+	// offline) and reads a named pipe or /dev/zero without end.
+	for _, f := range opts.ValuesFiles {
+		if err := userfile.Check(f); err != nil {
+			return nil, fmt.Errorf("chart %s values: %w", opts.Chart, err)
+		}
+	}
 	valOpts := values.Options{ValueFiles: opts.ValuesFiles, Values: opts.Set, StringValues: opts.SetString}
 	vals, err := valOpts.MergeValues(getter.Providers{})
 	if err != nil {

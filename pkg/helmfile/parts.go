@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // This file reads one helmfile into a state: its parts in order, each
@@ -25,7 +26,7 @@ func (l *stateLoader) addFile(st *state, file string, depth int) error {
 	if depth > 10 {
 		return fmt.Errorf("helmfile %s: bases nested deeper than 10: a cycle?", file)
 	}
-	raw, err := os.ReadFile(file)
+	raw, err := userfile.Read(file)
 	if err != nil {
 		return fmt.Errorf("helmfile %s: %w", file, err)
 	}

@@ -3,7 +3,6 @@ package helmfile
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/kio"
 	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // This file applies a release's strategicMergePatches and jsonPatches to
@@ -49,7 +50,7 @@ func (l *stateLoader) loadPatches(st *state, s releaseSpec, data any) (releasePa
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(st.dir, p)
 			}
-			b, err := os.ReadFile(p)
+			b, err := userfile.Read(p)
 			if err != nil {
 				return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
 			}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/Masterminds/sprig/v3"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // renderTemplate runs helmfile-style Go templating: sprig plus helmfile's own
@@ -70,7 +72,7 @@ func helmfileFuncs(dir string) template.FuncMap {
 			return v, nil
 		},
 		"readFile": func(p string) (string, error) {
-			b, err := os.ReadFile(abs(p))
+			b, err := userfile.Read(abs(p))
 			return string(b), err
 		},
 		"isFile": func(p string) bool { st, err := os.Stat(abs(p)); return err == nil && st.Mode().IsRegular() },

@@ -3,13 +3,14 @@ package helmfile
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // This file holds values: state values (top-level values, the environment's,
@@ -17,10 +18,20 @@ import (
 // and helm's --set forms.
 
 // valuesEntry is a values file (made absolute; it may be a glob) or an
-// inline map.
+// inline map; anything else in a values list is kept as bad, to be refused
+// where the list is merged rather than dropped unseen.
 type valuesEntry struct {
 	file   string
 	inline map[string]any
+	bad    any
+}
+
+// check refuses a values entry that is neither a file name nor a map.
+func (e valuesEntry) check() error {
+	if e.file == "" && e.inline == nil {
+		return fmt.Errorf("values entry %v (%T) is neither a file name nor a map of values", e.bad, e.bad)
+	}
+	return nil
 }
 
 func valuesList(dir string, vs []any) []valuesEntry {
@@ -31,6 +42,8 @@ func valuesList(dir string, vs []any) []valuesEntry {
 			out = append(out, valuesEntry{file: x})
 		case map[string]any:
 			out = append(out, valuesEntry{inline: x})
+		default:
+			out = append(out, valuesEntry{bad: x})
 		}
 	}
 	return out
@@ -128,6 +141,9 @@ func (l *stateLoader) stateValues(st *state) (map[string]any, error) {
 		}
 	}
 	for _, e := range entries {
+		if err := e.check(); err != nil {
+			return nil, fmt.Errorf("helmfile %s: environment %q: %w", st.file, st.envName, err)
+		}
 		if e.file == "" {
 			acc = mergeMaps(acc, e.inline)
 			continue
@@ -191,7 +207,7 @@ type valuesResult struct {
 
 // readValuesFile reads YAML values; .gotmpl files are rendered first.
 func readValuesFile(file string, data any) (map[string]any, error) {
-	b, err := os.ReadFile(file)
+	b, err := userfile.Read(file)
 	if err != nil {
 		return nil, fmt.Errorf("values file %s: %w", file, err)
 	}
@@ -203,11 +219,18 @@ func readValuesFile(file string, data any) (map[string]any, error) {
 			return nil, fmt.Errorf("values file %s: %w", file, err)
 		}
 	}
-	m := map[string]any{}
-	if err := yaml.Unmarshal(b, &m); err != nil {
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("values file %s: %w", file, err)
 	}
-	return m, nil
+	switch m := v.(type) {
+	case nil:
+		return map[string]any{}, nil // empty, or only comments
+	case map[string]any:
+		return m, nil
+	default:
+		return nil, fmt.Errorf("values file %s holds a %T (%.40v), not a map of values (key: value lines)", file, v, v)
+	}
 }
 
 // mergeValues merges values entries in order (files rendered with data,
@@ -216,6 +239,9 @@ func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwn
 	acc := map[string]any{}
 	var skipped []string
 	for _, e := range entries {
+		if err := e.check(); err != nil {
+			return nil, nil, err
+		}
 		if e.file == "" {
 			acc = mergeMaps(acc, deepCopy(e.inline))
 			continue
@@ -243,7 +269,7 @@ func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwn
 func applySet(vals map[string]any, s setSpec) error {
 	switch {
 	case s.File != "":
-		b, err := os.ReadFile(s.File)
+		b, err := userfile.Read(s.File)
 		if err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}

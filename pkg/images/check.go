@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // HeadFunc asks a registry whether a reference's manifest exists: (true, nil)
@@ -32,7 +34,7 @@ func Check(ctx context.Context, refs []string, registry string, parallel int, he
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(parallel, 1))
 	for i, ref := range refs {
-		out[i] = CheckResult{Reference: ref, Target: Rewrite(ref, registry)}
+		out[i] = CheckResult{Reference: ref, Target: imageref.Rewrite(ref, registry)}
 		g.Go(func() error {
 			found, err := head(ctx, out[i].Target)
 			out[i].Missing, out[i].Err = err == nil && !found, err

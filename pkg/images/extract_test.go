@@ -2,18 +2,21 @@ package images
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // refs returns "certainty ref path" per finding, sorted, for compact comparisons.
+// dig is a well-formed digest for test references.
+const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 func summary(t *testing.T, found []Found) []string {
 	t.Helper()
 	var out []string
@@ -247,64 +250,6 @@ func TestAnnotationAndLock(t *testing.T) {
 	}
 }
 
-func TestListAndWrite(t *testing.T) {
-	l := NewList()
-	l.Add(
-		Found{Raw: "nginx:1", Source: Source{Chart: "web", ChartVersion: "0.1.0", Kind: "Deployment", Name: "w", Path: "p"}},
-		Found{Raw: "docker.io/library/nginx:1", Source: Source{Chart: "api", ChartVersion: "2.0.0", Certainty: Maybe, Reason: "values"}},
-		Found{Raw: "hub.bktencent.com/blueking/slug-app:1", Source: Source{Chart: "api", ChartVersion: "2.0.0", Certainty: Maybe, Reason: "values"}},
-		Found{Raw: "quay.io/a/b:1", Source: Source{Chart: "api", ChartVersion: "2.0.0"}},
-		Found{Raw: "{{ bad }}", Source: Source{Chart: "api", Kind: "Pod", Name: "x"}},
-		Found{Raw: "Bad Maybe", Source: Source{Certainty: Maybe}},
-	)
-	if l.Len() != 3 || len(l.Invalid()) != 1 {
-		t.Fatalf("len %d, invalid %v", l.Len(), l.Invalid())
-	}
-	check := func(opts WriteOptions, want string) {
-		t.Helper()
-		var b bytes.Buffer
-		if err := Write(&b, l, opts); err != nil {
-			t.Fatal(err)
-		}
-		if b.String() != want {
-			t.Errorf("Write(%+v) =\n%s\nwant\n%s", opts, b.String(), want)
-		}
-	}
-	check(WriteOptions{}, "docker.io/library/nginx:1\nquay.io/a/b:1\n")
-	check(WriteOptions{IncludeMaybe: true}, "docker.io/library/nginx:1\nquay.io/a/b:1\n# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\nhub.bktencent.com/blueking/slug-app:1\n")
-	check(WriteOptions{Format: "chart-images"}, "api\t2.0.0\tdocker.io/library/nginx:1\tquay.io/a/b:1\nweb\t0.1.0\tdocker.io/library/nginx:1\n")
-	check(WriteOptions{Rewrites: Rewrites{All: "10.0.0.1:5500"}}, "10.0.0.1:5500/library/nginx:1\n10.0.0.1:5500/a/b:1\n")
-
-	var b bytes.Buffer
-	if err := Write(&b, l, WriteOptions{Format: "json", Rewrites: Rewrites{All: "c:5000"}}); err != nil {
-		t.Fatal(err)
-	}
-	var doc Document
-	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
-		t.Fatal(err)
-	}
-	if len(doc.Images) != 2 || doc.Images[0].Original != "docker.io/library/nginx:1" || doc.Images[0].Reference != "c:5000/library/nginx:1" ||
-		len(doc.Images[0].Sources) != 2 || len(doc.Invalid) != 1 || doc.Invalid[0].Source.Name != "x" {
-		t.Errorf("json = %s", b.String())
-	}
-	b.Reset()
-	if err := Write(&b, l, WriteOptions{Format: "yaml"}); err != nil || !strings.Contains(b.String(), "reference: quay.io/a/b:1") {
-		t.Errorf("yaml = %s, %v", b.String(), err)
-	}
-	if err := Write(&b, l, WriteOptions{Format: "xml"}); err == nil || !strings.Contains(err.Error(), "chart-images") {
-		t.Errorf("bad format error = %v", err)
-	}
-	img, ok := l.Why("nginx:1")
-	if !ok || img.Certainty != Sure {
-		t.Fatalf("Why = %+v, %v", img, ok)
-	}
-	b.Reset()
-	_ = WriteWhy(&b, img)
-	if !strings.Contains(b.String(), "chart=web@0.1.0 object=Deployment/w path=p certainty=sure") {
-		t.Errorf("why = %s", b.String())
-	}
-}
-
 // TestGoldenManifest runs a realistic manifest file from testdata end to end.
 func TestGoldenManifest(t *testing.T) {
 	data, err := os.ReadFile("testdata/rendered.yaml")
@@ -353,124 +298,52 @@ func TestNestedAliasesStayLinear(t *testing.T) {
 	}
 }
 
-// TestMaybeRules: maybes never invent a tag or a registry, are plausible
-// images, keep their reason, and come from the forms operators use.
-func TestMaybeRules(t *testing.T) {
-	manifests := `
-kind: Deployment
-metadata: {name: op}
-spec:
-  template:
-    spec:
-      containers:
-      - name: op
-        image: quay.io/example/operator:v1.0
-        args:
-        - --prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.70.0
-        - --sidecar-image
-        - quay.io/example/sidecar:2.1
-        - --default-image=bkci/ci:latest
-        - --log-level=info
-        - --metrics-port
-        - "8080"
-        - --upstream=hub.bktencent.com:443
-        env:
-        - {name: SLUG_IMAGE, value: blueking/slug-app:1.0}
-        - {name: RUNNER_IMAGE_PORT, value: "8080"}
----
-kind: ConfigMap
-metadata: {name: ci-env}
-data:
-  BK_CI_IMAGE_API_PORT: "80"
-  BK_CI_IMAGE: jetstack
-  image: nginx:1.25
-  config.yaml: |
-    dispatch:
-      defaultImage: bkci/ci:ubuntu
-      port: 80
-  settings.json: '{"runner": {"image": "hub.bktencent.com/bkci/runner:1.0"}, "n": 3}'
-  nginx.conf: |
-    server { listen 80; }
----
-kind: ConfigMap
-metadata: {name: helm-check}
-data:
-  images:
-    api: {registry: hub.bktencent.com, repository: blueking/api, tag: v3.1.0}
-    web: hub.bktencent.com/blueking/web:v3.1.0
-`
-	found, err := FromManifests([]byte(manifests), ManifestOptions{Registry: "registry.intra:5000"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"maybe quay.io/example/sidecar:2.1 Deployment/op spec.template.spec.containers[0].args[2]",
-		"maybe quay.io/prometheus-operator/prometheus-config-reloader:v0.70.0 Deployment/op spec.template.spec.containers[0].args[0]",
-		"maybe registry.intra:5000/bkci/ci:latest Deployment/op spec.template.spec.containers[0].args[3]",
-		"maybe registry.intra:5000/bkci/ci:ubuntu ConfigMap/ci-env data.config.yaml: dispatch.defaultImage",
-		"maybe registry.intra:5000/blueking/slug-app:1.0 Deployment/op spec.template.spec.containers[0].env[0].value",
-		"sure hub.bktencent.com/bkci/runner:1.0 ConfigMap/ci-env data.settings.json: runner.image",
-		"sure hub.bktencent.com/blueking/api:v3.1.0 ConfigMap/helm-check data.images.api",
-		"maybe hub.bktencent.com/blueking/web:v3.1.0 ConfigMap/helm-check data.images.web",
-		"sure nginx:1.25 ConfigMap/ci-env data.image",
-		"sure quay.io/example/operator:v1.0 Deployment/op spec.template.spec.containers[0].image",
-	}
-	// An image key inside YAML/JSON held in a ConfigMap value is a maybe.
-	want[5] = "maybe hub.bktencent.com/bkci/runner:1.0 ConfigMap/ci-env data.settings.json: runner.image"
-	slices.Sort(want)
-	if got := summary(t, found); !reflect.DeepEqual(got, want) {
-		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
-	for _, f := range found {
-		if f.Source.Certainty == Maybe && (f.Source.Reason == "" || f.Source.Path == "") {
-			t.Errorf("maybe %s without reason or path: %+v", f.Raw, f.Source)
+// FuzzValues: the values and manifest scanners never panic on any YAML, and
+// what they find holds: every maybe has a reason and a path, is plausible
+// (no bare number, no single word), and every listed reference is
+// normalised and written one per line in the text output.
+func FuzzValues(f *testing.F) {
+	f.Add([]byte("image:\n  registry: r.io\n  repository: a/b\n  tag: 1\n"))
+	f.Add([]byte("x: &a {image: nginx}\ny: *a\n"))
+	f.Add([]byte("- hub.bktencent.com/a/b:1\n"))
+	f.Add([]byte("global: {imageRegistry: r.io}\nimage: {repository: a/b, tag: \"\"}\nport: \"80\"\nsidecarImage: jetstack\n"))
+	f.Add([]byte("kind: ConfigMap\ndata:\n  c.yaml: |\n    defaultImage: bkci/ci:ubuntu\n  images: {a: {repository: x/y, tag: v1}}\n"))
+	f.Add([]byte("kind: Pod\nspec: {containers: [{image: a:1, args: [--x-image, q.io/a:1, --y=r.io/b:2]}]}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		found, _ := FromValues(b, ValuesOptions{DefaultTag: func(string) (string, string) { return "1.0", "appVersion" }})
+		for _, fd := range found {
+			if fd.Source.Certainty != Maybe || fd.Source.Reason == "" {
+				t.Fatalf("values finding %q: certainty %q reason %q", fd.Raw, fd.Source.Certainty, fd.Source.Reason)
+			}
 		}
-		if strings.HasPrefix(f.Raw, "registry.intra:5000/") && !strings.Contains(f.Source.Reason, "registry registry.intra:5000") {
-			t.Errorf("maybe %s: the reason does not say where the registry came from: %q", f.Raw, f.Source.Reason)
+		more, _ := FromManifests(b, ManifestOptions{Registry: "r.example"})
+		found = append(found, more...)
+		for _, fd := range found {
+			if fd.Source.Certainty == Maybe && (fd.Source.Reason == "" || fd.Source.Path == "" || !plausible(fd.Raw)) {
+				t.Fatalf("maybe %q: reason %q path %q", fd.Raw, fd.Source.Reason, fd.Source.Path)
+			}
 		}
-	}
-
-	values := `
-image: {registry: hub.bktencent.com}          # cmdb: one registry for every component
-adminserver:
-  image: {repository: blueking/cmdb_adminserver, tag: ""}
-monstache:
-  image: {repository: blueking/cmdb_monstache, tag: ""}
-unknown:
-  image: {repository: blueking/cmdb_unknown, tag: ""}
-certManager:
-  acmesolver: {repository: jetstack}
-  image: {repository: quay.io/jetstack/cert-manager-controller}
-webhook:
-  image: {registry: quay.io, repository: jetstack/cert-manager-webhook, tag: v1.14.4}
-port: "80"
-apiImage: "80"
-sidecarImage: nginx
-`
-	tags := map[string][2]string{
-		"adminserver.image":      {"v3.11.3", `"v" + appVersion 3.11.3 of chart bk-cmdb, as its templates render it`},
-		"monstache.image":        {"v3.11.3", `"v" + appVersion 3.11.3 of chart bk-cmdb, as its templates render it`},
-		"certManager.image":      {"v1.14.4", "appVersion v1.14.4 of chart cert-manager"},
-		"certManager.acmesolver": {"v1.14.4", "appVersion v1.14.4 of chart cert-manager"},
-	}
-	found, err = FromValues([]byte(values), ValuesOptions{Source: Source{Chart: "bk-cmdb"}, DefaultTag: func(path string) (string, string) {
-		return tags[path][0], tags[path][1]
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want = []string{
-		"maybe hub.bktencent.com/blueking/cmdb_adminserver:v3.11.3 / adminserver.image",
-		"maybe hub.bktencent.com/blueking/cmdb_monstache:v3.11.3 / monstache.image",
-		"maybe quay.io/jetstack/cert-manager-controller:v1.14.4 / certManager.image",
-		"maybe quay.io/jetstack/cert-manager-webhook:v1.14.4 / webhook.image",
-	}
-	if got := summary(t, found); !reflect.DeepEqual(got, want) {
-		t.Errorf("values: got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
-	for _, f := range found {
-		if strings.Contains(f.Raw, "cmdb_adminserver") && (!strings.Contains(f.Source.Reason, `"v" + appVersion`) || !strings.Contains(f.Source.Reason, "from image.registry")) {
-			t.Errorf("completed maybe: reason %q does not say how", f.Source.Reason)
+		l := NewList()
+		l.Add(found...)
+		var out bytes.Buffer
+		if err := Write(&out, l, WriteOptions{IncludeMaybe: true}); err != nil {
+			t.Fatal(err)
 		}
-	}
+		var refs []string
+		for _, img := range l.Images(true) {
+			if n, err := imageref.Normalize(img.Reference); err != nil || n != img.Reference {
+				t.Fatalf("listed %q, which normalises to %q, %v", img.Reference, n, err)
+			}
+			refs = append(refs, img.Reference)
+		}
+		var lines []string
+		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				lines = append(lines, line)
+			}
+		}
+		if strings.Join(lines, "\n") != strings.Join(refs, "\n") {
+			t.Fatalf("text output:\n%s\nlisted:\n%s", out.String(), strings.Join(refs, "\n"))
+		}
+	})
 }

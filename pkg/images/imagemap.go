@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // imageMap is a reference spelled in parts.
@@ -63,7 +65,7 @@ func looksLikeImage(key, v string) bool {
 	k := strings.ToLower(key)
 	if strings.Contains(k, "image") && !strings.Contains(k, "policy") && !strings.Contains(k, "secret") &&
 		!strings.Contains(k, "registry") && !strings.Contains(k, "tag") && !strings.Contains(k, "port") {
-		_, err := Normalize(v)
+		_, err := imageref.Normalize(v)
 		return err == nil && !strings.HasPrefix(v, "/") && plausible(v)
 	}
 	return false

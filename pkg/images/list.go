@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // Certainty says whether a deployment surely pulls an image.
@@ -119,7 +121,7 @@ func NewList() *List { return &List{byRef: map[string]*Image{}} }
 // Invalid; invalid maybes are dropped, since they are guesses from free text.
 func (l *List) Add(found ...Found) {
 	for _, f := range found {
-		ref, err := Normalize(f.Raw)
+		ref, err := imageref.Normalize(f.Raw)
 		if err != nil {
 			if f.Source.Certainty != Maybe {
 				l.invalid = append(l.invalid, Invalid{Value: f.Raw, Error: err.Error(), Source: f.Source})
@@ -191,7 +193,7 @@ func (l *List) Images(includeMaybe bool) []Image {
 
 // Why returns the image a reference names (normalised first), or false.
 func (l *List) Why(ref string) (Image, bool) {
-	n, err := Normalize(ref)
+	n, err := imageref.Normalize(ref)
 	if err != nil {
 		return Image{}, false
 	}

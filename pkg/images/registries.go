@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // RegistryUse is one registry a deployment pulls from.
@@ -32,7 +34,7 @@ func Registries(imgs []Image) []RegistryUse {
 		if img.Original != "" {
 			ref = img.Original // where the image comes from, before --rewrite-registry
 		}
-		reg := Registry(ref)
+		reg := imageref.Registry(ref)
 		u := by[reg]
 		if u == nil {
 			u = &RegistryUse{Registry: reg}

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // Rewrites repoint references at other registries: --rewrite-registry
@@ -28,16 +30,16 @@ func ParseRewrites(specs []string) (Rewrites, error) {
 			if r.All != "" {
 				return Rewrites{}, fmt.Errorf("--rewrite-registry %s: a bare registry is given twice (%s and %s): give FROM=TO pairs to send each registry to its own place", s, r.All, s)
 			}
-			if err := ValidateRegistry(from); err != nil {
+			if err := imageref.ValidateRegistry(from); err != nil {
 				return Rewrites{}, fmt.Errorf("--rewrite-registry %s: %w", s, err)
 			}
 			r.All = strings.TrimSuffix(from, "/")
 			continue
 		}
-		if err := ValidateRegistry(from); err != nil {
+		if err := imageref.ValidateRegistry(from); err != nil {
 			return Rewrites{}, fmt.Errorf("--rewrite-registry %s: FROM: %w", s, err)
 		}
-		if err := ValidateRegistry(to); err != nil {
+		if err := imageref.ValidateRegistry(to); err != nil {
 			return Rewrites{}, fmt.Errorf("--rewrite-registry %s: TO: %w", s, err)
 		}
 		from = canonicalRegistry(from)
@@ -63,10 +65,10 @@ func (r Rewrites) Empty() bool { return r.All == "" && len(r.ByRegistry) == 0 }
 
 // Apply repoints a normalised reference.
 func (r Rewrites) Apply(ref string) string {
-	if to, ok := r.ByRegistry[Registry(ref)]; ok {
-		return Rewrite(ref, to)
+	if to, ok := r.ByRegistry[imageref.Registry(ref)]; ok {
+		return imageref.Rewrite(ref, to)
 	}
-	return Rewrite(ref, r.All)
+	return imageref.Rewrite(ref, r.All)
 }
 
 // String lists the rewrites, for messages.

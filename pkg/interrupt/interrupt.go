@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // Signaled is the cause of a context cancelled by a signal.
@@ -30,11 +31,27 @@ func (s Signaled) ExitCode() int { return 128 + int(s.Signal) }
 // reaches the plugin directly and is named.
 const ExitTerminated = 128 + int(syscall.SIGTERM)
 
+// received records the first signal a Context got, apart from its cause: when
+// the parent is cancelled first (the docker CLI closes its plugin's socket on
+// the same Ctrl-C), the context's cause is the parent's, yet the signal is
+// still ours to report.
+type received struct {
+	sig  syscall.Signal
+	done chan struct{} // closed once sig is set
+}
+
+type receivedKey struct{}
+
+// signalGrace bounds how long ExitCode waits for a signal that arrives with an
+// outside cancellation (both come from one Ctrl-C on a process group).
+const signalGrace = time.Second
+
 // Context returns a child of parent that is cancelled with cause Signaled on the
 // first SIGINT or SIGTERM. On the second, it writes a line to stderr and exits
 // with 128 + the signal without waiting for clean-ups. stop releases the handler.
 func Context(parent context.Context, stderr io.Writer) (ctx context.Context, stop func()) {
-	ctx, cancel := context.WithCancelCause(parent)
+	rec := &received{done: make(chan struct{})}
+	ctx, cancel := context.WithCancelCause(context.WithValue(parent, receivedKey{}, rec))
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -48,6 +65,8 @@ func Context(parent context.Context, stderr io.Writer) (ctx context.Context, sto
 				sig, _ := s.(syscall.Signal)
 				if first {
 					first = false
+					rec.sig = sig
+					close(rec.done)
 					cancel(Signaled{Signal: sig})
 					continue
 				}
@@ -78,6 +97,13 @@ func ExitCode(ctx context.Context, err error) int {
 		return s.ExitCode()
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		if rec, ok := ctx.Value(receivedKey{}).(*received); ok {
+			select {
+			case <-rec.done:
+				return Signaled{Signal: rec.sig}.ExitCode()
+			case <-time.After(signalGrace):
+			}
+		}
 		return ExitTerminated
 	}
 	return 1

@@ -4,7 +4,7 @@
 // A node's files and commands are reached through the Kubernetes API alone: a short-lived
 // privileged pod pinned to the node (the node's / mounted at /host), driven by exec. File
 // contents travel as base64 inside the command, never on stdin (stdin over exec loses short
-// payloads now and then, FACTS.md), and every write is checked by reading back its sha256.
+// payloads now and then: kubernetes/kubernetes#112834, containerd#12734), and every write is checked by reading back its sha256.
 // Paths are validated and passed as positional arguments, never spliced into shell code.
 //
 // Files by job: options.go (options, defaults, checks), run.go (node selection, the parallel

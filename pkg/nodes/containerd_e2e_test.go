@@ -255,7 +255,7 @@ func TestRealContainerdLegacyMirrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st := n.criStatus(); st != "error" {
-		t.Errorf("config_path + mirrors: CRI plugin %s, want error (FACTS.md)", st)
+		t.Errorf("config_path + mirrors: CRI plugin %s, want error (containerd refuses `mirrors` together with `config_path`)", st)
 	}
 	if err := os.WriteFile(n.config, original, 0o600); err != nil {
 		t.Fatal(err)

@@ -8,12 +8,14 @@ import (
 
 	"github.com/bkcache/bkcache/pkg/containerd"
 	"github.com/bkcache/bkcache/pkg/dockerd"
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // Defaults for MirrorOptions.
 const (
 	DefaultContainerdConfig = "/etc/containerd/config.toml"
+	DefaultCertsRoot        = containerd.DefaultCertsRoot // config_path set when config.toml has none
+	DefaultDaemonJSON       = dockerd.DefaultPath         // dockerd's config on Docker-runtime nodes
 	DefaultBackupDir        = "/var/lib/bkcache/backups"
 	DefaultRestartCommand   = "systemctl restart containerd"
 	DefaultParallel         = 10
@@ -98,10 +100,10 @@ func (o *MirrorOptions) complete() error {
 		}
 	}
 	def(&o.ContainerdConfig, DefaultContainerdConfig)
-	def(&o.CertsRoot, containerd.DefaultCertsRoot)
+	def(&o.CertsRoot, DefaultCertsRoot)
 	def(&o.BackupDir, DefaultBackupDir)
 	def(&o.RestartCmd, DefaultRestartCommand)
-	def(&o.DaemonJSON, dockerd.DefaultPath)
+	def(&o.DaemonJSON, DefaultDaemonJSON)
 	def(&o.DockerReloadCmd, DefaultDockerReloadCommand)
 	def(&o.Access.RunID, NewRunID())
 	if o.ReloadTimeout <= 0 {
@@ -130,11 +132,11 @@ func (o *MirrorOptions) complete() error {
 
 // checkTarget checks the cache and upstream names an apply run writes into the nodes' files.
 func (o *MirrorOptions) checkTarget() error {
-	if err := images.ValidateRegistry(o.Registry); err != nil {
+	if err := imageref.ValidateRegistry(o.Registry); err != nil {
 		return fmt.Errorf("--registry: %w", err)
 	}
 	for _, u := range o.Upstreams {
-		if err := images.ValidateRegistry(u); err != nil {
+		if err := imageref.ValidateRegistry(u); err != nil {
 			return fmt.Errorf("--upstream: %w", err)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/imageref"
 )
 
 // kubeletAckTimeout is how long a pod pinned to a node may go without any status from the
@@ -113,7 +113,7 @@ func chooseImage(given string, held []corev1.ContainerImage) AccessImage {
 	if given != "" {
 		return AccessImage{Image: given, Source: ImageGiven}
 	}
-	want, _ := images.Normalize(DefaultAccessImage)
+	want, _ := imageref.Normalize(DefaultAccessImage)
 	type candidate struct {
 		name string
 		rank int
@@ -121,7 +121,7 @@ func chooseImage(given string, held []corev1.ContainerImage) AccessImage {
 	var cands []candidate
 	for _, ci := range held {
 		for _, name := range ci.Names {
-			norm, err := images.Normalize(name)
+			norm, err := imageref.Normalize(name)
 			if err != nil {
 				continue
 			}
@@ -159,7 +159,7 @@ func substituteRank(ref string) int {
 	if rank == 0 {
 		return 0
 	}
-	if images.Registry(ref) != "hub.bktencent.com" {
+	if imageref.Registry(ref) != "hub.bktencent.com" {
 		rank++
 	}
 	if !hasTag {

@@ -13,18 +13,15 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
-	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/bkcache/bkcache/pkg/printer"
 )
 
 // LoadOptions tune Load; To, Prefix and Insecure as for Push.
@@ -53,10 +50,10 @@ type LoadOptions struct {
 // pushed straight from the file; a zstd one is unpacked blob by blob first.
 func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error) {
 	start := time.Now()
-	if opts.To == "" {
-		return Report{}, errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+	if err := opts.complete(); err != nil {
+		return Report{}, err
 	}
-	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
+	progress := opts.Progress
 	contents, err := scanArchive(ctx, archive)
 	if err != nil {
 		return Report{}, err
@@ -71,12 +68,8 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 	}
 	defer cleanup()
 
-	transport := opts.Transport
-	if transport == nil {
-		transport = http.DefaultTransport
-	}
 	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, defaultBackoff()),
-		remote.WithTransport(transport), remote.WithAuthFromKeychain(opts.Keychain))...)
+		remote.WithTransport(opts.Transport), remote.WithAuthFromKeychain(opts.Keychain))...)
 	if err != nil {
 		return Report{}, err
 	}
@@ -112,6 +105,18 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 		return report, fmt.Errorf("%d of %d images failed to load; run the same command again to retry them", report.Failed, len(report.Images))
 	}
 	return report, nil
+}
+
+// complete checks the target and fills the defaults as Push does.
+func (o *LoadOptions) complete() error {
+	if o.To == "" {
+		return errors.New("no target registry: pass --to HOST[:PORT] or --cache NAME")
+	}
+	o.Jobs, o.Keychain, o.Progress = transferDefaults(o.Jobs, o.Keychain, o.Progress)
+	if o.Transport == nil {
+		o.Transport = http.DefaultTransport
+	}
+	return nil
 }
 
 // keptBlobMax: blobs up to this size that look like JSON (manifests, indexes,
@@ -294,9 +299,9 @@ func (c *archiveContents) images() ([]archivedImage, error) {
 	var out []archivedImage
 	for i, d := range index.Manifests {
 		refName := d.Annotations[refNameAnnotation]
-		ref, err := name.ParseReference(refName)
+		ref, err := archivedName(refName)
 		if err != nil {
-			return nil, fmt.Errorf("archive %s: image %d of index.json has no valid name (%q): %w", c.path, i+1, refName, err)
+			return nil, fmt.Errorf("archive %s: image %d of index.json has no valid name (%q): %w; it was not written by docker bkcache save (nothing was loaded)", c.path, i+1, refName, err)
 		}
 		if err := c.checkGraph(refName, d, 0); err != nil {
 			return nil, err
@@ -304,6 +309,23 @@ func (c *archiveContents) images() ([]archivedImage, error) {
 		out = append(out, archivedImage{ref: ref, desc: d})
 	}
 	return out, nil
+}
+
+// archivedName parses an image name from index.json as strictly as an image
+// list: no control or formatting characters (they would reach the terminal in
+// progress lines) and no empty, . or .. path components (a registry resolves
+// them, so "a/../../etc/x" would land outside --prefix).
+func archivedName(s string) (name.Reference, error) {
+	switch {
+	case !utf8.ValidString(s):
+		return nil, errors.New("not UTF-8 text")
+	case hasControl([]byte(s)):
+		return nil, errors.New("control or invisible formatting characters")
+	}
+	if err := checkPath(s); err != nil {
+		return nil, err
+	}
+	return name.ParseReference(s)
 }
 
 func (c *archiveContents) need(image, what string, d v1.Descriptor) (*archivedBlob, error) {
@@ -356,129 +378,4 @@ func (c *archiveContents) checkGraph(image string, d v1.Descriptor, depth int) e
 		}
 	}
 	return nil
-}
-
-// blobSource hands out blob bytes for the push: in place in an uncompressed
-// archive, or from files unpacked from a compressed one.
-type blobSource struct {
-	contents *archiveContents
-	file     *os.File           // uncompressed archive
-	unpacked map[v1.Hash]string // compressed archive: blob -> temp file
-}
-
-func (s *blobSource) open(h v1.Hash) (io.ReadCloser, error) {
-	b, ok := s.contents.blobs[h]
-	if !ok {
-		return nil, fmt.Errorf("archive %s holds no blob %s", s.contents.path, h)
-	}
-	if b.data != nil {
-		return io.NopCloser(bytes.NewReader(b.data)), nil
-	}
-	if s.file != nil {
-		return io.NopCloser(io.NewSectionReader(s.file, b.offset, b.size)), nil
-	}
-	p, ok := s.unpacked[h]
-	if !ok {
-		return nil, fmt.Errorf("archive %s: blob %s was not unpacked", s.contents.path, h)
-	}
-	return os.Open(p)
-}
-
-// open prepares the blobs for pushing. A compressed archive is unpacked into
-// tempDir after checking the referenced blobs fit in its free space.
-func (c *archiveContents) open(ctx context.Context, tempDir string) (*blobSource, func(), error) {
-	if !c.compressed {
-		f, err := os.Open(c.path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read archive: %w", err)
-		}
-		return &blobSource{contents: c, file: f}, func() { f.Close() }, nil
-	}
-	if tempDir == "" {
-		tempDir = os.TempDir()
-	}
-	var need int64
-	for _, b := range c.blobs {
-		if b.data == nil {
-			need += b.size
-		}
-	}
-	if free, ok := freeSpace(tempDir); ok && need+64<<20 > free {
-		return nil, nil, fmt.Errorf("loading %s needs %s of temporary space in %s to unpack its blobs, but %s is free; free space there, point TMPDIR at a larger disk, or load an uncompressed archive (made by save without --zstd), which needs none (nothing was loaded)",
-			c.path, printer.Bytes(need), tempDir, printer.Bytes(free))
-	}
-	dir, err := os.MkdirTemp(tempDir, "bkcache-load-")
-	if err != nil {
-		return nil, nil, fmt.Errorf("load %s: temporary directory: %w", c.path, err)
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	src := &blobSource{contents: c, unpacked: map[v1.Hash]string{}}
-	if err := c.unpack(ctx, dir, src.unpacked); err != nil {
-		cleanup()
-		return nil, nil, err
-	}
-	return src, cleanup, nil
-}
-
-// unpack writes the blobs the scan did not keep, checking each digest again
-// (the file could have changed since the scan).
-func (c *archiveContents) unpack(ctx context.Context, dir string, into map[v1.Hash]string) error {
-	_, r, closeFn, _, err := openArchive(c.path)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("archive %s changed while it was loaded (%v); copy it again", c.path, err)
-		}
-		m := blobName.FindStringSubmatch(hdr.Name)
-		if m == nil {
-			continue
-		}
-		h := v1.Hash{Algorithm: "sha256", Hex: m[1]}
-		if b, ok := c.blobs[h]; !ok || b.data != nil {
-			continue
-		}
-		p := filepath.Join(dir, h.Hex)
-		if err := writeVerified(ctx, p, tr, h); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("archive %s: unpack blob %s into %s: %w", c.path, h, dir, err)
-		}
-		into[h] = p
-	}
-}
-
-func writeVerified(ctx context.Context, p string, r io.Reader, h v1.Hash) error {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	sum := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, sum), contextReader{ctx, r})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != h.Hex {
-		return fmt.Errorf("content changed since it was checked (sha256:%s)", got)
-	}
-	return nil
-}
-
-func freeSpace(dir string) (int64, bool) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, false
-	}
-	return int64(st.Bavail) * int64(st.Bsize), true
 }

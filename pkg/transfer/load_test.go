@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
@@ -293,4 +295,53 @@ func TestLoadCompressedChecksFreeSpaceFirst(t *testing.T) {
 		t.Errorf("the refused load left %d entries in the temporary directory", len(left))
 	}
 	assertNothingLoaded(t, dst, []string{"blueking/big:1"})
+}
+
+// An image name in index.json is checked as an image list's line is, for
+// every image before the first push: ".." would land outside --prefix
+// ("t/probe/../../etc/x" is "etc/x" to a registry), and an ESC would reach the
+// terminal in a progress line.
+func TestLoadRefusesHostileNamesBeforePushing(t *testing.T) {
+	archive, data, dst, refs := savedArchive(t)
+	for _, tc := range []struct{ name, refName, want string }{
+		{"climbing", "127.0.0.1:5000/probe/../../etc/x:1", `path component ".."`},
+		{"escape", "127.0.0.1:5000/probe/x\x1b[2J:1", "control or invisible formatting characters"},
+		{"empty component", "127.0.0.1:5000/probe//x:1", `path component ""`},
+	} {
+		// The last image gets the hostile name: the ones before it must not be pushed either.
+		edited := rewriteTar(t, data, func(h *tar.Header, b []byte) ([]byte, bool) {
+			if h.Name != "index.json" {
+				return b, true
+			}
+			var index v1.IndexManifest
+			if err := json.Unmarshal(b, &index); err != nil {
+				t.Fatal(err)
+			}
+			index.Manifests[len(index.Manifests)-1].Annotations[refNameAnnotation] = tc.refName
+			out, err := json.Marshal(index)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out, true
+		})
+		p := filepath.Join(filepath.Dir(archive), tc.name+".tar")
+		if err := os.WriteFile(p, edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Load(context.Background(), p, LoadOptions{To: dst.Addr, Prefix: "t", Insecure: true})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was loaded") {
+			t.Errorf("%s: %v; want a refusal saying %q and nothing was loaded", tc.name, err, tc.want)
+		} else if strings.ContainsRune(err.Error(), 0x1b) || strings.Contains(err.Error(), "run the same command again") {
+			t.Errorf("%s: the refusal carries a raw ESC or retry advice: %q", tc.name, err)
+		}
+		if len(rep.Images) != 0 {
+			t.Errorf("%s: %d images loaded before the refusal", tc.name, len(rep.Images))
+		}
+	}
+	assertNothingLoaded(t, dst, append(refs, "t/etc/x:1"))
+	var prefixed []string
+	for _, r := range refs {
+		prefixed = append(prefixed, "t/"+r)
+	}
+	assertNothingLoaded(t, dst, prefixed)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
 )
 
 // PushOptions tune Push. The zero value copies whole indexes, 4 images at a
@@ -89,103 +90,49 @@ type Report struct {
 // what is missing.
 func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error) {
 	start := time.Now()
-	if opts.To == "" {
-		return Report{}, errors.New("no target registry: pass --to HOST[:PORT]")
+	if err := opts.complete(); err != nil {
+		return Report{}, err
 	}
-	progress := withDefaults(&opts.Jobs, &opts.Keychain, opts.Progress)
-	base := opts.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	cacheDir := opts.CacheDir
-	if cacheDir == "" {
+	if opts.CacheDir == "" {
 		d, err := os.MkdirTemp("", "bkcache-blobs-")
 		if err != nil {
 			return Report{}, err
 		}
 		defer os.RemoveAll(d)
-		cacheDir = d
+		opts.CacheDir = d
 	}
-	cache, err := NewBlobCache(cacheDir, base)
+	cache, err := NewBlobCache(opts.CacheDir, opts.Transport)
 	if err != nil {
 		return Report{}, err
 	}
 	cache.Meter = opts.Meter
-	if opts.Backoff == nil {
-		b := defaultBackoff()
-		opts.Backoff = &b
-	}
-	target := base
-	if opts.TargetTransport != nil {
-		target = opts.TargetTransport
-	}
-	pusherOpts := append(commonOptions(ctx, opts.Jobs, *opts.Backoff), remote.WithTransport(target), remote.WithAuthFromKeychain(opts.Keychain))
-	pusher, err := remote.NewPusher(pusherOpts...)
+	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, *opts.Backoff),
+		remote.WithTransport(opts.TargetTransport), remote.WithAuthFromKeychain(opts.Keychain))...)
 	if err != nil {
 		return Report{}, err
 	}
-	c := &copier{opts: opts, cache: cache, pusher: pusher, mounts: map[v1.Hash]name.Reference{}}
-
-	report := Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}
-	var printMu sync.Mutex
-	finish := func(j *job) {
-		report.Images[j.index] = j.res
-		var failed error
-		if j.res.Error != "" {
-			failed = errors.New(j.res.Error)
-		}
-		opts.Meter.Finish(j.res.Source, failed)
-		printMu.Lock()
-		defer printMu.Unlock()
-		switch {
-		case j.res.Error != "":
-			fmt.Fprintf(progress, "FAILED  %s: %s\n", j.res.Source, j.res.Error)
-		case opts.DryRun:
-			fmt.Fprintf(progress, "would copy %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
-		default:
-			fmt.Fprintf(progress, "copied  %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
-		}
-	}
+	c := &copier{opts: opts, cache: cache, pusher: pusher, mounts: map[v1.Hash]name.Reference{},
+		report: Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}}
 
 	// Resolve every image first, so the writes can be ordered by shared layers.
 	jobs := make([]*job, len(entries))
-	parallel(opts.Jobs, len(entries), func(i int) {
-		jobs[i] = c.resolve(ctx, i, entries[i])
-	})
+	var g errgroup.Group
+	g.SetLimit(opts.Jobs)
+	for i := range entries {
+		g.Go(func() error { jobs[i] = c.resolve(ctx, i, entries[i]); return nil })
+	}
+	g.Wait() //nolint:errcheck // a failed image carries its error in its result
 	var pending []*job
 	for _, j := range jobs {
 		if j.res.Error != "" || opts.DryRun {
-			finish(j)
+			c.finish(j)
 			continue
 		}
 		pending = append(pending, j)
 	}
-	// Write in rounds: an image waits for the next round when a layer it needs
-	// is being uploaded by another image of this round; by then the layer is at
-	// the target and is mounted into its repository instead of sent again.
-	for len(pending) > 0 && ctx.Err() == nil {
-		var round, later []*job
-		claimed := map[v1.Hash]bool{}
-		for _, j := range pending {
-			if c.conflicts(j, claimed) {
-				later = append(later, j)
-				continue
-			}
-			for _, l := range j.layers {
-				claimed[l] = true
-			}
-			round = append(round, j)
-		}
-		parallel(opts.Jobs, len(round), func(i int) {
-			c.write(ctx, round[i])
-			finish(round[i])
-		})
-		pending = later
-	}
-	for _, j := range pending {
-		j.res.Error = ctx.Err().Error()
-		finish(j)
-	}
+	c.writeInRounds(ctx, pending)
+
+	report := c.report
 	outage := ""
 	for _, r := range report.Images {
 		if r.Error != "" {
@@ -207,23 +154,97 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 	return report, nil
 }
 
+// complete checks the target and fills the defaults: 4 jobs, the Docker
+// config's credentials, no progress output, http.DefaultTransport for both
+// sides, the default backoff.
+func (o *PushOptions) complete() error {
+	if o.To == "" {
+		return errors.New("no target registry: pass --to HOST[:PORT]")
+	}
+	o.Jobs, o.Keychain, o.Progress = transferDefaults(o.Jobs, o.Keychain, o.Progress)
+	if o.Transport == nil {
+		o.Transport = http.DefaultTransport
+	}
+	if o.TargetTransport == nil {
+		o.TargetTransport = o.Transport
+	}
+	if o.Backoff == nil {
+		b := defaultBackoff()
+		o.Backoff = &b
+	}
+	return nil
+}
+
+// writeInRounds writes the resolved images in rounds: an image waits for the
+// next round when a layer it needs is being uploaded by another image of this
+// round; by then the layer is at the target and is mounted into its
+// repository instead of sent again.
+func (c *copier) writeInRounds(ctx context.Context, pending []*job) {
+	for len(pending) > 0 && ctx.Err() == nil {
+		var round, later []*job
+		claimed := map[v1.Hash]bool{}
+		for _, j := range pending {
+			if c.conflicts(j, claimed) {
+				later = append(later, j)
+				continue
+			}
+			for _, l := range j.layers {
+				claimed[l] = true
+			}
+			round = append(round, j)
+		}
+		var g errgroup.Group
+		g.SetLimit(c.opts.Jobs)
+		for _, j := range round {
+			g.Go(func() error { c.write(ctx, j); c.finish(j); return nil })
+		}
+		g.Wait() //nolint:errcheck // a failed image carries its error in its result
+		pending = later
+	}
+	for _, j := range pending {
+		j.res.Error = ctx.Err().Error()
+		c.finish(j)
+	}
+}
+
+// finish records an image's result and prints its line.
+func (c *copier) finish(j *job) {
+	var failed error
+	if j.res.Error != "" {
+		failed = errors.New(j.res.Error)
+	}
+	c.opts.Meter.Finish(j.res.Source, failed)
+	c.printMu.Lock()
+	defer c.printMu.Unlock()
+	c.report.Images[j.index] = j.res
+	switch {
+	case j.res.Error != "":
+		fmt.Fprintf(c.opts.Progress, "FAILED  %s: %s\n", j.res.Source, j.res.Error)
+	case c.opts.DryRun:
+		fmt.Fprintf(c.opts.Progress, "would copy %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
+	default:
+		fmt.Fprintf(c.opts.Progress, "copied  %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
+	}
+}
+
 // defaultBackoff paces retries: 0.5 s doubling, 6 tries (about 30 s in all).
 func defaultBackoff() remote.Backoff {
 	return remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6}
 }
 
-// withDefaults fills the options Push and Load share and returns the progress writer.
-func withDefaults(jobs *int, keychain *authn.Keychain, progress io.Writer) io.Writer {
-	if *jobs <= 0 {
-		*jobs = 4
+// transferDefaults are the defaults Push, Load and Save share: 4 jobs, the
+// Docker config's credentials, no progress output.
+func transferDefaults(jobs int, keychain authn.Keychain, progress io.Writer) (int, authn.Keychain, io.Writer) {
+	if jobs <= 0 {
+		jobs = 4
 	}
-	if *keychain == nil {
-		*keychain = authn.DefaultKeychain
+	if keychain == nil {
+		keychain = authn.DefaultKeychain
 	}
 	if progress == nil {
-		return io.Discard
+		progress = io.Discard
 	}
-	return progress
+	return jobs, keychain, progress
 }
 
 // commonOptions retry what a busy or flaky registry answers.
@@ -245,6 +266,9 @@ type copier struct {
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Reference // blob -> a target repository that has it
+
+	printMu sync.Mutex // guards report.Images and the progress lines
+	report  Report
 }
 
 // SourceRef is where an entry is read from: its own registry, or From.
@@ -299,22 +323,6 @@ type job struct {
 	img    v1.Image      // set for an image
 	idx    v1.ImageIndex // set for an index
 	layers []v1.Hash     // every layer it writes, for ordering and mounts
-}
-
-// parallel runs f(0..n-1) with at most jobs at once.
-func parallel(jobs, n int, f func(i int)) {
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(i int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			f(i)
-		}(i)
-	}
-	wg.Wait()
 }
 
 // resolve reads an entry's manifest (and its index's children) from the source.

@@ -44,6 +44,11 @@ type SaveOptions struct {
 	Meter *Meter
 }
 
+// complete fills the defaults as Push does (Save fetches one image at a time).
+func (o *SaveOptions) complete() {
+	_, o.Keychain, o.Progress = transferDefaults(1, o.Keychain, o.Progress)
+}
+
 // SaveReport sums up a Save.
 type SaveReport struct {
 	Images  []ImageResult `json:"images"`
@@ -70,13 +75,8 @@ func Save(ctx context.Context, entries []Entry, path string, opts SaveOptions) (
 			return SaveReport{}, err
 		}
 	}
+	opts.complete()
 	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
-	}
 	dir, err := os.MkdirTemp("", "bkcache-save-")
 	if err != nil {
 		return SaveReport{}, err

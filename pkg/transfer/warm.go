@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
 )
 
 // WarmOptions tune WarmThroughCache.
@@ -64,59 +65,92 @@ type blob struct {
 // twice at once, and blobs the cache's storage holds are skipped.
 func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (WarmReport, error) {
 	start := time.Now()
-	if opts.Jobs <= 0 {
-		opts.Jobs = 8
-	}
-	if opts.StoreWait == 0 {
-		opts.StoreWait = 5 * time.Minute
-		if opts.Front {
-			// The front links a blob as soon as it is verified: this only
-			// covers the last few, still being written when their GET ended.
-			opts.StoreWait = 30 * time.Second
-		}
-	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	report := WarmReport{Mode: "proxy"}
-	// An outage answer of the cache fails its request at once (FailFast):
-	// retries cannot help before the upstream is back.
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(FailFast(http.DefaultTransport)),
-		remote.WithRetryBackoff(defaultBackoff())}
-	noteOutage := func(err error) {
-		if report.Outage == "" {
-			report.Outage = outageText(err)
-		}
-	}
+	opts.complete()
+	w := &warmRun{opts: opts, entries: entries, report: WarmReport{Mode: "proxy"},
+		// An outage answer of the cache fails its request at once (FailFast):
+		// retries cannot help before the upstream is back.
+		ropts:   []remote.Option{remote.WithContext(ctx), remote.WithTransport(FailFast(http.DefaultTransport)), remote.WithRetryBackoff(defaultBackoff())},
+		waiting: map[string][]int{}, left: map[int]int{}}
+	order, byDigest := w.uncached(w.resolveAll())
+	w.fetchAll(ctx, order, byDigest)
 
+	// registry:2 stores a cold blob in the background after serving it.
+	deadline := time.Now().Add(opts.StoreWait)
+	for _, b := range w.fetched {
+		if !waitLinked(ctx, opts.DataDir, b, time.Until(deadline)) && ctx.Err() != nil {
+			return w.report, ctx.Err()
+		}
+	}
+	w.report.Seconds = time.Since(start).Seconds()
+	if len(w.report.Failed) > 0 && w.report.Outage != "" {
+		return w.report, outageSummary(w.report.Outage, len(w.report.Failed), "images or blobs")
+	}
+	if len(w.report.Failed) > 0 {
+		return w.report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(w.report.Failed))
+	}
+	return w.report, nil
+}
+
+// complete fills the defaults: 8 jobs; a store wait of 5 minutes for
+// registry:2 alone, 30 s for the front (it links a blob as soon as it is
+// verified: the wait only covers the last few, still being written when their
+// GET ended); no progress output.
+func (o *WarmOptions) complete() {
+	if o.Jobs <= 0 {
+		o.Jobs = 8
+	}
+	if o.StoreWait == 0 {
+		o.StoreWait = 5 * time.Minute
+		if o.Front {
+			o.StoreWait = 30 * time.Second
+		}
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
+// warmRun is one warm: the report and, for progress, which images wait on
+// each blob and how many blobs each still waits on.
+type warmRun struct {
+	opts    WarmOptions
+	entries []Entry
+	ropts   []remote.Option
+
+	mu      sync.Mutex // guards what follows while blobs are fetched
+	report  WarmReport
+	waiting map[string][]int // repo@digest -> indexes of the entries needing it
+	left    map[int]int      // entry index -> blobs it still waits on
+	fetched []blob
+}
+
+// resolveAll reads every entry's manifests and lists its blobs, each
+// repository's blob once.
+func (w *warmRun) resolveAll() []blob {
 	var blobs []blob
 	seen := map[string]bool{}
-	// For progress: which images wait on each blob, and how many blobs each waits on.
-	waiting := map[string][]int{}
-	left := map[int]int{}
-	for i, e := range entries {
-		imgs, manifests, err := resolve(e.Ref, opts.Platforms, ropts)
-		report.Manifests += manifests
+	for i, e := range w.entries {
+		imgs, manifests, err := resolve(e.Ref, w.opts.Platforms, w.ropts)
+		w.report.Manifests += manifests
 		if err != nil {
-			noteOutage(err)
-			report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
-			opts.Meter.Finish(e.Ref.String(), err)
-			fmt.Fprintf(progress, "FAILED  %s: %v\n", e.Ref, err)
+			w.noteOutage(err)
+			w.report.Failed = append(w.report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+			w.opts.Meter.Finish(e.Ref.String(), err)
+			fmt.Fprintf(w.opts.Progress, "FAILED  %s: %v\n", e.Ref, err)
 			continue
 		}
-		report.Images++
+		w.report.Images++
 		for _, img := range imgs {
 			descs, err := blobsOfImage(img)
 			if err != nil {
-				report.Failed = append(report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+				w.report.Failed = append(w.report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
 				continue
 			}
-			opts.Meter.Plan(e.Ref.String(), descs)
+			w.opts.Meter.Plan(e.Ref.String(), descs)
 			for _, d := range descs {
 				key := e.Ref.Context().RepositoryStr() + "@" + d.Digest.String()
-				waiting[key] = append(waiting[key], i)
-				left[i]++
+				w.waiting[key] = append(w.waiting[key], i)
+				w.left[i]++
 				if seen[key] {
 					continue
 				}
@@ -125,31 +159,39 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 			}
 		}
 	}
+	return blobs
+}
 
-	// One request per digest at a time, and (registry:2 alone) the next
-	// repository's request for that digest only once the cache has stored it:
-	// registry:2 2.8 marks a blob in flight until its background store ends,
-	// and serves a second request for it meanwhile straight from the upstream
-	// without storing it for the second repository. The front links it instead.
-	var mu sync.Mutex
-	// done marks a blob finished and prints each image it completes; mu held.
-	done := func(b blob) {
-		for _, i := range waiting[b.repo.RepositoryStr()+"@"+b.desc.Digest.String()] {
-			if left[i]--; left[i] == 0 {
-				opts.Meter.Finish(entries[i].Ref.String(), nil)
-				fmt.Fprintf(progress, "warmed  %s\n", entries[i].Ref)
-			}
+// noteOutage keeps the first outage message of the cache; w.mu held while
+// blobs are fetched.
+func (w *warmRun) noteOutage(err error) {
+	if w.report.Outage == "" {
+		w.report.Outage = outageText(err)
+	}
+}
+
+// done marks a blob finished and prints each image it completes; w.mu held
+// while blobs are fetched.
+func (w *warmRun) done(b blob) {
+	for _, i := range w.waiting[b.repo.RepositoryStr()+"@"+b.desc.Digest.String()] {
+		if w.left[i]--; w.left[i] == 0 {
+			w.opts.Meter.Finish(w.entries[i].Ref.String(), nil)
+			fmt.Fprintf(w.opts.Progress, "warmed  %s\n", w.entries[i].Ref)
 		}
 	}
-	byDigest := map[v1.Hash][]blob{}
-	var order []v1.Hash
+}
+
+// uncached counts the blobs, skips those the cache's storage holds, and
+// groups the rest by digest, in first-seen order.
+func (w *warmRun) uncached(blobs []blob) (order []v1.Hash, byDigest map[v1.Hash][]blob) {
+	byDigest = map[v1.Hash][]blob{}
 	for _, b := range blobs {
-		report.Blobs++
-		if linked(opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
-			report.BlobsCached++
-			report.BytesCached += b.desc.Size
-			opts.Meter.Complete(b.desc.Digest)
-			done(b)
+		w.report.Blobs++
+		if linked(w.opts.DataDir, b.repo.RepositoryStr(), b.desc.Digest) {
+			w.report.BlobsCached++
+			w.report.BytesCached += b.desc.Size
+			w.opts.Meter.Complete(b.desc.Digest)
+			w.done(b)
 			continue
 		}
 		if _, ok := byDigest[b.desc.Digest]; !ok {
@@ -157,56 +199,53 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		}
 		byDigest[b.desc.Digest] = append(byDigest[b.desc.Digest], b)
 	}
-	sem := make(chan struct{}, opts.Jobs)
-	var wg sync.WaitGroup
-	var fetched []blob
-	for _, d := range order {
-		wg.Add(1)
-		go func(repos []blob) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			for _, b := range repos {
-				// A request that lands while registry:2 still holds the blob
-				// in flight is served without being stored: ask again.
-				for attempt := 1; ; attempt++ {
-					n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), ropts, opts.Meter.Writer(b.desc.Digest))
-					mu.Lock()
-					report.BytesFetched += n
-					if err != nil {
-						noteOutage(err)
-						report.Failed = append(report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
-					}
-					mu.Unlock()
-					// The front stores and links by itself: one request is enough.
-					if err != nil || opts.Front || waitLinked(ctx, opts.DataDir, b, storeWaitFor(b.desc.Size)) || attempt == 3 || ctx.Err() != nil {
-						break
-					}
-				}
-				mu.Lock()
-				fetched = append(fetched, b)
-				done(b)
-				mu.Unlock()
-			}
-		}(byDigest[d])
-	}
-	wg.Wait()
+	return order, byDigest
+}
 
-	// registry:2 stores a cold blob in the background after serving it.
-	deadline := time.Now().Add(opts.StoreWait)
-	for _, b := range fetched {
-		if !waitLinked(ctx, opts.DataDir, b, time.Until(deadline)) && ctx.Err() != nil {
-			return report, ctx.Err()
+// fetchAll requests the blobs, Jobs digests at a time. One request per digest
+// at a time, and (registry:2 alone) the next repository's request for that
+// digest only once the cache has stored it: registry:2 2.8 marks a blob in
+// flight until its background store ends, and serves a second request for it
+// meanwhile straight from the upstream without storing it for the second
+// repository (distribution registry/proxy/proxyblobstore.go). The front links
+// it instead.
+func (w *warmRun) fetchAll(ctx context.Context, order []v1.Hash, byDigest map[v1.Hash][]blob) {
+	var g errgroup.Group
+	g.SetLimit(w.opts.Jobs)
+	for _, d := range order {
+		repos := byDigest[d]
+		g.Go(func() error {
+			for _, b := range repos {
+				w.fetch(ctx, b)
+			}
+			return nil
+		})
+	}
+	g.Wait() //nolint:errcheck // each fetch records its own error in the report
+}
+
+// fetch requests one blob of one repository through the cache.
+func (w *warmRun) fetch(ctx context.Context, b blob) {
+	// A request that lands while registry:2 still holds the blob in flight is
+	// served without being stored: ask again.
+	for attempt := 1; ; attempt++ {
+		n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), w.ropts, w.opts.Meter.Writer(b.desc.Digest))
+		w.mu.Lock()
+		w.report.BytesFetched += n
+		if err != nil {
+			w.noteOutage(err)
+			w.report.Failed = append(w.report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
+		}
+		w.mu.Unlock()
+		// The front stores and links by itself: one request is enough.
+		if err != nil || w.opts.Front || waitLinked(ctx, w.opts.DataDir, b, storeWaitFor(b.desc.Size)) || attempt == 3 || ctx.Err() != nil {
+			break
 		}
 	}
-	report.Seconds = time.Since(start).Seconds()
-	if len(report.Failed) > 0 && report.Outage != "" {
-		return report, outageSummary(report.Outage, len(report.Failed), "images or blobs")
-	}
-	if len(report.Failed) > 0 {
-		return report, fmt.Errorf("%d images or blobs failed to warm; run the same command again to retry", len(report.Failed))
-	}
-	return report, nil
+	w.mu.Lock()
+	w.fetched = append(w.fetched, b)
+	w.done(b)
+	w.mu.Unlock()
 }
 
 // storeWaitFor bounds the wait for registry:2 to store a blob it served: it

@@ -1,16 +1,17 @@
 package docker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/docker/cli/cli/command"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/bkcache/bkcache/pkg/transfer"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // readList reads an image list from a file or "-" (stdin) and reports bad
@@ -19,16 +20,14 @@ func readList(dockerCli command.Cli, file string) ([]transfer.Entry, []error, er
 	if file == "" {
 		return nil, nil, errors.New("no image list: pass -f FILE (one reference per line) or -f - for stdin")
 	}
-	var r io.Reader
-	if file == "-" {
-		r = dockerCli.In()
-	} else {
-		f, err := os.Open(file)
+	var r io.Reader = dockerCli.In()
+	if file != "-" {
+		// A regular file only: a named pipe would block, /dev/zero never end.
+		data, err := userfile.Read(file)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read image list: %w", err)
 		}
-		defer f.Close()
-		r = f
+		r = bytes.NewReader(data)
 	}
 	entries, bad := transfer.ParseList(r)
 	for _, err := range bad {

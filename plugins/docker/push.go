@@ -2,6 +2,7 @@ package docker
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
@@ -50,19 +51,7 @@ Credentials come from the Docker config and its credential helpers.`,
 					return err
 				}
 			} else {
-				verb := "copied"
-				if o.DryRun {
-					verb = "would copy"
-				}
-				fmt.Fprintf(dockerCli.Out(), "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
-					verb, len(report.Images)-report.Failed, len(report.Images), o.To, report.Seconds, report.BlobsFetched, printer.Bytes(report.BytesFetched), printer.Bytes(report.BytesReused))
-				var failed []transfer.ImageResult
-				for _, r := range report.Images {
-					if r.Error != "" {
-						failed = append(failed, r)
-					}
-				}
-				printFailures(dockerCli.Out(), failed)
+				printPush(dockerCli.Out(), report, o.To)
 			}
 			if pushErr != nil {
 				return pushErr
@@ -85,4 +74,21 @@ Credentials come from the Docker config and its credential helpers.`,
 	f.StringVarP(&output, "output", "o", "", "output format: json|yaml")
 	cmd.MarkFlagRequired("to") //nolint:errcheck
 	return cmd
+}
+
+// printPush writes a push's summary line and its failures.
+func printPush(w io.Writer, report transfer.Report, to string) {
+	verb := "copied"
+	if report.DryRun {
+		verb = "would copy"
+	}
+	fmt.Fprintf(w, "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
+		verb, len(report.Images)-report.Failed, len(report.Images), to, report.Seconds, report.BlobsFetched, printer.Bytes(report.BytesFetched), printer.Bytes(report.BytesReused))
+	var failed []transfer.ImageResult
+	for _, r := range report.Images {
+		if r.Error != "" {
+			failed = append(failed, r)
+		}
+	}
+	printFailures(w, failed)
 }

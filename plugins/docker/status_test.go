@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bkcache/bkcache/internal/golden"
 	"github.com/bkcache/bkcache/pkg/cache"
 )
 
@@ -22,6 +23,7 @@ func TestPrintStatus(t *testing.T) {
 	}
 	var out bytes.Buffer
 	printStatus(&out, sts)
+	golden.Assert(t, out.Bytes(), "status.txt")
 	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("want a header, 3 caches and one line for the offline one:\n%s", out.String())

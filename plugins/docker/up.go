@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/bkcache/bkcache/pkg/cache"
 	"github.com/bkcache/bkcache/pkg/front"
+	"github.com/bkcache/bkcache/pkg/userfile"
 
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -170,7 +170,7 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	for _, spec := range specs {
 		res, err := cache.Up(ctx, dockerCli.Client(), spec, cache.UpOptions{
 			Pull: o.pull, Wait: o.wait, SkipUpstreamCheck: o.skipCheck, ImageArchive: o.imageArchive,
-			DataDirSet: spec.DataDir != "", Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
+			Progress: dockerCli.Err(), Force: o.force, Replace: o.replace, DryRun: o.dryRun,
 		})
 		if err != nil {
 			if len(specs) == 1 {
@@ -199,7 +199,7 @@ func upSpecs(ctx context.Context, o upOptions) ([]cache.Spec, error) {
 	if o.file == "" {
 		return []cache.Spec{o.spec}, nil
 	}
-	data, err := os.ReadFile(o.file)
+	data, err := userfile.Read(o.file)
 	if err != nil {
 		return nil, fmt.Errorf("read caches file: %w", err)
 	}

@@ -3,6 +3,7 @@ package docker
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
@@ -69,11 +70,7 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 					return err
 				}
 			} else {
-				for _, r := range outcome.Caches {
-					fmt.Fprintf(dockerCli.Out(), "cache %s (%s): %d images, %d manifests, %d blobs (%d already cached, %s); %s\n",
-						r.Cache, r.Mode, r.Images, r.Manifests, r.Blobs, r.BlobsCached, printer.Bytes(r.BytesCached), upstreamLine(r.WarmReport))
-				}
-				printFailures(dockerCli.Out(), outcome.Failed)
+				printWarm(dockerCli.Out(), outcome)
 			}
 			if warmErr != nil {
 				return warmErr
@@ -93,6 +90,15 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 	f.IntVarP(&o.opts.Jobs, "jobs", "j", 8, "blobs fetched at once")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
+}
+
+// printWarm writes one summary line per cache, then the failures.
+func printWarm(w io.Writer, outcome cache.WarmOutcome) {
+	for _, r := range outcome.Caches {
+		fmt.Fprintf(w, "cache %s (%s): %d images, %d manifests, %d blobs (%d already cached, %s); %s\n",
+			r.Cache, r.Mode, r.Images, r.Manifests, r.Blobs, r.BlobsCached, printer.Bytes(r.BytesCached), upstreamLine(r.WarmReport))
+	}
+	printFailures(w, outcome.Failed)
 }
 
 func upstreamLine(r transfer.WarmReport) string {

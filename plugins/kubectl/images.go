@@ -19,7 +19,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bkcache/bkcache/pkg/helmfile"
+	"github.com/bkcache/bkcache/pkg/imageref"
 	"github.com/bkcache/bkcache/pkg/images"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // imagesOptions are the flags of `kubectl bkcache images`.
@@ -176,7 +178,7 @@ func (o *imagesOptions) validate() error {
 		if o.Why != "" {
 			return errors.New("--check and --why do not go together: --why prints sources, not a list")
 		}
-		if err := images.ValidateRegistry(o.Check); err != nil {
+		if err := imageref.ValidateRegistry(o.Check); err != nil {
 			return fmt.Errorf("--check: %w", err)
 		}
 	}
@@ -187,7 +189,7 @@ func (o *imagesOptions) validate() error {
 		return errors.New("--upstreams prints a caches file: it does not go with --why, --check, --rewrite-registry or -o")
 	}
 	if o.CacheHost != "" {
-		if err := images.ValidateRegistry(o.CacheHost); err != nil || strings.Contains(o.CacheHost, ":") {
+		if err := imageref.ValidateRegistry(o.CacheHost); err != nil || strings.Contains(o.CacheHost, ":") {
 			return fmt.Errorf("--cache-host %q: give the host only (ports come from the caches file)", o.CacheHost)
 		}
 	}
@@ -323,7 +325,7 @@ func manifestImages(ctx context.Context, path string, stdin io.Reader, keepGoing
 		return err
 	}
 	if path == "-" {
-		data, err := io.ReadAll(stdin)
+		data, err := userfile.ReadStdin(ctx, stdin)
 		if err != nil {
 			return nil, fmt.Errorf("read stdin: %w", err)
 		}
@@ -358,7 +360,7 @@ func manifestImages(ctx context.Context, path string, stdin io.Reader, keepGoing
 		if err := ctx.Err(); err != nil {
 			return list, err
 		}
-		data, err := os.ReadFile(f)
+		data, err := userfile.Read(f)
 		if err == nil {
 			err = read(f, data)
 		}

@@ -3,10 +3,13 @@ package kubectl
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -225,5 +228,45 @@ func TestImagesGolden(t *testing.T) {
 			}
 			golden.Assert(t, []byte(out), "images/"+tc.file)
 		})
+	}
+}
+
+// --from-manifests takes regular files only (a named pipe would block for
+// ever, /dev/zero fill the memory), and an interrupt ends a read of standard
+// input that blocks.
+func TestImagesRefusesSpecialFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() { _, _, err := run(t, "", "images", "--from-manifests", p); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("images --from-manifests %s: %v; want a refusal", p, err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("images --from-manifests %s: still running after 60 s", p)
+		}
+	}
+
+	r, w := io.Pipe()
+	defer w.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut bytes.Buffer
+	root := NewRootCommand(genericiooptions.IOStreams{In: r, Out: &out, ErrOut: &errOut})
+	root.SetArgs([]string{"images", "--from-manifests", "-"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("images --from-manifests - ended without an error after the interrupt")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("images --from-manifests -: still reading standard input 60 s after the interrupt")
 	}
 }

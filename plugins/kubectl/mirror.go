@@ -3,16 +3,14 @@ package kubectl
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/bkcache/bkcache/pkg/containerd"
-	"github.com/bkcache/bkcache/pkg/dockerd"
 	"github.com/bkcache/bkcache/pkg/nodes"
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 type mirrorFlags struct {
@@ -74,16 +72,11 @@ The RBAC a user needs is manifests/mirror-rbac.yaml (ClusterRole bkcache-mirror)
   kubectl bkcache mirror status
   kubectl bkcache mirror --revert`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f.opts.Nodes = append(f.opts.Nodes, args...)
+			if err := f.complete(args); err != nil {
+				return err
+			}
 			if f.opts.Registry == "" && !f.opts.Revert {
 				return errors.New("--registry HOST:PORT is required (the cache as nodes reach it), or --revert")
-			}
-			if f.caFile != "" {
-				ca, err := os.ReadFile(f.caFile)
-				if err != nil {
-					return fmt.Errorf("--ca-file: %w", err)
-				}
-				f.opts.CA = ca
 			}
 			if err := f.connect(kube, streams); err != nil {
 				return err
@@ -129,15 +122,16 @@ func addNodeFlags(cmd *cobra.Command, f *mirrorFlags) {
 	fl.IntVar(&o.Parallel, "parallel", 10, "nodes handled at once")
 	fl.DurationVar(&o.NodeTimeout, "node-timeout", 0, "time allowed per node (default 5m)")
 	fl.StringVar(&o.ContainerdConfig, "containerd-config", nodes.DefaultContainerdConfig, "containerd config.toml on the nodes (k3s/RKE2 paths are probed when the default is missing)")
-	fl.StringVar(&o.DaemonJSON, "daemon-json", dockerd.DefaultPath, "dockerd's daemon.json on Docker-runtime nodes")
-	fl.StringVar(&o.CertsRoot, "certs-dir", containerd.DefaultCertsRoot, "config_path to set when config.toml has none")
+	fl.StringVar(&o.DaemonJSON, "daemon-json", nodes.DefaultDaemonJSON, "dockerd's daemon.json on Docker-runtime nodes")
+	fl.StringVar(&o.CertsRoot, "certs-dir", nodes.DefaultCertsRoot, "config_path to set when config.toml has none")
 	fl.StringVar(&o.BackupDir, "backup-dir", nodes.DefaultBackupDir, "backup directory on the nodes")
 	fl.StringVarP(&f.output, "output", "o", "", "output format: json|yaml (default a table)")
 }
 
-// connect checks the output format and the restart policy, and builds the client. The
-// node-access pods go where kubectl puts things: -n, else the kubeconfig context's namespace.
-func (f *mirrorFlags) connect(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) error {
+// complete takes the node arguments, checks the output format and the restart policy,
+// and reads the CA file: everything that needs no cluster, before connect.
+func (f *mirrorFlags) complete(args []string) error {
+	f.opts.Nodes = append(f.opts.Nodes, args...)
 	switch f.output {
 	case "", "json", "yaml":
 	default:
@@ -147,6 +141,17 @@ func (f *mirrorFlags) connect(kube *genericclioptions.ConfigFlags, streams gener
 	if f.opts.Restart, err = nodes.ParseRestartPolicy(f.restart); err != nil {
 		return err
 	}
+	if f.caFile != "" {
+		if f.opts.CA, err = userfile.Read(f.caFile); err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+	}
+	return nil
+}
+
+// connect builds the client. The node-access pods go where kubectl puts things: -n,
+// else the kubeconfig context's namespace.
+func (f *mirrorFlags) connect(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) error {
 	cfg, err := kube.ToRESTConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
@@ -170,7 +175,9 @@ func newMirrorStatusCommand(streams genericiooptions.IOStreams, kube *genericcli
 		Short:   "Show what containerd (or dockerd) on each node has now: config_path, hosts.toml mirrors, backups",
 		Example: "  kubectl bkcache mirror status\n  kubectl bkcache mirror status -o json",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f.opts.Nodes = append(f.opts.Nodes, args...)
+			if err := f.complete(args); err != nil {
+				return err
+			}
 			if err := f.connect(kube, streams); err != nil {
 				return err
 			}

@@ -36,6 +36,14 @@ func BenchmarkCopy(b *testing.B) {
 		b.Skip("one run is the measurement; use -benchtime 1x")
 	}
 	src := registrytest.StartDistribution(b)
+	refs, list := copySet(b, src)
+	copyWays(b, src, refs, list)
+	noopRerun(b)
+	fillWays(b, src, refs)
+}
+
+// copySet pushes the benchmark's image set to src and lists it.
+func copySet(b *testing.B, src *registrytest.Distribution) (refs []string, list string) {
 	const images, baseLayers, ownLayers = 20, 2, 2
 	// 40 MiB shared + 20 x 50 MiB own = 1040 MiB; BKCACHE_BENCH_SCALE=0.1 for a quick try.
 	scale := 1.0
@@ -47,7 +55,6 @@ func BenchmarkCopy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var refs []string
 	var setBytes int64
 	seen := map[v1.Hash]bool{}
 	for i := 0; i < images; i++ {
@@ -69,9 +76,14 @@ func BenchmarkCopy(b *testing.B) {
 		}
 		refs = append(refs, ref)
 	}
-	list := writeList(b, src.Addr, refs)
+	list = writeList(b, src.Addr, refs)
 	fmt.Fprintf(os.Stderr, "\nset: %d images on a shared base, %.0f MiB of distinct blobs\n", images, float64(setBytes)/(1<<20))
 
+	return refs, list
+}
+
+// copyWays times copying the set with push, crane, skopeo and the guide's docker loop.
+func copyWays(b *testing.B, src *registrytest.Distribution, refs []string, list string) {
 	crane := buildCrane(b)
 	type run struct {
 		name    string
@@ -122,6 +134,10 @@ func BenchmarkCopy(b *testing.B) {
 		fmt.Fprintf(os.Stderr, "%-30s %9.1f %16.2f\n", r.name, r.seconds, r.seconds/ours)
 	}
 
+}
+
+// noopRerun times a push of 100 images that are all at the target already.
+func noopRerun(b *testing.B) {
 	// No-op re-run: 100 images already at the target.
 	small := registrytest.StartDistribution(b)
 	var hundred []string
@@ -140,10 +156,14 @@ func BenchmarkCopy(b *testing.B) {
 	mustDocker(b, "bkcache", "push", "-f", smallList, "--to", target.Addr, "-j", "16")
 	fmt.Fprintf(os.Stderr, "no-op re-run of 100 images: %.2fs\n", time.Since(start).Seconds())
 
+}
+
+// fillWays measures the upstream bytes of each way of filling a cold cache.
+func fillWays(b *testing.B, src *registrytest.Distribution, refs []string) {
 	// Upstream bytes per way of filling a cache, through a rate-limited relay.
 	subset := refs[:6]
 	var subsetBytes int64
-	seen = map[v1.Hash]bool{}
+	seen := map[v1.Hash]bool{}
 	for _, r := range subset {
 		ref, _ := name.ParseReference(src.Addr+"/"+r, name.Insecure)
 		img, err := remote.Image(ref)

@@ -80,14 +80,27 @@ func TestImagesBKDocsThroughKubectl(t *testing.T) {
 	run := bkdocsKubectl(t, ctx)
 	kubectl := func(dir string, args ...string) (string, string, error) { return run(dir, "kubectl", args...) }
 
-	fresh := bkdocsCopy(t, nil)
+	fresh, wantSure, freshErr := bkdocsFresh(t, kubectl)
+	bkdocsOutputs(t, run, fresh, wantSure, freshErr)
+	bkdocsCustomised(t, kubectl)
+	bkdocsStrict(t, kubectl)
+}
+
+// kubectlRunner runs the real kubectl in a directory: stdout, stderr, error.
+type kubectlRunner func(dir string, args ...string) (string, string, error)
+
+// bkdocsFresh: the tree right after a fresh install lists exactly its images
+// and warns once about each missing optional file. It returns the tree, the
+// list and the run's stderr (a pipe).
+func bkdocsFresh(t *testing.T, kubectl kubectlRunner) (fresh, wantSure, errOut string) {
+	fresh = bkdocsCopy(t, nil)
 	start := time.Now()
 	out, errOut, err := kubectl(fresh, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl")
 	if err != nil {
 		t.Fatalf("fresh tree: %v\n%s", err, errOut)
 	}
 	t.Logf("fresh BKDocs tree (7 releases, 5 nested helmfile entries of one file) through kubectl in %v", time.Since(start).Round(time.Millisecond))
-	wantSure := bkLines(
+	wantSure = bkLines(
 		"docker.io/bitnami/kubectl:1.28.4",
 		"docker.io/library/busybox:1.36",
 		"docker.io/library/mysql:8.0.36",
@@ -125,7 +138,15 @@ func TestImagesBKDocsThroughKubectl(t *testing.T) {
 		t.Errorf("stderr has %d lines, want the %d warnings only:\n%s", n, len(optional), errOut)
 	}
 
-	out, _, err = kubectl(fresh, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl", "--include-maybe")
+	return fresh, wantSure, errOut
+}
+
+// bkdocsOutputs: --include-maybe, --why, -o registries, --upstreams and -o
+// chart-images of the fresh tree; the summary goes to a terminal only (pipeErr:
+// the fresh run's stderr).
+func bkdocsOutputs(t *testing.T, run func(dir, command string, args ...string) (string, string, error), fresh, wantSure, pipeErr string) {
+	kubectl := func(dir string, args ...string) (string, string, error) { return run(dir, "kubectl", args...) }
+	out, _, err := kubectl(fresh, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl", "--include-maybe")
 	wantMaybe := wantSure + "# maybe: pulled at run time perhaps (values, env vars, ConfigMaps, chart annotations)\n" + bkLines(
 		"hub.bktencent.com/bitnami/exporter:1.0",
 		"hub.bktencent.com/bitnami/mysqld-exporter:0.15.1-debian-12-r8",
@@ -177,8 +198,8 @@ quay.io            1       0      1
 	if err != nil || !strings.Contains(tty, "# 14 images from 3 registries: hub.bktencent.com 10, docker.io 3, quay.io 1; 4 escape imageRegistry hub.bktencent.com") {
 		t.Errorf("summary on a terminal: %v\n%s", err, tty)
 	}
-	if strings.Contains(errOut, "registries:") {
-		t.Errorf("summary printed to a pipe:\n%s", errOut)
+	if strings.Contains(pipeErr, "registries:") {
+		t.Errorf("summary printed to a pipe:\n%s", pipeErr)
 	}
 
 	// --upstreams: a caches file `docker bkcache up -f` takes. `up` has no
@@ -226,14 +247,17 @@ quay.io            1       0      1
 		t.Errorf("chart-images:\n%s", out)
 	}
 
-	// Customised, as BKDocs tells users to: custom.yaml and some overlays.
+}
+
+// bkdocsCustomised: customised as BKDocs tells users to: custom.yaml and some overlays.
+func bkdocsCustomised(t *testing.T, kubectl kubectlRunner) {
 	custom := bkdocsCopy(t, map[string]string{
 		"environments/default/custom.yaml":                      "imageRegistry: registry.intra:5000\n",
 		"environments/default/bkcmdb-custom-values.yaml.gotmpl": "monstache:\n  enabled: true\n",
 		"environments/default/bkci-custom-values.yaml.gotmpl":   "dispatch:\n  defaultImage: bkci/ci:ubuntu\n",
 		"environments/default/bkrepo-custom-values.yaml.gotmpl": "",
 	})
-	out, errOut, err = kubectl(custom, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl")
+	out, errOut, err := kubectl(custom, "bkcache", "images", "--from-helmfile", "base.yaml.gotmpl")
 	wantCustom := bkLines(
 		"docker.io/bitnami/kubectl:1.28.4",
 		"docker.io/library/busybox:1.36",
@@ -258,15 +282,18 @@ quay.io            1       0      1
 		t.Errorf("customised tree: warnings for the 4 missing overlays only:\n%s", errOut)
 	}
 
-	// missingFileHandler: Error on the releases: the run stops, naming the
-	// helmfile, the release and the file.
+}
+
+// bkdocsStrict: with missingFileHandler: Error on the releases the run stops,
+// naming the helmfile, the release and the file.
+func bkdocsStrict(t *testing.T, kubectl kubectlRunner) {
 	strict := bkdocsCopy(t, map[string]string{"environments/default/custom.yaml": ""})
 	p := filepath.Join(strict, "base-blueking.yaml.gotmpl")
 	b, _ := os.ReadFile(p)
 	if err := os.WriteFile(p, bytes.ReplaceAll(b, []byte("missingFileHandler: Warn"), []byte("missingFileHandler: Error")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, err = kubectl(strict, "bkcache", "images", "--from-helmfile", "base-blueking.yaml.gotmpl", "-l", "seq=second")
+	out, errOut, err := kubectl(strict, "bkcache", "images", "--from-helmfile", "base-blueking.yaml.gotmpl", "-l", "seq=second")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 		t.Fatalf("missingFileHandler: Error: err = %v, want a non-zero exit\n%s", err, out)

@@ -94,8 +94,13 @@ func TestFlagErrorsBeforeTouchingDocker(t *testing.T) {
 
 func TestVersionOutput(t *testing.T) {
 	root, out := newTestRoot(t, "")
-	cmd, _, _ := root.Find([]string{"version"})
-	cmd.ParseFlags([]string{"-o", "json"})
+	cmd, _, err := root.Find([]string{"version"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.ParseFlags([]string{"-o", "json"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.RunE(cmd, nil); err != nil {
 		t.Fatal(err)
 	}

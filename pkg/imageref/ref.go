@@ -1,4 +1,7 @@
-package images
+// Package imageref parses, normalises and rewrites image references and checks
+// registry addresses: the small shared vocabulary of the image lister, the
+// node configurators and the cluster commands.
+package imageref
 
 import (
 	"fmt"

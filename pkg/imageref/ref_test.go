@@ -1,7 +1,6 @@
-package images
+package imageref
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 
@@ -99,56 +98,6 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if back := Rewrite(Rewrite(n, "cache.example:5000"), reg); back != n {
 			t.Fatalf("Rewrite round trip of %q gave %q", n, back)
-		}
-	})
-}
-
-// FuzzValues: the values and manifest scanners never panic on any YAML, and
-// what they find holds: every maybe has a reason and a path, is plausible
-// (no bare number, no single word), and every listed reference is
-// normalised and written one per line in the text output.
-func FuzzValues(f *testing.F) {
-	f.Add([]byte("image:\n  registry: r.io\n  repository: a/b\n  tag: 1\n"))
-	f.Add([]byte("x: &a {image: nginx}\ny: *a\n"))
-	f.Add([]byte("- hub.bktencent.com/a/b:1\n"))
-	f.Add([]byte("global: {imageRegistry: r.io}\nimage: {repository: a/b, tag: \"\"}\nport: \"80\"\nsidecarImage: jetstack\n"))
-	f.Add([]byte("kind: ConfigMap\ndata:\n  c.yaml: |\n    defaultImage: bkci/ci:ubuntu\n  images: {a: {repository: x/y, tag: v1}}\n"))
-	f.Add([]byte("kind: Pod\nspec: {containers: [{image: a:1, args: [--x-image, q.io/a:1, --y=r.io/b:2]}]}\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		found, _ := FromValues(b, ValuesOptions{DefaultTag: func(string) (string, string) { return "1.0", "appVersion" }})
-		for _, fd := range found {
-			if fd.Source.Certainty != Maybe || fd.Source.Reason == "" {
-				t.Fatalf("values finding %q: certainty %q reason %q", fd.Raw, fd.Source.Certainty, fd.Source.Reason)
-			}
-		}
-		more, _ := FromManifests(b, ManifestOptions{Registry: "r.example"})
-		found = append(found, more...)
-		for _, fd := range found {
-			if fd.Source.Certainty == Maybe && (fd.Source.Reason == "" || fd.Source.Path == "" || !plausible(fd.Raw)) {
-				t.Fatalf("maybe %q: reason %q path %q", fd.Raw, fd.Source.Reason, fd.Source.Path)
-			}
-		}
-		l := NewList()
-		l.Add(found...)
-		var out bytes.Buffer
-		if err := Write(&out, l, WriteOptions{IncludeMaybe: true}); err != nil {
-			t.Fatal(err)
-		}
-		var refs []string
-		for _, img := range l.Images(true) {
-			if n, err := Normalize(img.Reference); err != nil || n != img.Reference {
-				t.Fatalf("listed %q, which normalises to %q, %v", img.Reference, n, err)
-			}
-			refs = append(refs, img.Reference)
-		}
-		var lines []string
-		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
-			if line != "" && !strings.HasPrefix(line, "#") {
-				lines = append(lines, line)
-			}
-		}
-		if strings.Join(lines, "\n") != strings.Join(refs, "\n") {
-			t.Fatalf("text output:\n%s\nlisted:\n%s", out.String(), strings.Join(refs, "\n"))
 		}
 	})
 }

@@ -17,7 +17,7 @@ export GOFLAGS += -trimpath
 help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
-	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
+	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml, the registry image archives (DIST_IMAGE=0 leaves them out)"
 	@echo "unit     unit tests of every package with the race detector (-race; no Docker, no cluster)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real Kubernetes of CLUSTER_NODES=3 nodes built from source (scripts/cluster)"
@@ -42,7 +42,8 @@ install: build
 DIST_DIR      ?= $(BUILD_DIR)/dist
 DIST_ARCHES   ?= amd64 arm64
 DIST_URL      ?= https://github.com/bkcache/bkcache/releases/download/$(VERSION)
-DIST_IMAGE    ?=
+# auto: the registry image archives too when this host has apt-get (1 insists, 0 skips).
+DIST_IMAGE    ?= auto
 dist:
 	VERSION=$(VERSION) DIST_DIR=$(DIST_DIR) DIST_ARCHES="$(DIST_ARCHES)" DIST_URL=$(DIST_URL) \
 	  DIST_IMAGE=$(DIST_IMAGE) GO=$(GO) bash scripts/dist.sh

@@ -332,8 +332,10 @@ printf '%-10s kubectl-bkcache -> %s\n' "$(word "$kubectl_plan")" "$kubectl_targe
 printf '%-10s %s\n' recorded "$manifest (install.sh --uninstall --prefix $prefix removes what it lists)"
 
 echo "Next:"
-echo "  docker bkcache version"
-echo "  kubectl bkcache version"
+echo "  docker bkcache up                 # run the cache (bkhub -> https://hub.bktencent.com on :5500)"
+echo "  docker bkcache verify IMAGE       # prove a pull through it, e.g. blueking/slug-app:v1.1.0-beta.27"
+echo "  kubectl bkcache mirror --registry HOST:5500 --dry-run   # then point the nodes at it"
+echo "  (a host that cannot pull hub.bktencent.com/library/registry:2: see README.md, \"offline\")"
 case ":$PATH:" in
   *":$bin_dir:"*) ;;
   *) echo "note: $bin_dir is not on PATH: add it (export PATH=\"$bin_dir:\$PATH\") so kubectl finds kubectl-bkcache" ;;

@@ -312,6 +312,7 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 		top + "/RELEASE":                    0o644,
 		top + "/docker-bkcache":             0o755,
 		top + "/install.sh":                 0o755,
+		top + "/registry-image.sh":          0o755,
 		top + "/kubectl-bkcache":            0o755,
 		top + "/manifests/":                 0o755,
 		top + "/manifests/mirror-rbac.yaml": 0o644,
@@ -336,7 +337,7 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 	if got, want := string(files[top+"/RELEASE"]), "name=bkcache\nversion="+testVersion+"\nos=linux\narch="+arch+"\n"; got != want {
 		t.Errorf("RELEASE = %q, want %q", got, want)
 	}
-	for f, src := range map[string]string{"install.sh": "scripts/install.sh", "README.md": "README.md", "LICENSE": "LICENSE", "manifests/mirror-rbac.yaml": "manifests/mirror-rbac.yaml"} {
+	for f, src := range map[string]string{"install.sh": "scripts/install.sh", "registry-image.sh": "scripts/registry-image.sh", "README.md": "README.md", "LICENSE": "LICENSE", "manifests/mirror-rbac.yaml": "manifests/mirror-rbac.yaml"} {
 		b, err := os.ReadFile(filepath.Join(repo, src))
 		if err != nil || !bytes.Equal(b, files[top+"/"+f]) {
 			t.Errorf("%s: %s is not the repository's %s (%v)", p, f, src, err)

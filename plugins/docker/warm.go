@@ -65,6 +65,15 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 			o.opts.Progress, o.opts.Meter = progress, progress.Meter()
 			outcome, warmErr := cache.Warm(cmd.Context(), dockerCli.Client(), entries, o.opts)
 			progress.Close()
+			if cmd.Context().Err() != nil {
+				// Only what was done: the images listed "warmed" above.
+				warmed := 0
+				for _, r := range outcome.Caches {
+					warmed += r.Warmed
+				}
+				fmt.Fprintf(dockerCli.Err(), "interrupted: %d of %d images were warmed (listed above); what the cache stored is kept, run the same command again to warm the rest\n", warmed, len(entries))
+				return warmErr
+			}
 			if ok, err := printer.Structured(dockerCli.Out(), o.output, outcome.Caches); ok {
 				if err != nil {
 					return err

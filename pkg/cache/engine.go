@@ -146,7 +146,7 @@ func inspect(ctx context.Context, eng Engine, name string) (container.InspectRes
 // engineError turns a connection failure into advice; other errors pass through.
 func engineError(eng Engine, err error) error {
 	if EngineDenied(err) {
-		return fmt.Errorf("no permission to use the Docker engine at %s: %w; dockerd runs, but this user may not open its socket: add the user to the docker group (sudo usermod -aG docker $USER, then log in again) or run the command with sudo", eng.DaemonHost(), err)
+		return fmt.Errorf("no permission to use the Docker engine at %s: %w; the engine's socket is there but this user may not open it: add the user to the docker group (sudo usermod -aG docker $USER, then log in again) or run the command with sudo", eng.DaemonHost(), err)
 	}
 	if client.IsErrConnectionFailed(err) || strings.Contains(err.Error(), "Cannot connect to the Docker daemon") {
 		return fmt.Errorf("cannot reach the Docker engine at %s: %w; start dockerd (systemctl start docker) or point DOCKER_HOST / --context at a running engine", eng.DaemonHost(), err)

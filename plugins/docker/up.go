@@ -77,12 +77,14 @@ from -f caches.yaml, each cache with its own container, port, config and data di
   # The guide's layout exactly: registry:2 alone
   docker bkcache up --plain
 
-  # Hosts that cannot pull the registry image: build it from Debian's package
-  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2
-
-  # Hosts that can pull nothing: the cache image from the release's archive
+  # Hosts that can pull nothing: the cache image from the release's image archive
   docker bkcache up --image bkcache.local/registry:2 \
-      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz`,
+      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz
+
+  # Or build that image here from Debian's docker-registry package
+  # (registry-image.sh is in the release archive and in the source's scripts/)
+  apt-get install -y docker-registry && ./registry-image.sh
+  docker bkcache up --image bkcache.local/registry:2`,
 		Args: upArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUp(cmd, dockerCli, o)

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The committed reference is what the commands say now.
+func TestReferenceIsCurrent(t *testing.T) {
+	pages, err := Pages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("..", "..", "docs", "reference")
+	have, err := generated(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Sorted(maps.Keys(pages))
+	slices.Sort(have)
+	if !slices.Equal(have, want) {
+		t.Errorf("docs/reference holds %v, the commands give %v; run make docs", have, want)
+	}
+	for name, data := range pages {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err == nil && !bytes.Equal(got, data) {
+			t.Errorf("docs/reference/%s is stale; run make docs", name)
+		}
+	}
+}
+
+// Pages carry nothing of the machine they were made on, and no date.
+func TestPagesArePortable(t *testing.T) {
+	pages, err := Pages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, _ := os.UserHomeDir()
+	for name, data := range pages {
+		s := string(data)
+		if home != "" && home != "/" && strings.Contains(s, home) {
+			t.Errorf("%s holds this machine's home directory %s", name, home)
+		}
+		if strings.Contains(s, "Auto generated") {
+			t.Errorf("%s carries cobra's dated footer", name)
+		}
+	}
+	for _, want := range []string{"docker_bkcache_up.md", "docker_bkcache_verify.md", "kubectl_bkcache_images.md", "kubectl_bkcache_mirror.md", index} {
+		if _, ok := pages[want]; !ok {
+			t.Errorf("no page %s among %v", want, slices.Sorted(maps.Keys(pages)))
+		}
+	}
+	if up := string(pages["docker_bkcache_up.md"]); !strings.Contains(up, "docker bkcache up [flags]") || !strings.Contains(up, "--upstream string") {
+		t.Errorf("docker_bkcache_up.md does not read as docker bkcache up --help:\n%s", up)
+	}
+}

@@ -3,7 +3,7 @@
 # version and inputs give the same bytes, on any machine and in any directory.
 #
 #   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, registry-image.sh,
-#                                        README.md, LICENSE, manifests/ (RBAC), RELEASE, CONTENTS.sha256
+#                                        README.md, LICENSE, docs/, manifests/ (RBAC), RELEASE, CONTENTS.sha256
 #   bkcache-VERSION-registry-image-linux-ARCH.tar.gz
 #                                        by default (DIST_IMAGE=auto: when apt-get is there; 1 insists,
 #                                        0 skips): the registry:2 image built from Debian's
@@ -116,9 +116,13 @@ for arch in $DIST_ARCHES; do
   install -m 0644 README.md "$stage/README.md"
   install -m 0644 LICENSE "$stage/LICENSE"
   install -m 0644 manifests/mirror-rbac.yaml "$stage/manifests/mirror-rbac.yaml"
+  # The README links into docs/: ship them, so its links work offline too.
+  cp -R docs "$stage/docs"
+  find "$stage/docs" -type d -exec chmod 0755 {} + && find "$stage/docs" -type f -exec chmod 0644 {} +
   printf 'name=bkcache\nversion=%s\nos=linux\narch=%s\n' "$VERSION" "$arch" >"$stage/RELEASE"
   chmod 0644 "$stage/RELEASE"
-  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh registry-image.sh README.md LICENSE RELEASE manifests/mirror-rbac.yaml >CONTENTS.sha256)
+  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh registry-image.sh README.md LICENSE RELEASE manifests/mirror-rbac.yaml \
+    $(find docs -type f | sort) >CONTENTS.sha256)
   chmod 0644 "$stage/CONTENTS.sha256"
   chmod 0755 "$stage" "$stage/manifests"
   step "archive $name.tar.gz" dtar "$work/$arch" "$DIST_DIR/$name.tar.gz" "$name"

@@ -1,8 +1,13 @@
 package cache
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/bkcache/bkcache/pkg/transfer"
 )
 
 func TestChoose(t *testing.T) {
@@ -52,5 +57,46 @@ func TestChoose(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEngineDenied(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{errors.New("permission denied while trying to connect to the docker API at unix:///var/run/docker.sock"), true},
+		{fmt.Errorf("dial: %w", os.ErrPermission), true},
+		{errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"), false},
+		{nil, false},
+	} {
+		if got := EngineDenied(tt.err); got != tt.want {
+			t.Errorf("EngineDenied(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestFailedError(t *testing.T) {
+	nf := transfer.ImageResult{Source: "a", NotFound: true}
+	other := transfer.ImageResult{Source: "b", Error: "connection reset"}
+	for _, tt := range []struct {
+		failed      []transfer.ImageResult
+		want, never string
+	}{
+		{nil, "", ""},
+		{[]transfer.ImageResult{nf, nf}, "2 images were not found upstream (see above): check their names and tags", "again"},
+		{[]transfer.ImageResult{nf, other}, "1 not found upstream (check their names and tags), 1 failed otherwise; run the same command again", ""},
+		{[]transfer.ImageResult{other}, "1 images could not be warmed; run the same command again", "not found"},
+	} {
+		err := failedError(tt.failed)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("failedError(%v) = %v, want nil", tt.failed, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.never != "" && strings.Contains(err.Error(), tt.never)) {
+			t.Errorf("failedError(%v) = %v, want %q without %q", tt.failed, err, tt.want, tt.never)
+		}
 	}
 }

@@ -92,6 +92,15 @@ func withInterruptExitCodes(cmd *cobra.Command) {
 // one that does not exist, with cobra's suggestions ("stauts" -> status).
 func unknownCommand(cmd *cobra.Command, args []string) error {
 	path := cmd.CommandPath()
+	if len(args) > 0 && args[0] == "help" {
+		// "docker bkcache help [COMMAND]": the docker CLI's help command sits
+		// on its own root, so it arrives here as an argument.
+		target := cmd
+		if c, rest, err := cmd.Find(args[1:]); err == nil && len(rest) == 0 {
+			target = c
+		}
+		return target.Help()
+	}
 	if len(args) == 0 {
 		return fmt.Errorf("%s needs a command; run '%s --help' for the list (up, status, verify, warm, ...)", path, path)
 	}

@@ -47,6 +47,13 @@ func TestMistakeUnknownOrMissingCommand(t *testing.T) {
 			}
 		}
 	}
+	// Asking for help is no mistake.
+	for _, args := range [][]string{{"bkcache", "--help"}, {"bkcache", "help"}, {"bkcache", "help", "up"}, {"help", "bkcache"}} {
+		r := runDocker(t, "", args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage:  docker bkcache") {
+			t.Errorf("docker %s: want the usage and exit 0:\n%s", strings.Join(args, " "), r)
+		}
+	}
 }
 
 // A user outside the docker group: the engine runs, its socket refuses them.
@@ -406,5 +413,29 @@ func TestMistakeNoOpPushSaysPresent(t *testing.T) {
 	}
 	if slices.Contains(strings.Fields(second.stdout), "MiB") {
 		t.Errorf("push summary in MiB, progress in docker's MB:\n%s", second)
+	}
+}
+
+// load --cache names its targets where nodes will pull them, not at the
+// storage writer's private address.
+func TestMistakeLoadIntoCacheShowsTheCachesAddress(t *testing.T) {
+	up := registrytest.Start(t)
+	img, err := registrytest.Image(1, 64*1024, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.Push("blueking/app:1", img); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	list := filepath.Join(tmp, "images.txt")
+	os.WriteFile(list, []byte(strings.TrimPrefix(up.URL, "http://")+"/blueking/app:1\n"), 0o644)
+	archive := filepath.Join(tmp, "bk.tar")
+	mustDocker(t, "bkcache", "save", "-f", list, "-o", archive)
+	c := newTestCache(t)
+	mustDocker(t, c.upArgs(up.URL)...)
+	l := mustDocker(t, "bkcache", "load", "-i", archive, "--cache", c.name, "-o", "json")
+	if strings.Contains(l.stdout+l.stderr, "localhost/") || !strings.Contains(l.stdout, `"target": "`+c.addr()+`/blueking/app:1"`) {
+		t.Errorf("load --cache should name the target at the cache's address %s:\n%s", c.addr(), l)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // NewRootCommand builds `docker bkcache`.
 func NewRootCommand(dockerCli command.Cli) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "bkcache",
+		Use:   "bkcache COMMAND",
 		Short: "Run and fill a registry:2 pull-through cache for slow links",
 		Long: `docker bkcache runs the real registry:2 as a pull-through cache (proxy.remoteurl)
 in a container on this Docker engine, reports on it and proves it serves warm pulls.

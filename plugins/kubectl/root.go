@@ -16,7 +16,7 @@ import (
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	flags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:   "kubectl-bkcache",
+		Use:   "kubectl-bkcache COMMAND",
 		Short: "List the images a deployment needs and point node runtimes at a bkcache cache",
 		Long: `kubectl bkcache lists every image a helmfile deployment needs and points
 containerd on every node at a bkcache pull-through cache.`,

@@ -5,7 +5,7 @@
 #   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, registry-image.sh,
 #                                        README.md, LICENSE, docs/, manifests/ (RBAC), RELEASE, CONTENTS.sha256
 #   bkcache-VERSION-registry-image-linux-ARCH.tar.gz
-#                                        by default (DIST_IMAGE=auto: when apt-get is there; 1 insists,
+#                                        by default (DIST_IMAGE=auto: when this host can build it; 1 insists,
 #                                        0 skips): the registry:2 image built from Debian's
 #                                        docker-registry, as a `docker save` archive (docker load -i,
 #                                        or docker bkcache up --image-archive)
@@ -17,7 +17,8 @@
 #   DIST_DIR           output directory (earlier release files in it are replaced)
 #   DIST_ARCHES        "amd64 arm64"
 #   DIST_URL           where the archives will be downloaded from (the krew manifest's uri base)
-#   DIST_IMAGE         auto (default): add the registry image archives when this host has apt-get;
+#   DIST_IMAGE         auto (default): add the registry image archives when this host can build them
+#                      (apt-get, and docker-registry installed or root);
 #                      1: add them or fail; 0: leave them out
 #   SOURCE_DATE_EPOCH  mtime of every file in the archives (default: the commit time of HEAD)
 #   GO                 the go command
@@ -59,12 +60,13 @@ DIST_URL=${DIST_URL:-https://github.com/bkcache/bkcache/releases/download/$VERSI
 DIST_URL=${DIST_URL%/}
 DIST_IMAGE=${DIST_IMAGE:-auto}
 if [ "$DIST_IMAGE" = auto ]; then
-  # The image is built from Debian's docker-registry package: it needs apt-get.
-  if command -v apt-get >/dev/null; then
+  # The image is built from Debian's docker-registry package: it needs apt-get,
+  # and the package installed or root to install it (scripts/registry-image.sh).
+  if command -v apt-get >/dev/null && { [ -x /usr/bin/docker-registry ] || [ "$(id -u)" = 0 ]; }; then
     DIST_IMAGE=1
   else
     DIST_IMAGE=0
-    echo "dist: NOTE: no apt-get on this host, so no registry image archives (the offline path for hosts that cannot pull registry:2); run make dist on a Debian or Ubuntu host, or DIST_IMAGE=1 to insist" >&2
+    echo "dist: NOTE: no registry image archives (the offline path for hosts that cannot pull registry:2): they need a Debian or Ubuntu host with docker-registry installed (or root); DIST_IMAGE=1 to insist" >&2
   fi
 fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then

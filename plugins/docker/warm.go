@@ -92,7 +92,7 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.file, "file", "f", "", "image list, one reference per line (- for stdin)")
-	f.StringVar(&o.opts.Cache, "cache", "", "cache NAME on this engine, or HOST:PORT of a cache elsewhere (default: the cache whose upstream serves each image)")
+	f.StringVar(&o.opts.Cache, "cache", "", "cache NAME on this engine, or HOST:PORT of a cache elsewhere (default: the one cache whose upstream serves each image; several are an error that lists them)")
 	f.StringVar(&o.platforms, "platform", "linux/amd64", "platforms of an index the nodes pull, comma-separated, or all")
 	f.BoolVar(&o.opts.IntoStorage, "into-storage", false, "registry:2 alone (--plain): write into the cache's storage (fail if it is not on this host)")
 	f.BoolVar(&o.opts.ThroughProxy, "through-proxy", false, "registry:2 alone (--plain): pull everything through the cache, as nodes would")

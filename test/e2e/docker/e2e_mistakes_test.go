@@ -214,6 +214,7 @@ func TestMistakeCacheNotNamed(t *testing.T) {
 		{"bkcache", "verify", "blueking/first:1"},
 		{"bkcache", "logs"},
 		{"bkcache", "down"},
+		{"bkcache", "prune", "--unused-for", "30d", "--yes"},
 	} {
 		r := runDockerOn(t, two, args...)
 		if r.code == 0 {

@@ -59,3 +59,24 @@ func TestPagesArePortable(t *testing.T) {
 		t.Errorf("docker_bkcache_up.md does not read as docker bkcache up --help:\n%s", up)
 	}
 }
+
+// Write removes the page of a command that is gone and leaves other files.
+func TestWriteRemovesStalePages(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string]string{"docker_bkcache_gone.md": "old", "notes.md": "mine"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Write(dir, map[string][]byte{"docker_bkcache.md": []byte("new"), index: []byte("list")}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"README.md", "docker_bkcache.md", "notes.md"}; !slices.Equal(names, want) {
+		t.Errorf("after Write: %v, want %v", names, want)
+	}
+}

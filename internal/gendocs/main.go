@@ -45,8 +45,8 @@ func main() {
 // index is the name of the generated page that lists the others.
 const index = "README.md"
 
-// Pages renders every page: file name -> content.
-func Pages() (map[string][]byte, error) {
+// roots are both plugins' root commands, named as users type them.
+func roots() ([]*cobra.Command, error) {
 	cli, err := command.NewDockerCli(command.WithCombinedStreams(io.Discard))
 	if err != nil {
 		return nil, err
@@ -56,13 +56,22 @@ func Pages() (map[string][]byte, error) {
 	// the root would be "bkcache".
 	dockerRoot.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "docker bkcache"}
 	kubectlRoot := kubectl.NewRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+	return []*cobra.Command{dockerRoot, kubectlRoot}, nil
+}
+
+// Pages renders every page: file name -> content.
+func Pages() (map[string][]byte, error) {
+	all, err := roots()
+	if err != nil {
+		return nil, err
+	}
 
 	pages := map[string][]byte{}
 	var list bytes.Buffer
 	list.WriteString("# Command reference\n\n" +
 		"One page per command, generated from the commands themselves (`make docs`; a test fails when a page is stale).\n" +
 		"Every page is what `--help` prints, with the flags' defaults as they are on any machine.\n")
-	for _, root := range []*cobra.Command{dockerRoot, kubectlRoot} {
+	for _, root := range all {
 		fmt.Fprintf(&list, "\n## %s\n\n", root.DisplayName())
 		for _, c := range walk(root) {
 			c.DisableAutoGenTag = true // no date: the pages change only when the commands do

@@ -5,9 +5,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // The committed reference is what the commands say now.
@@ -78,5 +81,27 @@ func TestWriteRemovesStalePages(t *testing.T) {
 	}
 	if want := []string{"README.md", "docker_bkcache.md", "notes.md"}; !slices.Equal(names, want) {
 		t.Errorf("after Write: %v, want %v", names, want)
+	}
+}
+
+// A backquoted word in a flag's usage becomes its value name in --help
+// ("--upstreams docker"): only upper-case placeholders may be backquoted.
+func TestNoFakeValueNames(t *testing.T) {
+	roots, err := roots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeholder := regexp.MustCompile(`^[A-Z][A-Z0-9_:-]*$`)
+	for _, root := range roots {
+		for _, c := range walk(root) {
+			c.Flags().VisitAll(func(f *pflag.Flag) {
+				if !strings.Contains(f.Usage, "`") {
+					return
+				}
+				if name, _ := pflag.UnquoteUsage(f); !placeholder.MatchString(name) {
+					t.Errorf("%s --%s: help shows the value name %q, taken from backquotes in its usage", c.CommandPath(), f.Name, name)
+				}
+			})
+		}
 	}
 }

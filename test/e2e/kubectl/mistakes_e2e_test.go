@@ -53,7 +53,7 @@ func TestMistakesThroughKubectl(t *testing.T) {
 	})
 
 	t.Run("undefined environment", func(t *testing.T) {
-		fails(t, env, []string{"environment staging is not defined in " + testdata + "bk/base.yaml.gotmpl (defined: default, prod)"},
+		fails(t, env, []string{`environment "staging" is not defined in base.yaml.gotmpl (defined: default, prod)`},
 			"bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl", "-e", "staging")
 		_, errOut, _ := run(env, "bkcache", "images", "--from-helmfile", testdata+"bk/base.yaml.gotmpl", "-e", "staging")
 		if strings.Contains(errOut, "map has no entry for key") {

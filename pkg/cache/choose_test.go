@@ -88,7 +88,7 @@ func TestFailedError(t *testing.T) {
 		{[]transfer.ImageResult{nf, other}, "1 not found upstream (check their names and tags), 1 failed otherwise; run the same command again", ""},
 		{[]transfer.ImageResult{other}, "1 images could not be warmed; run the same command again", "not found"},
 	} {
-		err := failedError(tt.failed)
+		err := failedError(tt.failed, "")
 		if tt.want == "" {
 			if err != nil {
 				t.Errorf("failedError(%v) = %v, want nil", tt.failed, err)

@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"

@@ -12,18 +12,19 @@ TEST_FLAGS    ?= -count=1 -p 1 -timeout 30m
 export CGO_ENABLED = 0
 export GOFLAGS += -trimpath
 
-.PHONY: help build install dist setup test unit fuzz e2e bench bench-deploy lint clean
+.PHONY: help build install dist docs setup test unit fuzz e2e bench bench-deploy lint clean
 
 help:
 	@echo "build    build both plugins into $(BUILD_DIR)/"
 	@echo "install  build, then install docker-bkcache into $(DOCKER_CONFIG)/cli-plugins and kubectl-bkcache into $(PREFIX)/bin"
-	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml (DIST_IMAGE=1 adds the registry image)"
+	@echo "dist     release archives for $(DIST_ARCHES) into $(DIST_DIR)/: bkcache-VERSION-linux-ARCH.tar.gz, SHA256SUMS, krew's bkcache.yaml, the registry image archives (DIST_IMAGE=0 leaves them out)"
 	@echo "unit     unit tests of every package with the race detector (-race; no Docker, no cluster)"
 	@echo "test     lint, unit tests and end-to-end tests against the real Docker engine (installs and starts what they need)"
 	@echo "e2e      end-to-end tests against a real Kubernetes of CLUSTER_NODES=3 nodes built from source (scripts/cluster)"
 	@echo "bench    cache front benchmark (N clients: direct vs registry:2 alone vs bkcache's front), pull benchmark (direct vs cold vs warm cache), copy benchmark (push vs crane, skopeo, docker loop; upstream bytes per way of filling a cache), images vs helm template + grep (a 138-template chart, a 32-release helmfile), images vs resolve + helm template per release (a 64-release suite of nested helmfiles with derivePassword), then bench-deploy"
 	@echo "bench-deploy  a BlueKing-shaped deployment on a 3-node cluster over one 8 MiB/s link: upstream directly vs a cold vs a warmed cache (time to Ready, upstream bytes, bytes per node); mirror on 1 vs 3 nodes (P4)"
 	@echo "fuzz     fuzz the input parsers, 100k executions per target (FUZZTIME=10m for a deeper run)"
+	@echo "docs     regenerate docs/reference (one page per command) from the commands; make test fails when it is stale"
 	@echo "lint     gofmt and go vet"
 	@echo "clean    remove $(BUILD_DIR)/"
 
@@ -42,10 +43,16 @@ install: build
 DIST_DIR      ?= $(BUILD_DIR)/dist
 DIST_ARCHES   ?= amd64 arm64
 DIST_URL      ?= https://github.com/bkcache/bkcache/releases/download/$(VERSION)
-DIST_IMAGE    ?=
+# auto: the registry image archives too when this host has apt-get (1 insists, 0 skips).
+DIST_IMAGE    ?= auto
 dist:
 	VERSION=$(VERSION) DIST_DIR=$(DIST_DIR) DIST_ARCHES="$(DIST_ARCHES)" DIST_URL=$(DIST_URL) \
 	  DIST_IMAGE=$(DIST_IMAGE) GO=$(GO) bash scripts/dist.sh
+
+# The command reference, generated from the cobra commands (internal/gendocs;
+# its test, run by make test, fails when docs/reference is stale).
+docs:
+	$(GO) run ./internal/gendocs docs/reference
 
 setup:
 	bash scripts/setup.sh --test

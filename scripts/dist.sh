@@ -2,10 +2,11 @@
 # Builds the release files into DIST_DIR, reproducibly: the same commit, Go
 # version and inputs give the same bytes, on any machine and in any directory.
 #
-#   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, README.md, LICENSE,
-#                                        manifests/ (RBAC), RELEASE, CONTENTS.sha256
+#   bkcache-VERSION-linux-ARCH.tar.gz    docker-bkcache, kubectl-bkcache, install.sh, registry-image.sh,
+#                                        README.md, LICENSE, docs/, manifests/ (RBAC), RELEASE, CONTENTS.sha256
 #   bkcache-VERSION-registry-image-linux-ARCH.tar.gz
-#                                        with DIST_IMAGE=1: the registry:2 image built from Debian's
+#                                        by default (DIST_IMAGE=auto: when this host can build it; 1 insists,
+#                                        0 skips): the registry:2 image built from Debian's
 #                                        docker-registry, as a `docker save` archive (docker load -i,
 #                                        or docker bkcache up --image-archive)
 #   SHA256SUMS                           sha256 of every archive above
@@ -16,7 +17,9 @@
 #   DIST_DIR           output directory (earlier release files in it are replaced)
 #   DIST_ARCHES        "amd64 arm64"
 #   DIST_URL           where the archives will be downloaded from (the krew manifest's uri base)
-#   DIST_IMAGE         1 to add the registry image archives
+#   DIST_IMAGE         auto (default): add the registry image archives when this host can build them
+#                      (apt-get, and docker-registry installed or root);
+#                      1: add them or fail; 0: leave them out
 #   SOURCE_DATE_EPOCH  mtime of every file in the archives (default: the commit time of HEAD)
 #   GO                 the go command
 #
@@ -55,7 +58,17 @@ cd "$(dirname "$0")/.."
 DIST_ARCHES=${DIST_ARCHES:-amd64 arm64}
 DIST_URL=${DIST_URL:-https://github.com/bkcache/bkcache/releases/download/$VERSION}
 DIST_URL=${DIST_URL%/}
-DIST_IMAGE=${DIST_IMAGE:-}
+DIST_IMAGE=${DIST_IMAGE:-auto}
+if [ "$DIST_IMAGE" = auto ]; then
+  # The image is built from Debian's docker-registry package: it needs apt-get,
+  # and the package installed or root to install it (scripts/registry-image.sh).
+  if command -v apt-get >/dev/null && { [ -x /usr/bin/docker-registry ] || [ "$(id -u)" = 0 ]; }; then
+    DIST_IMAGE=1
+  else
+    DIST_IMAGE=0
+    echo "dist: NOTE: no registry image archives (the offline path for hosts that cannot pull registry:2): they need a Debian or Ubuntu host with docker-registry installed (or root); DIST_IMAGE=1 to insist" >&2
+  fi
+fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 fi
@@ -101,12 +114,17 @@ for arch in $DIST_ARCHES; do
   step "build docker-bkcache linux/$arch" build "$arch" docker-bkcache "$stage/docker-bkcache"
   step "build kubectl-bkcache linux/$arch" build "$arch" kubectl-bkcache "$stage/kubectl-bkcache"
   install -m 0755 scripts/install.sh "$stage/install.sh"
+  install -m 0755 scripts/registry-image.sh "$stage/registry-image.sh"
   install -m 0644 README.md "$stage/README.md"
   install -m 0644 LICENSE "$stage/LICENSE"
   install -m 0644 manifests/mirror-rbac.yaml "$stage/manifests/mirror-rbac.yaml"
+  # The README links into docs/: ship them, so its links work offline too.
+  cp -R docs "$stage/docs"
+  find "$stage/docs" -type d -exec chmod 0755 {} + && find "$stage/docs" -type f -exec chmod 0644 {} +
   printf 'name=bkcache\nversion=%s\nos=linux\narch=%s\n' "$VERSION" "$arch" >"$stage/RELEASE"
   chmod 0644 "$stage/RELEASE"
-  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh README.md LICENSE RELEASE manifests/mirror-rbac.yaml >CONTENTS.sha256)
+  (cd "$stage" && sha256 docker-bkcache kubectl-bkcache install.sh registry-image.sh README.md LICENSE RELEASE manifests/mirror-rbac.yaml \
+    $(find docs -type f | sort) >CONTENTS.sha256)
   chmod 0644 "$stage/CONTENTS.sha256"
   chmod 0755 "$stage" "$stage/manifests"
   step "archive $name.tar.gz" dtar "$work/$arch" "$DIST_DIR/$name.tar.gz" "$name"

@@ -332,17 +332,20 @@ printf '%-10s kubectl-bkcache -> %s\n' "$(word "$kubectl_plan")" "$kubectl_targe
 printf '%-10s %s\n' recorded "$manifest (install.sh --uninstall --prefix $prefix removes what it lists)"
 
 echo "Next:"
-echo "  docker bkcache version"
-echo "  kubectl bkcache version"
+echo "  docker bkcache up                 # run the cache (bkhub -> https://hub.bktencent.com on :5500)"
+img_hint="  (a host that cannot pull hub.bktencent.com/library/registry:2: README.md, \"A host that can pull nothing\")"
+for d in "$(dirname "$here")" "$PWD"; do
+  img=$d/bkcache-$version-registry-image-$want_os-$want_arch.tar.gz
+  if [ -f "$img" ]; then
+    img_hint="  docker bkcache up --image bkcache.local/registry:2 --image-archive $img   # no registry reachable: the cache image from this release"
+    break
+  fi
+done
+echo "$img_hint"
+echo "  docker bkcache verify IMAGE       # prove a pull through it, e.g. blueking/slug-app:v1.1.0-beta.27"
+echo "  kubectl bkcache mirror --registry HOST:5500 --dry-run   # then point the nodes at it"
 case ":$PATH:" in
   *":$bin_dir:"*) ;;
   *) echo "note: $bin_dir is not on PATH: add it (export PATH=\"$bin_dir:\$PATH\") so kubectl finds kubectl-bkcache" ;;
 esac
 command -v kubectl >/dev/null 2>&1 || echo "note: kubectl is not on PATH: kubectl bkcache works once it is installed"
-for d in "$(dirname "$here")" "$PWD"; do
-  img=$d/bkcache-$version-registry-image-$want_os-$want_arch.tar.gz
-  if [ -f "$img" ]; then
-    echo "  docker bkcache up --image bkcache.local/registry:2 --image-archive $img   # no registry reachable: the cache image from this release"
-    break
-  fi
-done

@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -312,9 +313,28 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 		top + "/RELEASE":                    0o644,
 		top + "/docker-bkcache":             0o755,
 		top + "/install.sh":                 0o755,
+		top + "/registry-image.sh":          0o755,
 		top + "/kubectl-bkcache":            0o755,
 		top + "/manifests/":                 0o755,
 		top + "/manifests/mirror-rbac.yaml": 0o644,
+	}
+	// docs/ ships as it is in the repository (the README links into it).
+	sources := map[string]string{"install.sh": "scripts/install.sh", "registry-image.sh": "scripts/registry-image.sh", "README.md": "README.md", "LICENSE": "LICENSE", "manifests/mirror-rbac.yaml": "manifests/mirror-rbac.yaml"}
+	err := filepath.WalkDir(filepath.Join(repo, "docs"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(repo, path)
+		if d.IsDir() {
+			want[top+"/"+rel+"/"] = 0o755
+		} else {
+			want[top+"/"+rel] = 0o644
+			sources[rel] = rel
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("docs/ of %s: %v", repo, err)
 	}
 	entries := readArchive(t, p)
 	var names []string
@@ -336,7 +356,7 @@ func checkArchive(t *testing.T, repo, p, arch string, epoch int64) {
 	if got, want := string(files[top+"/RELEASE"]), "name=bkcache\nversion="+testVersion+"\nos=linux\narch="+arch+"\n"; got != want {
 		t.Errorf("RELEASE = %q, want %q", got, want)
 	}
-	for f, src := range map[string]string{"install.sh": "scripts/install.sh", "README.md": "README.md", "LICENSE": "LICENSE", "manifests/mirror-rbac.yaml": "manifests/mirror-rbac.yaml"} {
+	for f, src := range sources {
 		b, err := os.ReadFile(filepath.Join(repo, src))
 		if err != nil || !bytes.Equal(b, files[top+"/"+f]) {
 			t.Errorf("%s: %s is not the repository's %s (%v)", p, f, src, err)

@@ -149,6 +149,7 @@ func testInstall(t *testing.T, dist string) {
 		"installed  docker-bkcache  -> " + plugin,
 		"installed  kubectl-bkcache -> " + kubectlPlugin,
 		"recorded   " + manifest,
+		"docker bkcache up ", // Next: the first step after installing
 	} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("install.sh output lacks %q:\n%s", want, r.out)

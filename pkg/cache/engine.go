@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -144,10 +145,19 @@ func inspect(ctx context.Context, eng Engine, name string) (container.InspectRes
 
 // engineError turns a connection failure into advice; other errors pass through.
 func engineError(eng Engine, err error) error {
+	if EngineDenied(err) {
+		return fmt.Errorf("no permission to use the Docker engine at %s: %w; the engine's socket is there but this user may not open it: add the user to the docker group (sudo usermod -aG docker $USER, then log in again) or run the command with sudo", eng.DaemonHost(), err)
+	}
 	if client.IsErrConnectionFailed(err) || strings.Contains(err.Error(), "Cannot connect to the Docker daemon") {
 		return fmt.Errorf("cannot reach the Docker engine at %s: %w; start dockerd (systemctl start docker) or point DOCKER_HOST / --context at a running engine", eng.DaemonHost(), err)
 	}
 	return err
+}
+
+// EngineDenied says whether err is the engine's socket refusing this user
+// (the moby client says "permission denied while trying to connect").
+func EngineDenied(err error) bool {
+	return err != nil && (errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied while trying to connect"))
 }
 
 // Ping checks the engine answers, with the advice engineError gives.
@@ -213,6 +223,16 @@ func Logs(ctx context.Context, eng Engine, name string, follow bool, tail string
 	return nil
 }
 
-func notFound(name string) error {
-	return fmt.Errorf("no cache named %s (container %s not found); run \"docker bkcache status\" to list caches or \"docker bkcache up --name %s\" to create it", name, ContainerName(name), name)
+// errNotFound marks a cache that does not exist (errors.Is).
+var errNotFound = errors.New("no such cache")
+
+// notFoundError names the missing cache and what to do.
+type notFoundError struct{ name string }
+
+func (e notFoundError) Error() string {
+	return fmt.Sprintf("no cache named %s (container %s not found); run \"docker bkcache status\" to list caches or \"docker bkcache up --name %s\" to create it", e.name, ContainerName(e.name), e.name)
 }
+
+func (notFoundError) Is(target error) bool { return target == errNotFound }
+
+func notFound(name string) error { return notFoundError{name} }

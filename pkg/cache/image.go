@@ -52,5 +52,7 @@ func ensureImage(ctx context.Context, eng Engine, image, pull string, progress i
 }
 
 func missingImage(image, why string) error {
-	return fmt.Errorf("image %s is not on this Docker engine (%s); pull it (docker pull %s), load a saved copy (--image-archive registry.tar, or docker load -i registry.tar), build the local one with scripts/registry-image.sh, or pass --image", image, why, image)
+	return fmt.Errorf("image %s is not on this Docker engine (%s); either pull it (docker pull %s), "+
+		"or use the release's image archive: docker bkcache up --image bkcache.local/registry:2 --image-archive bkcache-VERSION-registry-image-linux-ARCH.tar.gz, "+
+		"or build that image here from Debian's docker-registry package with registry-image.sh (in the release archive and in scripts/) and pass --image bkcache.local/registry:2", image, why, image)
 }

@@ -27,5 +27,6 @@ func LoadIntoCache(ctx context.Context, eng Engine, name, archive string, opts t
 	}
 	defer writer.Stop(context.WithoutCancel(ctx))
 	opts.To, opts.Transport, opts.Insecure, opts.Prefix = writer.Addr, writer.Transport(), true, ""
+	opts.ShownAs = c.Spec.LocalAddress() // where nodes will pull it, not the writer's private address
 	return transfer.Load(ctx, archive, opts)
 }

@@ -134,6 +134,8 @@ type CacheMetrics struct {
 	Note             string `json:"note"`
 }
 
+const frontMetricsNote = "manifest counters of the registry:2 child; the blob counters are the front's (front)"
+
 const metricsNote = "registry:2 keeps no usable blob counters; blob hits and misses are not reported (docker bkcache verify measures them per image)"
 
 // Statuses reports every bkcache cache on this engine, or only the named ones.
@@ -227,6 +229,11 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 			if err != nil {
 				st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
 			} else {
+				if st.Layout == LayoutFront {
+					// The front counts blobs itself: the plain layout's note
+					// would read as if these figures were missing.
+					m.Note = frontMetricsNote
+				}
 				st.Metrics = m
 			}
 		}

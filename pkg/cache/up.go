@@ -147,6 +147,10 @@ func Up(ctx context.Context, eng Engine, spec Spec, opts UpOptions) (UpResult, e
 	}
 	if spec.Layout == LayoutFront {
 		result.Mode, result.Warning = frontMode(ctx, eng, spec)
+		if u.startedOffline && result.Warning == "" && result.Mode != ModeOnline {
+			// The front may not have finished its first probe yet.
+			result.Mode, result.Warning = ModeOffline, UnreachableWarning
+		}
 	}
 	return result, nil
 }
@@ -173,6 +177,9 @@ type upRun struct {
 	old        []byte // the config file as found
 	config     []byte // the config file as wanted
 	labels     map[string]string
+	// startedOffline: the upstream did not answer before a new container
+	// was made; the front starts in outage mode.
+	startedOffline bool
 }
 
 // validate checks what needs no engine: the name, the config directory, the
@@ -291,6 +298,7 @@ func (u *upRun) prepareCreate(ctx context.Context, plan Plan) (backup string, er
 				return "", err
 			}
 			// The front starts without its upstream and serves what the cache holds.
+			u.startedOffline = true
 			fmt.Fprintf(progress, "cache %s: %s; starting anyway: the front serves cached content until the upstream answers\n", spec.Name, unreachable.short())
 		}
 	}

@@ -88,10 +88,32 @@ func Warm(ctx context.Context, eng Engine, entries []transfer.Entry, opts WarmOp
 			out.Failed = append(out.Failed, transfer.ImageResult{Source: "cache " + g.label, Error: err.Error()})
 		}
 	}
-	if len(out.Failed) > 0 {
-		return out, fmt.Errorf("%d images could not be warmed%s; run the same command again to retry them (what was warmed is kept)", len(out.Failed), outages(out.Caches))
+	if err := ctx.Err(); err != nil {
+		return out, err
 	}
-	return out, nil
+	return out, failedError(out.Failed, outages(out.Caches))
+}
+
+// failedError sums up failed images: retrying helps with a broken link, not
+// with an image the upstream does not have. outage names caches whose
+// upstream is unreachable ("" for none).
+func failedError(failed []transfer.ImageResult, outage string) error {
+	missing := 0
+	for _, f := range failed {
+		if f.NotFound {
+			missing++
+		}
+	}
+	switch {
+	case len(failed) == 0:
+		return nil
+	case missing == len(failed):
+		return fmt.Errorf("%d images were not found upstream (see above): check their names and tags in the list", missing)
+	case missing > 0:
+		return fmt.Errorf("%d images could not be warmed%s: %d not found upstream (check their names and tags), %d failed otherwise; run the same command again to retry those (what was warmed is kept)", len(failed), outage, missing, len(failed)-missing)
+	default:
+		return fmt.Errorf("%d images could not be warmed%s; run the same command again to retry them (what was warmed is kept)", len(failed), outage)
+	}
 }
 
 // outages names the caches that said their upstream cannot be reached:
@@ -151,11 +173,18 @@ func groupByCache(ctx context.Context, eng Engine, flag string, entries []transf
 	var unserved []transfer.Entry
 	for _, e := range entries {
 		var match *Cache
+		var serving []Cache
 		for i := range caches {
 			if flag != "" || serves(caches[i].Spec, e.Ref) {
-				match = &caches[i]
-				break
+				if match == nil {
+					match = &caches[i]
+				}
+				serving = append(serving, caches[i])
 			}
+		}
+		if len(serving) > 1 {
+			// Picking one silently would fill a cache the nodes may not use.
+			return nil, nil, fmt.Errorf("several caches proxy %s: %s; name the one to fill with --cache NAME", e.Ref.Context().RegistryStr(), describeCaches(serving))
 		}
 		if match == nil {
 			unserved = append(unserved, e)

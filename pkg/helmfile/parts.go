@@ -253,11 +253,14 @@ func (st *state) envNames() []string {
 	return slices.Sorted(maps.Keys(st.envs))
 }
 
-func (st *state) skippedHint() string {
-	if len(st.skipped) == 0 {
+func (st *state) skippedHint() string { return skippedHint(st.skipped) }
+
+// skippedHint names the optional values files that were absent.
+func skippedHint(skipped []string) string {
+	if len(skipped) == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (optional values files not found, which may have held the key: %s)", strings.Join(st.skipped, ", "))
+	return fmt.Sprintf(" (optional values files not found, which may have held the key: %s)", strings.Join(skipped, ", "))
 }
 
 // notice reports a skipped optional file once per run.

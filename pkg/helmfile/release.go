@@ -127,9 +127,11 @@ func (l *stateLoader) resolveRelease(st *state, s releaseSpec, ns string) (Relea
 		return base, true
 	}
 	rd := &releaseData{Name: s.Name, Namespace: ns, Chart: s.Chart, Labels: s.Labels}
-	relVals, _, err := l.mergeValues(valuesList(st.dir, s.Values), templateData(st.envName, st.values, rd), owner)
+	relVals, skipped, err := l.mergeValues(valuesList(st.dir, s.Values), templateData(st.envName, st.values, rd), owner)
 	if err != nil {
-		base.err = err
+		// A key missing from a values template most often lives in an
+		// optional file that is absent, or in another environment.
+		base.err = fmt.Errorf("environment %q: %w%s", st.envName, err, skippedHint(append(slices.Clone(st.skipped), skipped...)))
 		return base, true
 	}
 	for _, set := range s.Set {

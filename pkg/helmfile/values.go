@@ -238,7 +238,7 @@ func readValuesFile(file string, data any) (map[string]any, error) {
 func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwner) (map[string]any, []string, error) {
 	acc := map[string]any{}
 	var skipped []string
-	for _, e := range entries {
+	for k, e := range entries {
 		if err := e.check(); err != nil {
 			return nil, nil, err
 		}
@@ -257,7 +257,14 @@ func (l *stateLoader) mergeValues(entries []valuesEntry, data any, owner fileOwn
 		for _, f := range files {
 			m, err := l.readValues(f, data)
 			if err != nil {
-				return nil, nil, err
+				// Every absent optional file of the list, also those after
+				// this one: one of them may be where the missing key lives.
+				for _, rest := range entries[k+1:] {
+					if _, skip, rerr := l.resolveFile(rest.file, owner); rest.file != "" && rerr == nil && skip {
+						skipped = append(skipped, rest.file)
+					}
+				}
+				return nil, skipped, err
 			}
 			acc = mergeMaps(acc, m)
 		}

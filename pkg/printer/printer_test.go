@@ -41,7 +41,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestBytes(t *testing.T) {
-	for n, want := range map[int64]string{-1: "?", 0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 208 << 20: "208.0 MiB", 3 << 30: "3.0 GiB"} {
+	for n, want := range map[int64]string{-1: "?", 0: "0B", 999: "999B", 1000: "1kB", 1536: "1.536kB", 208 << 20: "218.1MB", 3_000_000_000: "3GB"} {
 		if got := Bytes(n); got != want {
 			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
 		}

@@ -36,6 +36,9 @@ type LoadOptions struct {
 	Meter *Meter
 	// Transport reaches the target; default http.DefaultTransport.
 	Transport http.RoundTripper
+	// ShownAs names the target in results and progress when To is only an
+	// internal address (a cache's storage writer): the cache's own address.
+	ShownAs string
 	// TempDir holds the blobs of a compressed archive while they are pushed
 	// (default: os.TempDir()). An uncompressed archive needs no temporary space.
 	TempDir string
@@ -82,6 +85,9 @@ func Load(ctx context.Context, archive string, opts LoadOptions) (Report, error)
 		dst, err := TargetRef(im.ref, opts.To, opts.Prefix, opts.Insecure)
 		if err == nil {
 			res.Target = dst.String()
+			if opts.ShownAs != "" {
+				res.Target = opts.ShownAs + "/" + dst.Context().RepositoryStr() + refSuffix(dst)
+			}
 			var t remote.Taggable
 			if t, err = src.taggable(im.desc); err == nil {
 				err = pusher.Push(ctx, dst, metered(opts.Meter, res.Source, t))

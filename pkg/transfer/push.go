@@ -66,6 +66,11 @@ type ImageResult struct {
 	// Outage: the cache this image was read from said its upstream cannot
 	// be reached (the part of Error that says since when).
 	Outage string `json:"outage,omitempty"`
+	// NotFound says the registry does not have the image (a typo in the
+	// name or tag): retrying cannot help.
+	NotFound bool `json:"notFound,omitempty"`
+	// Unchanged says the target already had the image: nothing was written.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // Report sums up a Push.
@@ -106,12 +111,13 @@ func Push(ctx context.Context, entries []Entry, opts PushOptions) (Report, error
 		return Report{}, err
 	}
 	cache.Meter = opts.Meter
-	pusher, err := remote.NewPusher(append(commonOptions(ctx, opts.Jobs, *opts.Backoff),
-		remote.WithTransport(opts.TargetTransport), remote.WithAuthFromKeychain(opts.Keychain))...)
+	pusherOpts := append(commonOptions(ctx, opts.Jobs, *opts.Backoff),
+		remote.WithTransport(opts.TargetTransport), remote.WithAuthFromKeychain(opts.Keychain))
+	pusher, err := remote.NewPusher(pusherOpts...)
 	if err != nil {
 		return Report{}, err
 	}
-	c := &copier{opts: opts, cache: cache, pusher: pusher, mounts: map[v1.Hash]name.Reference{},
+	c := &copier{opts: opts, cache: cache, pusher: pusher, target: pusherOpts, mounts: map[v1.Hash]name.Reference{},
 		report: Report{Images: make([]ImageResult, len(entries)), DryRun: opts.DryRun}}
 
 	// Resolve every image first, so the writes can be ordered by shared layers.
@@ -222,6 +228,8 @@ func (c *copier) finish(j *job) {
 		fmt.Fprintf(c.opts.Progress, "FAILED  %s: %s\n", j.res.Source, j.res.Error)
 	case c.opts.DryRun:
 		fmt.Fprintf(c.opts.Progress, "would copy %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
+	case j.res.Unchanged:
+		fmt.Fprintf(c.opts.Progress, "present %s -> %s (%s): already at the target\n", j.res.Source, j.res.Target, j.res.Digest)
 	default:
 		fmt.Fprintf(c.opts.Progress, "copied  %s -> %s (%s)\n", j.res.Source, j.res.Target, j.res.Digest)
 	}
@@ -263,6 +271,8 @@ type copier struct {
 	opts   PushOptions
 	cache  *BlobCache
 	pusher *remote.Pusher
+	// target reaches the target registry, to ask what it already holds.
+	target []remote.Option
 
 	mu     sync.Mutex
 	mounts map[v1.Hash]name.Reference // blob -> a target repository that has it
@@ -418,6 +428,12 @@ func (c *copier) conflicts(j *job, claimed map[v1.Hash]bool) bool {
 }
 
 func (c *copier) write(ctx context.Context, j *job) {
+	// A target that holds the same digest under this tag needs no write; say
+	// so instead of "copied" (a HEAD that fails just means: write).
+	if d, err := remote.Head(j.dst, append(c.target, remote.WithContext(ctx))...); err == nil && d.Digest.String() == j.res.Digest {
+		j.res.Unchanged = true
+		return
+	}
 	var err error
 	if j.idx != nil {
 		err = c.pusher.Push(ctx, j.dst, &mountingIndex{inner: j.idx, mounts: c.snapshotMounts()})

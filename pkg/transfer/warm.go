@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -51,6 +53,8 @@ type WarmReport struct {
 	// that is why images failed (each was asked once, not retried).
 	Outage  string  `json:"outage,omitempty"`
 	Seconds float64 `json:"seconds"`
+	// Warmed counts the images whose every blob the cache now holds.
+	Warmed int `json:"warmed"`
 }
 
 // blob is one blob of one repository, as the cache stores it.
@@ -70,9 +74,16 @@ func WarmThroughCache(ctx context.Context, entries []Entry, opts WarmOptions) (W
 		// An outage answer of the cache fails its request at once (FailFast):
 		// retries cannot help before the upstream is back.
 		ropts:   []remote.Option{remote.WithContext(ctx), remote.WithTransport(FailFast(http.DefaultTransport)), remote.WithRetryBackoff(defaultBackoff())},
-		waiting: map[string][]int{}, left: map[int]int{}}
-	order, byDigest := w.uncached(w.resolveAll())
+		waiting: map[string][]int{}, left: map[int]int{}, broken: map[int]bool{}}
+	blobs := w.resolveAll(ctx)
+	if err := ctx.Err(); err != nil {
+		return w.report, err
+	}
+	order, byDigest := w.uncached(ctx, blobs)
 	w.fetchAll(ctx, order, byDigest)
+	if err := ctx.Err(); err != nil {
+		return w.report, err
+	}
 
 	// registry:2 stores a cold blob in the background after serving it.
 	deadline := time.Now().Add(opts.StoreWait)
@@ -121,22 +132,31 @@ type warmRun struct {
 	report  WarmReport
 	waiting map[string][]int // repo@digest -> indexes of the entries needing it
 	left    map[int]int      // entry index -> blobs it still waits on
+	broken  map[int]bool     // entry index -> a blob of it failed
 	fetched []blob
 }
 
 // resolveAll reads every entry's manifests and lists its blobs, each
 // repository's blob once.
-func (w *warmRun) resolveAll() []blob {
+func (w *warmRun) resolveAll(ctx context.Context) []blob {
 	var blobs []blob
 	seen := map[string]bool{}
 	for i, e := range w.entries {
 		imgs, manifests, err := resolve(e.Ref, w.opts.Platforms, w.ropts)
 		w.report.Manifests += manifests
+		if ctx.Err() != nil {
+			return nil // interrupted: nothing more to report
+		}
 		if err != nil {
 			w.noteOutage(err)
-			w.report.Failed = append(w.report.Failed, ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()})
+			res := ImageResult{Line: e.Line, Source: e.Ref.String(), Error: err.Error()}
+			if IsNotFound(err) {
+				res.NotFound = true
+				res.Error = "not found upstream: check the name and tag (" + err.Error() + ")"
+			}
+			w.report.Failed = append(w.report.Failed, res)
 			w.opts.Meter.Finish(e.Ref.String(), err)
-			fmt.Fprintf(w.opts.Progress, "FAILED  %s: %v\n", e.Ref, err)
+			fmt.Fprintf(w.opts.Progress, "FAILED  %s: %s\n", e.Ref, res.Error)
 			continue
 		}
 		w.report.Images++
@@ -170,20 +190,25 @@ func (w *warmRun) noteOutage(err error) {
 	}
 }
 
-// done marks a blob finished and prints each image it completes; w.mu held
-// while blobs are fetched.
-func (w *warmRun) done(b blob) {
+// done marks a blob finished (or failed, err) and prints each image it
+// completes; an image with a failed blob, or one cut off by an interrupt, is
+// not called warmed. w.mu held while blobs are fetched.
+func (w *warmRun) done(ctx context.Context, b blob, err error) {
 	for _, i := range w.waiting[b.repo.RepositoryStr()+"@"+b.desc.Digest.String()] {
-		if w.left[i]--; w.left[i] == 0 {
+		if err != nil {
+			w.broken[i] = true
+		}
+		if w.left[i]--; w.left[i] == 0 && !w.broken[i] && ctx.Err() == nil {
 			w.opts.Meter.Finish(w.entries[i].Ref.String(), nil)
 			fmt.Fprintf(w.opts.Progress, "warmed  %s\n", w.entries[i].Ref)
+			w.report.Warmed++
 		}
 	}
 }
 
 // uncached counts the blobs, skips those the cache's storage holds, and
 // groups the rest by digest, in first-seen order.
-func (w *warmRun) uncached(blobs []blob) (order []v1.Hash, byDigest map[v1.Hash][]blob) {
+func (w *warmRun) uncached(ctx context.Context, blobs []blob) (order []v1.Hash, byDigest map[v1.Hash][]blob) {
 	byDigest = map[v1.Hash][]blob{}
 	for _, b := range blobs {
 		w.report.Blobs++
@@ -191,7 +216,7 @@ func (w *warmRun) uncached(blobs []blob) (order []v1.Hash, byDigest map[v1.Hash]
 			w.report.BlobsCached++
 			w.report.BytesCached += b.desc.Size
 			w.opts.Meter.Complete(b.desc.Digest)
-			w.done(b)
+			w.done(ctx, b, nil)
 			continue
 		}
 		if _, ok := byDigest[b.desc.Digest]; !ok {
@@ -228,11 +253,16 @@ func (w *warmRun) fetchAll(ctx context.Context, order []v1.Hash, byDigest map[v1
 func (w *warmRun) fetch(ctx context.Context, b blob) {
 	// A request that lands while registry:2 still holds the blob in flight is
 	// served without being stored: ask again.
+	var err error
 	for attempt := 1; ; attempt++ {
-		n, err := fetchBlob(b.repo.Digest(b.desc.Digest.String()), w.ropts, w.opts.Meter.Writer(b.desc.Digest))
+		if err = ctx.Err(); err != nil {
+			break // interrupted: not a failure to report
+		}
+		var n int64
+		n, err = fetchBlob(b.repo.Digest(b.desc.Digest.String()), w.ropts, w.opts.Meter.Writer(b.desc.Digest))
 		w.mu.Lock()
 		w.report.BytesFetched += n
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			w.noteOutage(err)
 			w.report.Failed = append(w.report.Failed, ImageResult{Source: b.repo.String() + "@" + b.desc.Digest.String(), Error: err.Error()})
 		}
@@ -243,9 +273,26 @@ func (w *warmRun) fetch(ctx context.Context, b blob) {
 		}
 	}
 	w.mu.Lock()
-	w.fetched = append(w.fetched, b)
-	w.done(b)
+	if err == nil {
+		w.fetched = append(w.fetched, b)
+	}
+	w.done(ctx, b, err)
 	w.mu.Unlock()
+}
+
+// IsNotFound says whether a registry answered that an image (its manifest or
+// repository) does not exist: a typo in the list, not a broken link.
+func IsNotFound(err error) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, d := range te.Errors {
+		if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+			return true
+		}
+	}
+	return te.StatusCode == http.StatusNotFound
 }
 
 // storeWaitFor bounds the wait for registry:2 to store a blob it served: it

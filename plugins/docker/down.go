@@ -25,7 +25,8 @@ func newDownCommand(dockerCli command.Cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "down [NAME...]",
 		Short: "Stop and remove caches; --purge also deletes their config and data",
-		Long: `Stops and removes the cache containers (default: bkhub). The config file and
+		Long: `Stops and removes the cache containers (default: the only cache on this
+engine, or bkhub when none runs; several caches need NAME or --all). The config file and
 cached data stay, so "docker bkcache up" brings the cache back warm; --purge
 deletes them too and asks first unless --yes is given. Removing a cache that
 is already gone is not an error.
@@ -53,7 +54,16 @@ the data directory registry:2's storage; anything else there is left and named.
 					fmt.Fprintf(dockerCli.Err(), "note: %s\n", s)
 				}
 			} else if len(names) == 0 {
-				names = []string{cache.DefaultName}
+				c, err := cache.Choose(ctx, dockerCli.Client(), "", "", "NAME (docker bkcache down NAME) or --all")
+				switch {
+				case errors.Is(err, cache.ErrNoCache):
+					// Nothing runs: bkhub's files may still be there for --purge.
+					names = []string{cache.DefaultName}
+				case err != nil:
+					return err
+				default:
+					names = []string{c.Spec.Name}
+				}
 			}
 			var results []cache.DownResult
 			for _, n := range names {

@@ -31,8 +31,8 @@ func newPruneCommand(dockerCli command.Cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prune [NAME] (--keep FILE | --unused-for DURATION | --max-size SIZE)",
 		Short: "Free the cache's disk: keep what the next deployment needs, delete the rest while nodes pull",
-		Long: `Deletes images from a cache (default: the only cache on this engine, else
-bkhub) while it serves, through registry:2's own storage model: the running
+		Long: `Deletes images from a cache (default: the only cache on this engine; with
+several, name one) while it serves, through registry:2's own storage model: the running
 cache untags and deletes their manifests, then deletes the blobs registry:2's
 garbage collection finds no manifest referencing. A blob being downloaded,
 stored or served, and an image served while the prune runs, are never
@@ -108,11 +108,16 @@ func (o *pruneOptions) complete(cmd *cobra.Command, dockerCli command.Cli, args 
 	if len(o.keep) == 0 && o.unusedFor == "" && o.maxSz == "" {
 		return errors.New("say what to keep or free: --keep FILE (the next deployment's image list, e.g. from kubectl bkcache images --from-helmfile), --unused-for DURATION (e.g. 30d) or --max-size SIZE (e.g. 400G)")
 	}
-	o.name = cache.DefaultName
 	if len(args) == 1 {
 		o.name = args[0]
-	} else if names, _, err := cache.Names(cmd.Context(), dockerCli.Client()); err == nil && len(names) == 1 {
-		o.name = names[0]
+	} else {
+		// Deleting from a cache picked silently among several would be worse
+		// than asking: Choose lists them.
+		c, err := cache.Choose(cmd.Context(), dockerCli.Client(), "", "", "NAME (docker bkcache prune NAME ...)")
+		if err != nil {
+			return err
+		}
+		o.name = c.Spec.Name
 	}
 	var err error
 	if o.unusedFor != "" {

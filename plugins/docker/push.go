@@ -78,12 +78,21 @@ Credentials come from the Docker config and its credential helpers.`,
 
 // printPush writes a push's summary line and its failures.
 func printPush(w io.Writer, report transfer.Report, to string) {
-	verb := "copied"
+	verb, unchanged := "copied", 0
 	if report.DryRun {
 		verb = "would copy"
 	}
-	fmt.Fprintf(w, "%s %d of %d images to %s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
-		verb, len(report.Images)-report.Failed, len(report.Images), to, report.Seconds, report.BlobsFetched, printer.Bytes(report.BytesFetched), printer.Bytes(report.BytesReused))
+	for _, r := range report.Images {
+		if r.Unchanged {
+			unchanged++
+		}
+	}
+	present := ""
+	if unchanged > 0 {
+		present = fmt.Sprintf(" (%d already there, unchanged)", unchanged)
+	}
+	fmt.Fprintf(w, "%s %d of %d images to %s%s in %.1fs: %d blobs, %s fetched from the source, %s reused within the run\n",
+		verb, len(report.Images)-report.Failed-unchanged, len(report.Images), to, present, report.Seconds, report.BlobsFetched, printer.Bytes(report.BytesFetched), printer.Bytes(report.BytesReused))
 	var failed []transfer.ImageResult
 	for _, r := range report.Images {
 		if r.Error != "" {

@@ -3,6 +3,7 @@ package docker
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli-plugins/plugin"
@@ -16,7 +17,7 @@ import (
 // NewRootCommand builds `docker bkcache`.
 func NewRootCommand(dockerCli command.Cli) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "bkcache",
+		Use:   "bkcache COMMAND",
 		Short: "Run and fill a registry:2 pull-through cache for slow links",
 		Long: `docker bkcache runs the real registry:2 as a pull-through cache (proxy.remoteurl)
 in a container on this Docker engine, reports on it and proves it serves warm pulls.
@@ -30,6 +31,12 @@ container proxy-bkhub.`,
   docker bkcache status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// A mistyped or missing command is an error with a suggestion, not
+		// the usage and exit 0.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return unknownCommand(cmd, args)
+		},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if plugin.PersistentPreRunE != nil { // nil outside plugin.Run (unit tests)
 				if err := plugin.PersistentPreRunE(cmd, args); err != nil {
@@ -79,6 +86,32 @@ func withInterruptExitCodes(cmd *cobra.Command) {
 		}
 		return err
 	}
+}
+
+// unknownCommand is the error for "docker bkcache" without a command or with
+// one that does not exist, with cobra's suggestions ("stauts" -> status).
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	path := cmd.CommandPath()
+	if len(args) > 0 && args[0] == "help" {
+		// "docker bkcache help [COMMAND]": the docker CLI's help command sits
+		// on its own root, so it arrives here as an argument.
+		target := cmd
+		if c, rest, err := cmd.Find(args[1:]); err == nil && len(rest) == 0 {
+			target = c
+		}
+		return target.Help()
+	}
+	if len(args) == 0 {
+		return fmt.Errorf("%s needs a command; run '%s --help' for the list (up, status, verify, warm, ...)", path, path)
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its error path
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], path)
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return fmt.Errorf("%s\nRun '%s --help' for the list of commands", msg, path)
 }
 
 func newVersionCommand(dockerCli command.Cli) *cobra.Command {

@@ -30,7 +30,7 @@ func TestPrintStatus(t *testing.T) {
 	}
 	for i, want := range [][]string{
 		{"NAME", "LAYOUT", "MODE", "HITS", "SAVED", "SHARED"},
-		{"bkhub", "front", "online", "75.0% of 40 blobs", "800.0 MiB", " 7"},
+		{"bkhub", "front", "online", "75.0% of 40 blobs", "838.9MB", " 7"},
 		{"dockerio", "front", "offline since 12:03"},
 		{"guide", "plain", "12/15 manifests"},
 		{"cache dockerio: upstream unreachable since 12:03, serving cached content"},

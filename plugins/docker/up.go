@@ -77,13 +77,15 @@ from -f caches.yaml, each cache with its own container, port, config and data di
   # The guide's layout exactly: registry:2 alone
   docker bkcache up --plain
 
-  # Hosts that cannot pull the registry image: build it from Debian's package
-  scripts/registry-image.sh && docker bkcache up --image bkcache.local/registry:2
-
-  # Hosts that can pull nothing: the cache image from the release's archive
+  # Hosts that can pull nothing: the cache image from the release's image archive
   docker bkcache up --image bkcache.local/registry:2 \
-      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz`,
-		Args: cobra.NoArgs,
+      --image-archive bkcache-VERSION-registry-image-linux-amd64.tar.gz
+
+  # Or build that image here from Debian's docker-registry package
+  # (registry-image.sh is in the release archive and in the source's scripts/)
+  apt-get install -y docker-registry && ./registry-image.sh
+  docker bkcache up --image bkcache.local/registry:2`,
+		Args: upArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUp(cmd, dockerCli, o)
 		},
@@ -117,6 +119,19 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.StringVar(&o.maxSize, "max-size", "0", "the cache's disk budget `SIZE`: 40MiB, 500G, 2T (1024-based); the least recently served content that no prune --keep list names and nothing uses is evicted to stay under it; 0 is none")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json|yaml")
 	return cmd
+}
+
+// upArgs refuses arguments; one that looks like a cache name (as "logs NAME"
+// takes it) gets the flag that names a cache.
+func upArgs(cmd *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return nil
+	case len(args) == 1 && cache.ValidateName(args[0]) == nil:
+		return fmt.Errorf("%s takes no arguments; did you mean --name %s?", cmd.CommandPath(), args[0])
+	default:
+		return fmt.Errorf("%s takes no arguments, got %q; every setting is a flag (see --help)", cmd.CommandPath(), strings.Join(args, " "))
+	}
 }
 
 func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
@@ -189,10 +204,27 @@ func runUp(cmd *cobra.Command, dockerCli command.Cli, o upOptions) error {
 	} else {
 		printUp(dockerCli.Out(), results)
 	}
+	for _, r := range results {
+		if r.Warning == cache.UnreachableWarning {
+			printOutageWarning(dockerCli.Err(), r)
+		}
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d caches failed: %s", len(failed), len(specs), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// printOutageWarning makes a cache that started without its upstream
+// impossible to miss: a typo in --upstream otherwise looks like success.
+func printOutageWarning(w io.Writer, r cache.UpResult) {
+	holds := "what it already holds"
+	if r.Action == cache.ActionCreated {
+		holds = "what it already holds (nothing: it is new)"
+	}
+	fmt.Fprintf(w, "\nWARNING: cache %s: upstream %s did not answer.\n", r.Name, r.Upstream)
+	fmt.Fprintf(w, "WARNING: the cache starts in OUTAGE MODE: it serves only %s and every other pull fails until %s answers.\n", holds, r.Upstream)
+	fmt.Fprintf(w, "WARNING: check --upstream (scheme, host, port) and that this host reaches it: curl -sI %s/v2/; \"docker bkcache status\" shows when it is back online.\n", r.Upstream)
 }
 
 func upSpecs(ctx context.Context, o upOptions) ([]cache.Spec, error) {

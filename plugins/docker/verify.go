@@ -23,7 +23,11 @@ way), prints both timings and byte counts, and tells whether the upstream was
 asked for any blob the second time: from the front's counters (blob downloads
 started during each pass), or, for registry:2 alone (--plain), from its log.
 Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/blueking/x:1), the cache
-(127.0.0.1:5500/blueking/x:1) or neither (blueking/x:1).`,
+(127.0.0.1:5500/blueking/x:1) or neither (blueking/x:1).
+
+Without --cache, the cache is the one at the address IMAGE names, else the one
+cache proxying the registry IMAGE names, else the only cache on this engine;
+when several could serve, the error lists them.`,
 		Example: `  docker bkcache verify blueking/slug-app:v1.1.0-beta.27
   docker bkcache verify --cache dockerio library/busybox:1.36 --platform linux/arm64 -o json`,
 		Args: cobra.MinimumNArgs(1),
@@ -38,8 +42,14 @@ Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/bluek
 			}
 			var results []cache.VerifyResult
 			bad := 0
+			var names []string
 			for _, image := range args {
-				res, err := cache.Verify(cmd.Context(), dockerCli.Client(), cacheName, image, cache.VerifyOptions{Platform: plat, Progress: dockerCli.Err()})
+				c, err := cache.Choose(cmd.Context(), dockerCli.Client(), cacheName, image, "--cache NAME")
+				if err != nil {
+					return err
+				}
+				names = append(names, c.Spec.Name)
+				res, err := cache.Verify(cmd.Context(), dockerCli.Client(), c.Spec.Name, image, cache.VerifyOptions{Platform: plat, Progress: dockerCli.Err()})
 				if err != nil {
 					return err
 				}
@@ -58,12 +68,12 @@ Exits non-zero when it was. IMAGE may name the upstream (hub.bktencent.com/bluek
 				}
 			}
 			if bad > 0 {
-				return fmt.Errorf("%d of %d images were fetched from the upstream again on the warm pass; see \"docker bkcache logs %s\"", bad, len(results), cacheName)
+				return fmt.Errorf("%d of %d images were fetched from the upstream again on the warm pass; see \"docker bkcache logs %s\"", bad, len(results), names[0])
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheName, "cache", cache.DefaultName, "name of the cache to verify")
+	cmd.Flags().StringVar(&cacheName, "cache", "", "name of the cache to verify (default: the one IMAGE names, or the only one)")
 	cmd.Flags().StringVar(&platform, "platform", "", "platform to fetch from a multi-platform image (default linux/amd64)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json|yaml")
 	return cmd

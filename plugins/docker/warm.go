@@ -65,6 +65,15 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 			o.opts.Progress, o.opts.Meter = progress, progress.Meter()
 			outcome, warmErr := cache.Warm(cmd.Context(), dockerCli.Client(), entries, o.opts)
 			progress.Close()
+			if cmd.Context().Err() != nil {
+				// Only what was done: the images listed "warmed" above.
+				warmed := 0
+				for _, r := range outcome.Caches {
+					warmed += r.Warmed
+				}
+				fmt.Fprintf(dockerCli.Err(), "interrupted: %d of %d images were warmed (listed above); what the cache stored is kept, run the same command again to warm the rest\n", warmed, len(entries))
+				return warmErr
+			}
 			if ok, err := printer.Structured(dockerCli.Out(), o.output, outcome.Caches); ok {
 				if err != nil {
 					return err
@@ -83,7 +92,7 @@ list are shown as docker pull shows them; elsewhere one line per image.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.file, "file", "f", "", "image list, one reference per line (- for stdin)")
-	f.StringVar(&o.opts.Cache, "cache", "", "cache NAME on this engine, or HOST:PORT of a cache elsewhere (default: the cache whose upstream serves each image)")
+	f.StringVar(&o.opts.Cache, "cache", "", "cache NAME on this engine, or HOST:PORT of a cache elsewhere (default: the one cache whose upstream serves each image; several are an error that lists them)")
 	f.StringVar(&o.platforms, "platform", "linux/amd64", "platforms of an index the nodes pull, comma-separated, or all")
 	f.BoolVar(&o.opts.IntoStorage, "into-storage", false, "registry:2 alone (--plain): write into the cache's storage (fail if it is not on this host)")
 	f.BoolVar(&o.opts.ThroughProxy, "through-proxy", false, "registry:2 alone (--plain): pull everything through the cache, as nodes would")

@@ -135,7 +135,7 @@ escape the configured imageRegistry; --upstreams prints a caches file for
 	f.StringVarP(&o.Output, "output", "o", "text", "output format: "+strings.Join(images.Formats, "|"))
 	f.BoolVar(&o.IncludeMaybe, "include-maybe", false, "also list images pulled at run time perhaps (after the sure ones)")
 	f.StringArrayVar(&o.RewriteRegistry, "rewrite-registry", nil, "print references as pulled through another registry: FROM=HOST[:PORT] per registry (repeatable), or HOST[:PORT] for all; refused when two images would land on one name")
-	f.BoolVar(&o.Upstreams, "upstreams", false, "print a caches file for `docker bkcache up -f`, one cache per registry the deployment pulls from, with the `kubectl bkcache mirror` commands")
+	f.BoolVar(&o.Upstreams, "upstreams", false, "print a caches file for \"docker bkcache up -f\", one cache per registry the deployment pulls from, with the \"kubectl bkcache mirror\" commands")
 	f.StringVar(&o.CacheHost, "cache-host", "", "with --upstreams: the host the caches run on, as nodes reach it")
 	f.StringVar(&o.Why, "why", "", "print every place IMAGE came from instead of the list")
 	f.BoolVar(&o.KeepGoing, "keep-going", false, "list what renders, then exit non-zero with a summary of the failures")
@@ -376,9 +376,9 @@ func manifestImages(ctx context.Context, path string, stdin io.Reader, keepGoing
 
 // clusterImages lists pods through the kubeconfig and hands them to pkg/images.
 func clusterImages(ctx context.Context, kube *genericclioptions.ConfigFlags, all bool) (*images.List, error) {
-	cfg, err := kube.ToRESTConfig()
+	cfg, err := restConfig(kube)
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w (give --kubeconfig or --context)", err)
+		return nil, err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

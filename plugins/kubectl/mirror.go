@@ -152,9 +152,9 @@ func (f *mirrorFlags) complete(args []string) error {
 // connect builds the client. The node-access pods go where kubectl puts things: -n,
 // else the kubeconfig context's namespace.
 func (f *mirrorFlags) connect(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) error {
-	cfg, err := kube.ToRESTConfig()
+	cfg, err := restConfig(kube)
 	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
+		return err
 	}
 	// Each node polls its pod; client-go's default 5 QPS would serialise a 10-node run.
 	cfg.QPS, cfg.Burst = 50, 100

@@ -2,6 +2,9 @@
 package kubectl
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -13,13 +16,19 @@ import (
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	flags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:   "kubectl-bkcache",
+		Use:   "kubectl-bkcache COMMAND",
 		Short: "List the images a deployment needs and point node runtimes at a bkcache cache",
 		Long: `kubectl bkcache lists every image a helmfile deployment needs and points
 containerd on every node at a bkcache pull-through cache.`,
 		SilenceUsage:  true,
 		SilenceErrors: false,
-		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl bkcache"},
+		// A mistyped or missing command is an error with a suggestion, not
+		// the usage and exit 0.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return unknownCommand(cmd, args)
+		},
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl bkcache"},
 	}
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
@@ -27,6 +36,23 @@ containerd on every node at a bkcache pull-through cache.`,
 	flags.AddFlags(root.PersistentFlags())
 	root.AddCommand(newVersionCommand(streams), newImagesCommand(streams, flags), newMirrorCommand(streams, flags))
 	return root
+}
+
+// unknownCommand is the error for "kubectl bkcache" without a command or with
+// one that does not exist, with cobra's suggestions ("imgaes" -> images).
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	path := cmd.CommandPath()
+	if len(args) == 0 {
+		return fmt.Errorf("%s needs a command; run '%s --help' for the list (images, mirror, version)", path, path)
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its error path
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], path)
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return fmt.Errorf("%s\nRun '%s --help' for the list of commands", msg, path)
 }
 
 func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {

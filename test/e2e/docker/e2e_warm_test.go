@@ -115,7 +115,7 @@ func TestWarmThroughTheFrontFetchesEachBlobOnce(t *testing.T) {
 	pullAllWarm(t, c, up, list)
 
 	again := mustDocker(t, "bkcache", "warm", "-f", list)
-	if !strings.Contains(again.stdout, "(front): 4 images") || !strings.Contains(again.stdout, "0 B in 0 blobs from the upstream") {
+	if !strings.Contains(again.stdout, "(front): 4 images") || !strings.Contains(again.stdout, "0B in 0 blobs from the upstream") {
 		t.Errorf("second warm did not skip what the cache holds:\n%s", again)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bkcache/bkcache/pkg/userfile"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -174,7 +175,7 @@ func openArchive(archive string) (*os.File, io.Reader, func(), bool, error) {
 	}
 	if !info.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, nil, false, fmt.Errorf("%s is %s: give the archive file written by docker bkcache save (-i FILE)", archive, describeMode(info.Mode()))
+		return nil, nil, nil, false, fmt.Errorf("%s is %s: give the archive file written by docker bkcache save (-i FILE)", archive, userfile.Describe(info.Mode()))
 	}
 	magic := make([]byte, 4)
 	n, _ := io.ReadFull(f, magic)

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/bkcache/bkcache/pkg/userfile"
 )
 
 // StdoutPath is the output path that means "write to standard output".
@@ -38,11 +40,11 @@ func CheckOutputPath(path string) (string, error) {
 			return "", fmt.Errorf("output %s: %w", path, err)
 		}
 		if !info.Mode().IsRegular() {
-			return "", fmt.Errorf("output %s links to %s, which is %s, not a regular file; refusing to replace it (write to standard output with -o -)", path, resolved, describeMode(info.Mode()))
+			return "", fmt.Errorf("output %s links to %s, which is %s, not a regular file; refusing to replace it (write to standard output with -o -)", path, resolved, userfile.Describe(info.Mode()))
 		}
 		target = resolved
 	case !info.Mode().IsRegular():
-		return "", fmt.Errorf("output %s is %s, not a regular file; refusing to replace it (give a file path such as %s, or -o - for standard output)", path, describeMode(info.Mode()), suggestFile(path, info))
+		return "", fmt.Errorf("output %s is %s, not a regular file; refusing to replace it (give a file path such as %s, or -o - for standard output)", path, userfile.Describe(info.Mode()), suggestFile(path, info))
 	}
 	dir := filepath.Dir(target)
 	dinfo, err := os.Stat(dir)
@@ -72,28 +74,9 @@ func checkReplaceable(path string) error {
 		return fmt.Errorf("output %s: %w", path, err)
 	}
 	if !info.Mode().IsRegular() {
-		return fmt.Errorf("output %s became %s while the archive was written; refusing to replace it (the archive was not kept)", path, describeMode(info.Mode()))
+		return fmt.Errorf("output %s became %s while the archive was written; refusing to replace it (the archive was not kept)", path, userfile.Describe(info.Mode()))
 	}
 	return nil
-}
-
-func describeMode(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeSymlink != 0:
-		return "a symlink"
-	default:
-		return "not a regular file"
-	}
 }
 
 func suggestFile(path string, info fs.FileInfo) string {

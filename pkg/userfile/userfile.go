@@ -32,25 +32,31 @@ func checkInfo(path string, st fs.FileInfo) error {
 	case m.IsDir():
 		return fmt.Errorf("%s is a directory; give a file", path)
 	case !m.IsRegular():
-		return fmt.Errorf("%s is a %s, not a regular file; copy its contents to a file first", path, kind(m))
+		return fmt.Errorf("%s is %s, not a regular file; copy its contents to a file first", path, Describe(m))
 	case st.Size() > MaxBytes:
 		return fmt.Errorf("%s is %d bytes, over the %d MiB an input file may have", path, st.Size(), MaxBytes>>20)
 	}
 	return nil
 }
 
-func kind(m fs.FileMode) string {
+// Describe names the kind of file a mode says, with its article ("a named
+// pipe"), for messages that refuse it.
+func Describe(m fs.FileMode) string {
 	switch {
+	case m.IsDir():
+		return "a directory"
 	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
+		return "a named pipe"
 	case m&fs.ModeCharDevice != 0:
-		return "character device"
+		return "a character device"
 	case m&fs.ModeDevice != 0:
-		return "block device"
+		return "a block device"
 	case m&fs.ModeSocket != 0:
-		return "socket"
+		return "a socket"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
 	}
-	return "special file"
+	return "a special file"
 }
 
 // Read reads a regular file of at most MaxBytes. It opens with O_NONBLOCK, so

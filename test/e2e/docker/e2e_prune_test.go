@@ -183,8 +183,11 @@ func TestPruneByAgeAndSizeAcrossARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitIdle(t)
+	// "old" ages by a gap larger than the slack given to "recent" below, so
+	// the cut falls between the two however slowly this machine runs.
+	const gap, slack = 8 * time.Second, 5 * time.Second
 	mark := time.Now()
-	for time.Since(mark) < 3*time.Second { // "old" ages by 3 s
+	for time.Since(mark) < gap {
 		time.Sleep(100 * time.Millisecond)
 	}
 	mustDocker(t, "restart", "proxy-"+c.name) // the records go to disk at stop, come back at start
@@ -192,16 +195,20 @@ func TestPruneByAgeAndSizeAcrossARestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.dataDir, "bkcache", "served.json")); err != nil {
 		t.Fatalf("no last-served record after a restart: %v", err)
 	}
+	servedRecent := time.Now()
 	if err := pullAll(t, c.addr(), recent); err != nil {
 		t.Fatal(err)
 	}
 	c.waitIdle(t)
-	mustDocker(t, "bkcache", "prune", c.name, "--unused-for", "3s", "--yes")
+	// recent was served less than unusedFor ago (by slack), old more than
+	// unusedFor ago (by gap - slack).
+	unusedFor := time.Since(servedRecent).Truncate(time.Second) + time.Second + slack
+	mustDocker(t, "bkcache", "prune", c.name, "--unused-for", unusedFor.String(), "--yes")
 	if !storesImage(c.dataDir, recent) {
-		t.Errorf("the recently served image left with --unused-for")
+		t.Errorf("the recently served image left with --unused-for %s", unusedFor)
 	}
 	if storesImage(c.dataDir, old) {
-		t.Errorf("the image unused for 3 s stayed with --unused-for 3s")
+		t.Errorf("the image unused since before a restart stayed with --unused-for %s", unusedFor)
 	}
 	// old comes back and is now the most recently served: --max-size drops recent.
 	if err := pullAll(t, c.addr(), old); err != nil {

@@ -121,9 +121,11 @@ func (a frontAPI) do(ctx context.Context, method, p string, body []byte) (*http.
 	}
 	resp.Body.Close()
 	if a.token != "" && a.metrics != "" {
-		if resp, err := send("http://" + a.metrics + "/bkcache"); err == nil && resp.StatusCode != http.StatusUnauthorized {
+		resp, err := send("http://" + a.metrics + "/bkcache")
+		if err == nil && resp.StatusCode != http.StatusUnauthorized {
 			return resp, nil
-		} else if err == nil {
+		}
+		if err == nil {
 			resp.Body.Close()
 		}
 	}

@@ -135,6 +135,40 @@ func TestOwnEndpointsGuarded(t *testing.T) {
 	}
 }
 
+// Prune wants the admin token whatever else passes the guard: loopback or
+// htpasswd credentials are not enough.
+func TestPruneWantsTheToken(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(file, []byte("bob:"+string(hash)+"\n"), 0o600)
+	const token = "0123456789abcdef0123456789abcdef"
+	s := &Server{auth: newHtpasswd(file, "r"), adminToken: token}
+	s.ownMux = s.metricsHandler()
+	for _, tc := range []struct {
+		remote, user, bearer string
+		want                 int
+	}{
+		{"127.0.0.1:40000", "", "", http.StatusUnauthorized},
+		{"10.0.0.5:40000", "bob", "", http.StatusUnauthorized},
+		{"172.17.0.1:40000", "", "wrong", http.StatusUnauthorized},
+		{"172.17.0.1:40000", "", token, http.StatusBadRequest}, // past the token: an empty request
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/bkcache/prune", nil)
+		req.RemoteAddr = tc.remote
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, "pw")
+		}
+		if tc.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("prune from %s user %q bearer %q: %d, want %d", tc.remote, tc.user, tc.bearer, rec.Code, tc.want)
+		}
+	}
+}
+
 func TestSeenManifest(t *testing.T) {
 	d := func(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
 	s := newSeen()

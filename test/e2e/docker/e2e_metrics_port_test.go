@@ -53,7 +53,7 @@ func TestBridgeCacheWithoutMetricsPort(t *testing.T) {
 	// The premise: without the token the guard stands (the host's request
 	// does not come from the container's loopback).
 	if code := getStatus(t, "http://"+c.addr()+"/bkcache/status"); code != http.StatusUnauthorized {
-		t.Errorf("GET /bkcache/status without credentials: %d, want 401", code)
+		t.Errorf("GET /bkcache/status without credentials: %d, want 401 (the host's request should reach the container from the bridge gateway, not its loopback)", code)
 	}
 
 	runDockerOK(t, secret+"\n", "login", c.addr(), "-u", user, "--password-stdin")

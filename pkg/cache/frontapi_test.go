@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/bkcache/bkcache/pkg/front"
@@ -102,5 +105,47 @@ func TestFrontAPIToken(t *testing.T) {
 			}
 			want(t, "engine copies", eng.copies, tc.wantCopies)
 		})
+	}
+}
+
+// A cache an earlier bkcache made: its front takes the token only for prune
+// and refuses it on a guarded /bkcache/status, but it has a metrics listener
+// on loopback, which the CLI asks instead.
+func TestFrontAPIEarlierCache(t *testing.T) {
+	const token = "fedcba9876543210fedcba9876543210"
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(refusing.Close)
+	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/bkcache/status" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(FrontStatus{Layout: LayoutFront, Mode: ModeOnline, Counters: FrontCounters{BlobRequests: 3}})
+	}))
+	t.Cleanup(listener.Close)
+	dataDir := t.TempDir()
+	os.MkdirAll(filepath.Join(dataDir, frontScratch), 0o700)
+	os.WriteFile(filepath.Join(dataDir, frontScratch, front.AdminTokenFile), []byte(token), 0o600)
+	metricsPort := strconv.Itoa(listener.Listener.Addr().(*net.TCPAddr).Port)
+	c := container.InspectResponse{
+		Mounts: []container.MountPoint{{Source: dataDir, Destination: containerDataDir}, {Source: "/h", Destination: containerHtpasswdPath}},
+		NetworkSettings: &container.NetworkSettings{Ports: network.PortMap{
+			network.MustParsePort("5001/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: metricsPort}},
+		}},
+	}
+	spec := Spec{Name: "old", Port: refusing.Listener.Addr().(*net.TCPAddr).Port, Network: NetworkBridge}
+	api, err := newFrontAPI(context.Background(), newFakeEngine(), c, spec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs, err := api.status(context.Background()); err != nil || fs.Counters.BlobRequests != 3 {
+		t.Errorf("status of an earlier cache: %+v, %v", fs, err)
+	}
+	c.NetworkSettings = nil // no listener either: the error names up
+	api, _ = newFrontAPI(context.Background(), newFakeEngine(), c, spec, false)
+	if _, err := api.status(context.Background()); err == nil || !strings.Contains(err.Error(), `refused its admin token (a front of an earlier bkcache); run "docker bkcache up --name old"`) {
+		t.Errorf("error %v, want one naming up", err)
 	}
 }

@@ -75,16 +75,22 @@ type proxyConfig struct {
 }
 
 // RenderConfig renders the registry:2 config file for spec with the given http secret.
-// It carries what the guide's config does, plus a debug listener with Prometheus metrics.
+// It carries what the guide's config does; registry:2 alone (--plain) gets a
+// debug listener with Prometheus metrics, its status's only source (the
+// front gives its registry child one of its own and serves the figures on
+// the cache's port).
 func RenderConfig(spec Spec, httpSecret string) ([]byte, error) {
 	if httpSecret == "" {
 		return nil, fmt.Errorf("render config for cache %s: empty http secret", spec.Name)
 	}
 	addr, debugAddr := ":"+strconv.Itoa(containerPort), ":"+strconv.Itoa(containerDebugPort)
+	if spec.Layout != LayoutPlain {
+		debugAddr = ""
+	}
 	if spec.Network == NetworkHost {
 		addr = net.JoinHostPort(spec.Bind, strconv.Itoa(spec.Port))
 		debugAddr = ""
-		if spec.MetricsPort != 0 {
+		if spec.MetricsPort != 0 && spec.Layout == LayoutPlain {
 			// Metrics stay on loopback: they are for `status`, not for the network.
 			debugAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.MetricsPort))
 		}

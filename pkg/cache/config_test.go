@@ -13,6 +13,8 @@ import (
 func TestRenderConfigParsesAsRegistryConfig(t *testing.T) {
 	base := Spec{}.WithDefaults()
 	host := Spec{Network: NetworkHost, Port: 5501, Upstream: "http://127.0.0.1:5999"}.WithDefaults()
+	plain := Spec{Layout: LayoutPlain}.WithDefaults()
+	plainHost := Spec{Layout: LayoutPlain, Network: NetworkHost, Port: 5501}.WithDefaults()
 	secure := Spec{TLSCert: "/etc/cert.pem", TLSKey: "/etc/key.pem", Htpasswd: "/etc/htpasswd", Username: "bk", Password: "p@ss: word#1"}.WithDefaults()
 	tests := []struct {
 		name  string
@@ -22,8 +24,7 @@ func TestRenderConfigParsesAsRegistryConfig(t *testing.T) {
 		{"guide defaults", base, func(t *testing.T, c *configuration.Configuration) {
 			want(t, "proxy.remoteurl", c.Proxy.RemoteURL, "https://hub.bktencent.com")
 			want(t, "http.addr", c.HTTP.Addr, ":5000")
-			want(t, "http.debug.addr", c.HTTP.Debug.Addr, ":5001")
-			want(t, "prometheus", c.HTTP.Debug.Prometheus.Enabled, true)
+			want(t, "http.debug.addr (the front serves the figures on the cache's port)", c.HTTP.Debug.Addr, "")
 			want(t, "storage type", c.Storage.Type(), "filesystem")
 			want(t, "rootdirectory", c.Storage["filesystem"]["rootdirectory"], "/var/lib/registry")
 			want(t, "delete.enabled", c.Storage["delete"]["enabled"], true)
@@ -36,8 +37,15 @@ func TestRenderConfigParsesAsRegistryConfig(t *testing.T) {
 		}},
 		{"host network", host, func(t *testing.T, c *configuration.Configuration) {
 			want(t, "http.addr", c.HTTP.Addr, ":5501")
-			want(t, "http.debug.addr", c.HTTP.Debug.Addr, "127.0.0.1:15501")
+			want(t, "http.debug.addr", c.HTTP.Debug.Addr, "")
 			want(t, "proxy.remoteurl", c.Proxy.RemoteURL, "http://127.0.0.1:5999")
+		}},
+		{"registry:2 alone keeps its debug listener", plain, func(t *testing.T, c *configuration.Configuration) {
+			want(t, "http.debug.addr", c.HTTP.Debug.Addr, ":5001")
+			want(t, "prometheus", c.HTTP.Debug.Prometheus.Enabled, true)
+		}},
+		{"registry:2 alone, host network", plainHost, func(t *testing.T, c *configuration.Configuration) {
+			want(t, "http.debug.addr", c.HTTP.Debug.Addr, "127.0.0.1:15501")
 		}},
 		{"tls, htpasswd and upstream credentials", secure, func(t *testing.T, c *configuration.Configuration) {
 			want(t, "tls.certificate", c.HTTP.TLS.Certificate, containerTLSCertPath)

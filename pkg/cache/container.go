@@ -46,25 +46,36 @@ func containerOptions(spec Spec, labels map[string]string) (client.ContainerCrea
 			bind = addr
 		}
 		cachePort := network.MustParsePort(strconv.Itoa(containerPort) + "/tcp")
-		debugPort := network.MustParsePort(strconv.Itoa(containerDebugPort) + "/tcp")
-		host.PortBindings = network.PortMap{
-			cachePort: {{HostIP: bind, HostPort: strconv.Itoa(spec.Port)}},
-			// Metrics on loopback only, on a port the engine picks; `status` reads it back.
-			debugPort: {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: ""}},
+		host.PortBindings = network.PortMap{cachePort: {{HostIP: bind, HostPort: strconv.Itoa(spec.Port)}}}
+		cfg.ExposedPorts = network.PortSet{cachePort: {}}
+		if spec.Layout == LayoutPlain || spec.MetricsPort != 0 {
+			// A metrics listener, on loopback only: asked for (--metrics-port),
+			// or registry:2 alone's debug listener, the only source of its
+			// status, on a port the engine picks.
+			debugPort := network.MustParsePort(strconv.Itoa(containerDebugPort) + "/tcp")
+			hostPort := ""
+			if spec.MetricsPort != 0 {
+				hostPort = strconv.Itoa(spec.MetricsPort)
+			}
+			host.PortBindings[debugPort] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: hostPort}}
+			cfg.ExposedPorts[debugPort] = struct{}{}
 		}
-		cfg.ExposedPorts = network.PortSet{cachePort: {}, debugPort: {}}
 	}
 	return client.ContainerCreateOptions{Name: spec.ContainerName(), Config: cfg, HostConfig: host}, nil
 }
 
 // frontCommand is the front's command line in the container: where clients
-// and metrics readers connect, and the upstream rate. Nothing secret: the
-// credentials stay in the registry config file.
+// connect, a metrics listener only when --metrics-port asks for one (the
+// front's figures are on the cache's port; an unasked listener would be
+// open, unguarded, to the other containers on the bridge), and the upstream
+// rate. Nothing secret: the credentials stay in the registry config file.
 func frontCommand(spec Spec) []string {
-	listen, metrics := ":"+strconv.Itoa(containerPort), ":"+strconv.Itoa(containerDebugPort)
+	listen, metrics := ":"+strconv.Itoa(containerPort), ""
+	if spec.MetricsPort != 0 {
+		metrics = ":" + strconv.Itoa(containerDebugPort)
+	}
 	if spec.Network == NetworkHost {
 		listen = net.JoinHostPort(spec.Bind, strconv.Itoa(spec.Port))
-		metrics = ""
 		if spec.MetricsPort != 0 {
 			metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.MetricsPort))
 		}
@@ -72,9 +83,11 @@ func frontCommand(spec Spec) []string {
 	args := []string{containerFrontPath, "front",
 		"--registry-config", containerConfigPath,
 		"--listen", listen,
-		"--metrics-listen", metrics,
-		"--upstream-rate", strconv.FormatInt(spec.UpstreamRate, 10),
 	}
+	if metrics != "" {
+		args = append(args, "--metrics-listen", metrics)
+	}
+	args = append(args, "--upstream-rate", strconv.FormatInt(spec.UpstreamRate, 10))
 	if spec.MaxSize > 0 { // only when set: a cache without a budget keeps its command line
 		args = append(args, "--max-size", strconv.FormatInt(spec.MaxSize, 10))
 	}
@@ -122,9 +135,9 @@ func checkPortFree(ctx context.Context, eng Engine, spec Spec, selfID string, se
 	if err != nil {
 		return engineError(eng, err)
 	}
-	// The ports this cache will hold: its own and, with host networking, its metrics port.
+	// The ports this cache will hold: its own and its metrics port.
 	mine := map[int]string{spec.Port: "--port"}
-	if spec.Network == NetworkHost && spec.MetricsPort != 0 {
+	if spec.MetricsPort != 0 {
 		mine[spec.MetricsPort] = "--metrics-port"
 	}
 	for _, c := range list.Items {
@@ -158,11 +171,11 @@ func checkPortFree(ctx context.Context, eng Engine, spec Spec, selfID string, se
 	if spec.Network == NetworkBridge && (host == "0.0.0.0" || host == "::") {
 		host = ""
 	}
-	ports := []int{spec.Port}
-	if spec.Network == NetworkHost && spec.MetricsPort != 0 {
-		ports = append(ports, spec.MetricsPort)
+	addrs := map[int]string{spec.Port: host}
+	if spec.MetricsPort != 0 {
+		addrs[spec.MetricsPort] = "127.0.0.1" // metrics stay on loopback
 	}
-	for _, port := range ports {
+	for port, host := range addrs {
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			flag := "--port"

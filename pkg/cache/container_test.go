@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -39,7 +40,15 @@ func TestContainerOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(t, "front entrypoint", strings.Join(opts.Config.Entrypoint, " "),
-		"/bkcache/docker-bkcache front --registry-config /etc/docker/registry/config.yml --listen :5000 --metrics-listen :5001 --upstream-rate 20971520")
+		"/bkcache/docker-bkcache front --registry-config /etc/docker/registry/config.yml --listen :5000 --upstream-rate 20971520")
+	want(t, "front publishes only the cache port", fmt.Sprint(opts.HostConfig.PortBindings), "map[5000/tcp:[{10.0.0.5 5500}]]")
+	want(t, "front exposes only the cache port", fmt.Sprint(opts.Config.ExposedPorts), "map[5000/tcp:{}]")
+
+	asked := Spec{MetricsPort: 15999}.WithDefaults()
+	opts, _ = containerOptions(asked, labels)
+	want(t, "front with --metrics-port", strings.Join(opts.Config.Entrypoint[4:], " "),
+		"--listen :5000 --metrics-listen :5001 --upstream-rate 0")
+	want(t, "metrics port on loopback", fmt.Sprint(opts.HostConfig.PortBindings), "map[5000/tcp:[{0.0.0.0 5500}] 5001/tcp:[{127.0.0.1 15999}]]")
 	want(t, "front binds", strings.Join(opts.HostConfig.Binds, " "),
 		"/etc/docker/registry/bkhub.yaml:/etc/docker/registry/config.yml:ro /var/lib/registry-bkhub:/var/lib/registry /etc/docker/registry/bkhub.front:/bkcache/docker-bkcache:ro")
 	want(t, "front run dir", opts.HostConfig.Tmpfs["/run/bkcache"], "rw,mode=0700,size=16m")
@@ -55,9 +64,12 @@ func TestContainerOptions(t *testing.T) {
 		t.Errorf("TLS and htpasswd files are not mounted read-only: %s", b)
 	}
 	want(t, "host-network front", strings.Join(opts.Config.Entrypoint[3:], " "),
-		"/etc/docker/registry/config.yml --listen :5500 --metrics-listen 127.0.0.1:15500 --upstream-rate 0")
-	bound := Spec{Network: NetworkHost, Bind: "10.0.0.5", Port: 5600, MetricsPort: 0}.WithDefaults()
+		"/etc/docker/registry/config.yml --listen :5500 --upstream-rate 0")
+	want(t, "host-network front's metrics port", host.MetricsPort, 0)
+	bound := Spec{Network: NetworkHost, Bind: "10.0.0.5", Port: 5600, MetricsPort: 15700}.WithDefaults()
 	opts, _ = containerOptions(bound, labels)
 	want(t, "bound host-network front", strings.Join(opts.Config.Entrypoint[4:], " "),
-		"--listen 10.0.0.5:5600 --metrics-listen 127.0.0.1:15600 --upstream-rate 0")
+		"--listen 10.0.0.5:5600 --metrics-listen 127.0.0.1:15700 --upstream-rate 0")
+	plainHost := Spec{Network: NetworkHost, Port: 5600, Layout: LayoutPlain}.WithDefaults()
+	want(t, "registry:2 alone keeps PORT+10000", plainHost.MetricsPort, 15600)
 }

@@ -109,6 +109,9 @@ func Decide(cur Current, want Desired) Plan {
 	if old, now := labels[LabelFront], want.Labels[LabelFront]; old != now && old != "" && now != "" {
 		p.Changes = append(p.Changes, fmt.Sprintf("front binary: %s -> %s (a new plugin version)", short(old), short(now)))
 	}
+	if hadMetricsListener(c) && want.Spec.Layout == LayoutFront && want.Spec.MetricsPort == 0 {
+		p.Changes = append(p.Changes, "metrics listener removed: status, verify and prune read the front on the cache's port (pass --metrics-port PORT to keep one for Prometheus)")
+	}
 	if len(p.Changes) == 0 && p.WriteConfig {
 		p.Changes = []string{"registry config changed (" + want.Spec.ConfigPath() + ")"}
 	}
@@ -123,4 +126,19 @@ func short(sum string) string {
 		return sum[:12]
 	}
 	return sum
+}
+
+// hadMetricsListener: the container's front was started with a metrics
+// listener (earlier bkcache versions always started one).
+func hadMetricsListener(c *container.InspectResponse) bool {
+	if c.Config == nil {
+		return false
+	}
+	args := c.Config.Entrypoint
+	for i, a := range args {
+		if a == "--metrics-listen" && i+1 < len(args) && args[i+1] != "" {
+			return true
+		}
+	}
+	return false
 }

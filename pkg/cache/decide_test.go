@@ -67,6 +67,12 @@ func TestDecide(t *testing.T) {
 	}
 	replacing := desired(front, sumA)
 	replacing.ReplaceForeign = true
+	// listening is a front an earlier bkcache made: always a metrics
+	// listener, and a registry config with a debug section.
+	listening := ours(desired(front, sumA), true)
+	listening.Config.Entrypoint = []string{"/bkcache/docker-bkcache", "front", "--listen", ":5000", "--metrics-listen", ":5001"}
+	asked := front
+	asked.MetricsPort = 15999
 
 	tests := []struct {
 		name    string
@@ -97,6 +103,10 @@ func TestDecide(t *testing.T) {
 			"container made without bkcache labels (the guide's script): recreated with its data dir /var/lib/registry-bkhub", true, true, true, false},
 		{"a stranger, --replace", Current{Container: stranger}, replacing, ActionAdopted,
 			"container of image nginx:1.25 replaced (--replace); converted: plain -> front", true, true, true, false},
+		{"earlier front with a metrics listener", Current{Container: listening, Config: []byte("config with http.debug")}, desired(front, sumA), ActionRecreated,
+			"metrics listener removed: status, verify and prune read the front on the cache's port (pass --metrics-port PORT to keep one for Prometheus)", true, true, true, false},
+		{"earlier front, --metrics-port given", Current{Container: listening, Config: []byte("config with http.debug")}, desired(asked, sumA), ActionRecreated,
+			"metricsPort: (none) -> 15999", true, true, true, false},
 		{"stopped and changed", Current{Container: ours(desired(front, sumA), false), Config: config}, desired(restarted, sumA), ActionRecreated, "restart: always -> no", false, true, true, false},
 	}
 	for _, tc := range tests {

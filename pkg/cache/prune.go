@@ -1,17 +1,10 @@
 package cache
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -79,20 +72,12 @@ func Prune(ctx context.Context, eng Engine, name string, opts PruneOptions) (Pru
 	if pol.Empty() {
 		return rep, errors.New("say what to keep or free: --keep FILE (the next deployment's image list), --unused-for DURATION, or --max-size SIZE")
 	}
-	addr := metricsAddress(c, spec)
-	if addr == "" {
-		return rep, fmt.Errorf("cache %s has no metrics listener to reach its front; recreate it with \"docker bkcache up --name %s --metrics-port PORT\"", name, name)
-	}
-	dataDir := mountSource(c, containerDataDir)
-	token, err := os.ReadFile(filepath.Join(dataDir, frontScratch, front.AdminTokenFile))
-	if errors.Is(err, fs.ErrPermission) {
-		return rep, fmt.Errorf("read the prune token of cache %s: %w; run as root (sudo)", name, err)
-	}
+	api, err := newFrontAPI(ctx, eng, c, spec, true)
 	if err != nil {
-		return rep, fmt.Errorf("read the prune token of cache %s: %w (a cache started by an older bkcache: run \"docker bkcache up --name %s\" to update it)", name, err, name)
+		return rep, err
 	}
 	call := func(dry bool) (front.PruneResult, error) {
-		return postPrune(ctx, addr, strings.TrimSpace(string(token)), front.PruneRequest{Policy: pol, DryRun: dry})
+		return api.prune(ctx, front.PruneRequest{Policy: pol, DryRun: dry})
 	}
 	if rep.Result, err = call(true); err != nil {
 		return rep, err
@@ -144,34 +129,6 @@ func cacheAddress(spec Spec, hostport string) bool {
 	}
 	_, port, err := net.SplitHostPort(hostport)
 	return err == nil && port == strconv.Itoa(spec.Port)
-}
-
-func postPrune(ctx context.Context, addr, token string, req front.PruneRequest) (front.PruneResult, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return front.PruneResult{}, err
-	}
-	url := "http://" + addr + "/bkcache/prune"
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return front.PruneResult{}, err
-	}
-	hreq.Header.Set("Authorization", "Bearer "+token)
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(hreq)
-	if err != nil {
-		return front.PruneResult{}, fmt.Errorf("prune through %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return front.PruneResult{}, fmt.Errorf("prune through %s: %s: %s", url, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	var res front.PruneResult
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return front.PruneResult{}, fmt.Errorf("prune through %s: %w", url, err)
-	}
-	return res, nil
 }
 
 // ParseAge reads --unused-for: a Go duration ("36h", "90m") or days ("30d").

@@ -33,8 +33,10 @@ const (
 	LayoutFront = "front"
 	LayoutPlain = "plain"
 
-	// metricsPortOffset places the debug listener of a host-network cache away
-	// from the ports neighbouring caches use (5500, 5501, ...).
+	// metricsPortOffset places the debug listener of a host-network
+	// registry:2 alone (--plain) away from the ports neighbouring caches use
+	// (5500, 5501, ...). A front cache has no metrics listener unless
+	// --metrics-port asks for one: its figures are on its own port.
 	metricsPortOffset = 10000
 )
 
@@ -117,7 +119,7 @@ func (s Spec) WithDefaults() Spec {
 	if s.Layout == "" {
 		s.Layout = DefaultLayout
 	}
-	if s.Network == NetworkHost && s.MetricsPort == 0 && s.Port+metricsPortOffset <= 65535 {
+	if s.Layout == LayoutPlain && s.Network == NetworkHost && s.MetricsPort == 0 && s.Port+metricsPortOffset <= 65535 {
 		s.MetricsPort = s.Port + metricsPortOffset
 	}
 	s.Upstream = strings.TrimRight(s.Upstream, "/")

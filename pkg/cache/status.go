@@ -198,47 +198,56 @@ func statusOf(ctx context.Context, eng Engine, name string) (Status, error) {
 		} else {
 			st.Health = "ok"
 		}
-		addr := metricsAddress(c, spec)
-		ep := frontEndpoints(c, spec)
-		if ep.status != "" && st.Layout == LayoutFront {
-			fs, err := readFrontStatus(ctx, ep.status)
-			if err != nil {
-				st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
-			} else {
-				f := fs.Figures()
-				st.Disk = fs.Disk
-				st.Problems = append(st.Problems, diskProblems(fs.Disk)...)
-				since := fs.SinceTime()
-				st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
-				if fs.Reason != "" && fs.Mode == ModeOffline {
-					st.ModeText = strings.Replace(st.ModeText, "unreachable", fs.Reason, 1)
-				}
-				if !since.IsZero() {
-					st.ModeSince = &since
-				}
-			}
-		}
-		varsURL := ""
-		if addr != "" {
-			varsURL = "http://" + addr + "/debug/vars"
-		} else if st.Layout == LayoutFront {
-			varsURL = ep.vars
-		}
-		if varsURL != "" && (st.Layout != LayoutFront || st.Mode == ModeOnline) {
-			m, err := readMetrics(ctx, varsURL)
+		if st.Layout == LayoutFront {
+			st.addFront(ctx, eng, c, spec)
+		} else if addr := metricsAddress(c, spec); addr != "" {
+			// registry:2 alone: its debug listener is the only source.
+			m, err := readMetrics(ctx, "http://"+addr+"/debug/vars")
 			if err != nil {
 				st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
 			} else {
-				if st.Layout == LayoutFront {
-					// The front counts blobs itself: the plain layout's note
-					// would read as if these figures were missing.
-					m.Note = frontMetricsNote
-				}
 				st.Metrics = m
 			}
 		}
 	}
 	return st, nil
+}
+
+// addFront adds a front's figures, read on the cache's own port.
+func (st *Status) addFront(ctx context.Context, eng Engine, c container.InspectResponse, spec Spec) {
+	api, err := newFrontAPI(ctx, eng, c, spec, false)
+	if err != nil {
+		st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
+		return
+	}
+	fs, err := api.status(ctx)
+	if err != nil {
+		st.Problems = append(st.Problems, "front status unavailable: "+err.Error())
+		return
+	}
+	f := fs.Figures()
+	st.Disk = fs.Disk
+	st.Problems = append(st.Problems, diskProblems(fs.Disk)...)
+	since := fs.SinceTime()
+	st.Front, st.Mode, st.ModeText = &f, fs.Mode, ModeText(fs.Mode, since, time.Now())
+	if fs.Reason != "" && fs.Mode == ModeOffline {
+		st.ModeText = strings.Replace(st.ModeText, "unreachable", fs.Reason, 1)
+	}
+	if !since.IsZero() {
+		st.ModeSince = &since
+	}
+	if st.Mode != ModeOnline {
+		return // the proxy child's counters need the upstream
+	}
+	m, err := api.vars(ctx)
+	if err != nil {
+		st.Problems = append(st.Problems, "metrics unavailable: "+err.Error())
+		return
+	}
+	// The front counts blobs itself: the plain layout's note would read as
+	// if these figures were missing.
+	m.Note = frontMetricsNote
+	st.Metrics = m
 }
 
 func probe(ctx context.Context, spec Spec) error {
@@ -257,7 +266,9 @@ func probe(ctx context.Context, spec Spec) error {
 	return nil
 }
 
-// metricsAddress is the host address of the registry's debug listener.
+// metricsAddress is the host address of a metrics listener: registry:2's
+// debug listener (--plain), or a front's when --metrics-port asked for one
+// (or an earlier bkcache made it); "" when there is none.
 func metricsAddress(c container.InspectResponse, spec Spec) string {
 	if spec.Network == NetworkHost {
 		if spec.MetricsPort == 0 {
@@ -276,25 +287,9 @@ func metricsAddress(c container.InspectResponse, spec Spec) string {
 	return ""
 }
 
-// frontURLs are where a front answers for its figures.
-type frontURLs struct{ status, vars string }
-
-// frontEndpoints is where `status` and `verify` read a front: its metrics
-// listener when it has one, else the cache's own port under /bkcache/ (a
-// host-network cache on a port above 55535 has no PORT+10000 for metrics).
-func frontEndpoints(c container.InspectResponse, spec Spec) frontURLs {
-	if addr := metricsAddress(c, spec); addr != "" {
-		return frontURLs{status: "http://" + addr + "/bkcache/status", vars: "http://" + addr + "/debug/vars"}
-	}
-	if spec.Port == 0 {
-		return frontURLs{}
-	}
-	base := spec.Scheme() + "://" + spec.LocalAddress() + "/bkcache"
-	return frontURLs{status: base + "/status", vars: base + "/debug/vars"}
-}
-
+// readMetrics reads registry:2's /debug/vars at url (its debug listener).
 func readMetrics(ctx context.Context, url string) (*CacheMetrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := insecureClient().Do(req)
@@ -305,45 +300,31 @@ func readMetrics(ctx context.Context, url string) (*CacheMetrics, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s answered %s", url, resp.Status)
 	}
-	type counters struct {
-		Requests, Hits, Misses, BytesPulled, BytesPushed uint64
-	}
-	var vars struct {
-		Registry struct {
-			Proxy struct {
-				Manifests counters `json:"manifests"`
-			} `json:"proxy"`
-		} `json:"registry"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
+	var vars debugVars
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&vars); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", url, err)
 	}
-	p := vars.Registry.Proxy
+	return vars.metrics(), nil
+}
+
+// debugVars is the part of registry:2's /debug/vars status reads.
+type debugVars struct {
+	Registry struct {
+		Proxy struct {
+			Manifests struct {
+				Requests, Hits, Misses, BytesPulled, BytesPushed uint64
+			} `json:"manifests"`
+		} `json:"proxy"`
+	} `json:"registry"`
+}
+
+func (v debugVars) metrics() *CacheMetrics {
+	p := v.Registry.Proxy
 	m := &CacheMetrics{ManifestRequests: p.Manifests.Requests, ManifestMisses: p.Manifests.Misses, Note: metricsNote}
 	if m.ManifestRequests > m.ManifestMisses {
 		m.ManifestHits = m.ManifestRequests - m.ManifestMisses
 	}
-	return m, nil
-}
-
-// readFrontStatus reads the front's /bkcache/status at url (frontEndpoints).
-func readFrontStatus(ctx context.Context, url string) (FrontStatus, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := insecureClient().Do(req)
-	if err != nil {
-		return FrontStatus{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return FrontStatus{}, fmt.Errorf("GET %s answered %s", url, resp.Status)
-	}
-	var fs FrontStatus
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&fs); err != nil {
-		return FrontStatus{}, fmt.Errorf("decode %s: %w", url, err)
-	}
-	return fs, nil
+	return m
 }
 
 // insecureClient probes our own cache, whose certificate may name another host.

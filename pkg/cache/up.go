@@ -376,11 +376,11 @@ func frontMode(ctx context.Context, eng Engine, spec Spec) (mode, warning string
 	if err != nil || !ok {
 		return "", ""
 	}
-	ep := frontEndpoints(c, spec)
-	if ep.status == "" {
+	api, err := newFrontAPI(ctx, eng, c, spec, false)
+	if err != nil {
 		return "", ""
 	}
-	fs, err := readFrontStatus(ctx, ep.status)
+	fs, err := api.status(ctx)
 	if err != nil {
 		return "", ""
 	}

@@ -132,6 +132,10 @@ func (f *fakeEngine) ContainerLogs(context.Context, string, client.ContainerLogs
 	return io.NopCloser(strings.NewReader("")), nil
 }
 
+func (f *fakeEngine) CopyFromContainer(_ context.Context, id string, o client.CopyFromContainerOptions) (client.CopyFromContainerResult, error) {
+	return client.CopyFromContainerResult{}, fmt.Errorf("no such file %s in container %s", o.SourcePath, id)
+}
+
 // writeELF writes a minimal x86-64 ELF header; with interp it has a PT_INTERP
 // program header, as a dynamically linked binary does.
 func writeELF(t *testing.T, path string, interp bool) {
@@ -158,8 +162,8 @@ func writeELF(t *testing.T, path string, interp bool) {
 	}
 }
 
-// cacheServer plays the front (or registry:2) on the cache's port and the
-// front's status on the metrics port.
+// cacheServer plays the front (or registry:2) on the cache's port, the
+// front's status included, and a metrics listener that answers nothing.
 type cacheServer struct {
 	port, metricsPort int
 	mode              string
@@ -169,20 +173,18 @@ func startCacheServer(t *testing.T, mode string) *cacheServer {
 	t.Helper()
 	cs := &cacheServer{mode: mode}
 	cache := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
+		switch r.URL.Path {
+		case "/v2/":
 			w.WriteHeader(http.StatusOK)
-			return
+		case "/bkcache/status":
+			json.NewEncoder(w).Encode(FrontStatus{Layout: LayoutFront, Mode: cs.mode, Since: time.Now().Format(time.RFC3339)})
+		default:
+			http.NotFound(w, r)
 		}
-		http.NotFound(w, r)
 	}))
 	t.Cleanup(cache.Close)
-	metrics := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/bkcache/status" {
-			http.NotFound(w, r)
-			return
-		}
-		json.NewEncoder(w).Encode(FrontStatus{Layout: LayoutFront, Mode: cs.mode, Since: time.Now().Format(time.RFC3339)})
-	}))
+	// The metrics listener knows nothing: the CLI reads the cache's port.
+	metrics := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(metrics.Close)
 	cs.port = cache.Listener.Addr().(*net.TCPAddr).Port
 	cs.metricsPort = metrics.Listener.Addr().(*net.TCPAddr).Port

@@ -3,17 +3,21 @@ package cache
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
@@ -85,10 +89,16 @@ func Verify(ctx context.Context, eng Engine, cacheName, image string, opts Verif
 		return VerifyResult{}, err
 	}
 	res := VerifyResult{Image: image, Via: ref.String(), Platform: platform.String()}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(platform), remote.WithTransport(transfer.FailFast(insecureClient().Transport))}
+	// Docker's credentials for the cache (docker login ADDRESS) pass its --htpasswd.
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(platform), remote.WithTransport(transfer.FailFast(insecureClient().Transport)),
+		remote.WithAuthFromKeychain(authn.DefaultKeychain)}
 
 	img, err := remote.Image(ref, ropts...)
 	if err != nil {
+		var terr *transport.Error
+		if errors.As(err, &terr) && terr.StatusCode == http.StatusUnauthorized {
+			return res, fmt.Errorf("fetch %s through cache %s: %w; the cache asks for its --htpasswd credentials: run \"docker login %s\" first", image, cacheName, err, ref.Context().RegistryStr())
+		}
 		return res, fmt.Errorf("fetch %s through cache %s: %w", image, cacheName, err)
 	}
 	digests, size, err := blobsOf(img)

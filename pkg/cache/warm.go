@@ -328,19 +328,3 @@ func frontCounters(ctx context.Context, eng Engine, spec Spec) (FrontCounters, e
 	fs, err := frontStatus(ctx, eng, spec)
 	return fs.Counters, err
 }
-
-// frontStatus reads the status of a front cache on this engine.
-func frontStatus(ctx context.Context, eng Engine, spec Spec) (FrontStatus, error) {
-	c, ok, err := inspect(ctx, eng, spec.ContainerName())
-	if err != nil {
-		return FrontStatus{}, err
-	}
-	if !ok {
-		return FrontStatus{}, notFound(spec.Name)
-	}
-	ep := frontEndpoints(c, spec)
-	if ep.status == "" {
-		return FrontStatus{}, fmt.Errorf("cache %s has neither a port nor a metrics listener to read its status from", spec.Name)
-	}
-	return readFrontStatus(ctx, ep.status)
-}

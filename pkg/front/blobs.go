@@ -77,10 +77,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 	s.served.touch(digest, time.Now())
 	rng := parseRange(r.Header.Get("Range"))
 	head := r.Method == http.MethodHead
-	probe := rng.probeSized()
 	gone := false
 	for {
-		d := s.flights.decide(s, repo, digest, head || probe)
+		// Every GET, ranged or not, joins or starts the one download: its
+		// bytes are checked against the digest before a response completes.
+		d := s.flights.decide(s, repo, digest, head)
 		switch d.action {
 		case joinFlight:
 			if !d.started {
@@ -101,11 +102,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, repo, digest 
 			s.logger.Printf("start download of %s: %v", digest, d.err)
 			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the cache cannot store blob "+digest+": "+d.err.Error(), digest)
 		case passThrough:
-			if s.passThrough(w, r, repo, digest) {
-				return
-			}
-			probe = false // the upstream ignored the Range: join the one full download instead
-			continue
+			s.headUpstream(w, r, repo, digest)
 		}
 		return
 	}
@@ -268,42 +265,34 @@ func (s *Server) upload(ctx context.Context, repo, digest, path string) error {
 	return s.storeFile(ctx, repo, digest, path)
 }
 
-// passThrough relays a HEAD, or a probe-sized Range GET, to the upstream:
-// nothing is stored and no full download starts. It returns false, having
-// written nothing, when the upstream answered a ranged GET with the whole blob.
-func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, digest string) bool {
-	// At most probeRangeMax bytes: a silent upstream must not hold the client longer.
-	ctx, cancel := context.WithTimeoutCause(r.Context(), openTimeout+stallTimeout, errNoAnswer)
+// headUpstream relays a HEAD of a blob neither stored nor downloading to the
+// upstream: no body, so nothing to verify, and no download starts.
+func (s *Server) headUpstream(w http.ResponseWriter, r *http.Request, repo, digest string) {
+	ctx, cancel := context.WithTimeoutCause(r.Context(), openTimeout, errNoAnswer)
 	defer cancel()
 	rt, err := s.up.transport(ctx, repo)
 	if err != nil {
 		s.upstreamFailed(w, err)
-		return true
+		return
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, s.up.blobURL(repo, digest), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, s.up.blobURL(repo, digest), nil)
 	if err != nil {
 		s.upstreamFailed(w, err)
-		return true
+		return
 	}
 	req.Header.Set("User-Agent", "bkcache-front/"+version.Version)
 	req.Header.Set("Accept-Encoding", "identity")
-	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {
-		req.Header.Set("Range", rg)
-	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		s.upstreamFailed(w, err)
-		return true
+		return
 	}
 	defer resp.Body.Close()
-	if r.Method == http.MethodGet && resp.StatusCode == http.StatusOK {
-		return false
-	}
 	if resp.StatusCode >= 300 {
 		s.relayUpstreamError(w, upstreamErrorOf(req.URL.String(), resp))
-		return true
+		return
 	}
-	for _, k := range []string{"Content-Length", "Content-Range", "Docker-Content-Digest", "Accept-Ranges", "Etag"} {
+	for _, k := range []string{"Content-Length", "Docker-Content-Digest", "Accept-Ranges", "Etag"} {
 		if v := resp.Header.Get(k); v != "" {
 			w.Header().Set(k, v)
 		}
@@ -311,12 +300,6 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, repo, diges
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.WriteHeader(resp.StatusCode)
-	if r.Method == http.MethodGet {
-		n, _ := io.Copy(w, io.LimitReader(resp.Body, probeRangeMax+1))
-		s.counters.upstreamBytes.Add(n)
-		s.counters.servedBytes.Add(n)
-	}
-	return true
 }
 
 func upstreamErrorOf(u string, resp *http.Response) *blobfetch.UpstreamError {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -180,17 +179,16 @@ func TestConcurrentRangesOnColdBlob(t *testing.T) {
 	d, blob := oneBlob(t, e, "lib/pieces", 1<<20)
 	size := len(blob)
 	e.relay.SetRate(512 << 10) // ~2 s: the pieces overlap the download
-	// Random piece sizes, each above the probe size (a probe of at most 64 KiB
-	// for a blob not in flight is passed to the upstream as it is).
+	// Random piece sizes, small ones too: every ranged GET joins the one download.
 	weights, sum := make([]int, 8), 0
 	for i := range weights {
 		weights[i] = 1 + rand.IntN(10)
 		sum += weights[i]
 	}
-	spare := size - 8*(probeRangeMax+1)
+	spare := size - 8
 	cuts := []int{0}
 	for i := range 7 {
-		cuts = append(cuts, cuts[i]+probeRangeMax+1+spare*weights[i]/sum)
+		cuts = append(cuts, cuts[i]+1+spare*weights[i]/sum)
 	}
 	cuts = append(cuts, size)
 	out := make([]byte, size)
@@ -294,29 +292,6 @@ func TestRangeShapes(t *testing.T) {
 	check("stored")
 	if n := e.relay.BlobGets(d); n != 1 {
 		t.Errorf("upstream served the blob %d times, want once", n)
-	}
-}
-
-// bytes=0-0 on a blob not cached asks the upstream for that byte only.
-func TestProbeRangeStartsNoDownload(t *testing.T) {
-	e := newEnv(t)
-	d, blob := oneBlob(t, e, "lib/probe", 300<<10)
-	resp, body, err := e.get(http.MethodGet, blobURLPath("lib/probe", d), http.Header{"Range": {"bytes=0-0"}})
-	if err != nil || resp.StatusCode != 206 || !bytes.Equal(body, blob[:1]) || resp.Header.Get("Content-Range") != "bytes 0-0/"+strconv.Itoa(len(blob)) {
-		t.Fatalf("bytes=0-0: %v, %v, %q", err, resp, body)
-	}
-	resp, _, err = e.get(http.MethodHead, blobURLPath("lib/probe", d), nil)
-	if err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(blob)) {
-		t.Fatalf("HEAD: %v, %v", err, resp)
-	}
-	time.Sleep(300 * time.Millisecond)
-	for _, q := range e.relay.Log() {
-		if strings.HasSuffix(q.Path, d) && q.Method == http.MethodGet && q.Range != "bytes=0-0" {
-			t.Errorf("upstream got %s %s Range %q", q.Method, q.Path, q.Range)
-		}
-	}
-	if e.srv.store.hasData(d) || e.srv.flights.len() != 0 {
-		t.Error("a probe started a download")
 	}
 }
 

@@ -64,8 +64,8 @@ type decision struct {
 
 // decide picks, atomically with respect to flights starting and ending,
 // what answers a blob request: a flight in progress (joined), storage, a
-// refusal while offline, a pass-through to the upstream (noStart: HEAD and
-// probe-sized ranges), or a new flight.
+// refusal while offline, a pass-through to the upstream (noStart: a HEAD,
+// which carries no bytes to verify), or a new flight.
 func (fs *flights) decide(s *Server, repo, digest string, noStart bool) decision {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()

@@ -93,31 +93,78 @@ func TestIsSilence(t *testing.T) {
 }
 
 // /bkcache/ on the client port is guarded by htpasswd, except from loopback
-// (where the unguarded loopback-only metrics listener is reachable anyway).
+// (where the unguarded loopback-only metrics listener is reachable anyway)
+// and for the admin token (the CLI's way in from the bridge gateway).
 func TestOwnEndpointsGuarded(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	file := filepath.Join(t.TempDir(), "htpasswd")
 	os.WriteFile(file, []byte("bob:"+string(hash)+"\n"), 0o600)
-	s := &Server{auth: newHtpasswd(file, "r"), ownMux: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	const token = "0123456789abcdef0123456789abcdef"
+	open := func(w http.ResponseWriter, r *http.Request) {}
+	guarded := &Server{auth: newHtpasswd(file, "r"), adminToken: token, ownMux: http.HandlerFunc(open)}
+	unguarded := &Server{adminToken: token, ownMux: http.HandlerFunc(open)}
 	for _, tc := range []struct {
-		remote, user, pass string
-		want               int
+		s                          *Server
+		remote, user, pass, bearer string
+		want                       int
 	}{
-		{"10.0.0.5:40000", "", "", http.StatusUnauthorized},
-		{"10.0.0.5:40000", "bob", "wrong", http.StatusUnauthorized},
-		{"10.0.0.5:40000", "bob", "pw", http.StatusOK},
-		{"127.0.0.1:40000", "", "", http.StatusOK},
-		{"[::1]:40000", "", "", http.StatusOK},
+		{guarded, "10.0.0.5:40000", "", "", "", http.StatusUnauthorized},
+		{guarded, "10.0.0.5:40000", "bob", "wrong", "", http.StatusUnauthorized},
+		{guarded, "10.0.0.5:40000", "bob", "pw", "", http.StatusOK},
+		{guarded, "172.17.0.1:40000", "", "", token, http.StatusOK},
+		{guarded, "172.17.0.1:40000", "", "", token[:31] + "0", http.StatusUnauthorized},
+		{guarded, "172.17.0.1:40000", "", "", token + "0", http.StatusUnauthorized},
+		{&Server{auth: newHtpasswd(file, "r"), ownMux: http.HandlerFunc(open)}, "172.17.0.1:40000", "", "", " ", http.StatusUnauthorized},
+		{guarded, "127.0.0.1:40000", "", "", "", http.StatusOK},
+		{guarded, "[::1]:40000", "", "", "", http.StatusOK},
+		{unguarded, "10.0.0.5:40000", "", "", "", http.StatusOK},
 	} {
 		req := httptest.NewRequest(http.MethodGet, "/bkcache/status", nil)
 		req.RemoteAddr = tc.remote
 		if tc.user != "" {
 			req.SetBasicAuth(tc.user, tc.pass)
 		}
+		if tc.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		}
+		rec := httptest.NewRecorder()
+		tc.s.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.remote, tc.user, rec.Code, tc.want)
+		}
+	}
+}
+
+// Prune wants the admin token whatever else passes the guard: loopback or
+// htpasswd credentials are not enough.
+func TestPruneWantsTheToken(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(file, []byte("bob:"+string(hash)+"\n"), 0o600)
+	const token = "0123456789abcdef0123456789abcdef"
+	s := &Server{auth: newHtpasswd(file, "r"), adminToken: token}
+	s.ownMux = s.metricsHandler()
+	for _, tc := range []struct {
+		remote, user, bearer string
+		want                 int
+	}{
+		{"127.0.0.1:40000", "", "", http.StatusUnauthorized},
+		{"10.0.0.5:40000", "bob", "", http.StatusUnauthorized},
+		{"172.17.0.1:40000", "", "wrong", http.StatusUnauthorized},
+		{"172.17.0.1:40000", "", token, http.StatusBadRequest}, // past the token: an empty request
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/bkcache/prune", nil)
+		req.RemoteAddr = tc.remote
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, "pw")
+		}
+		if tc.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		}
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
 		if rec.Code != tc.want {
-			t.Errorf("%s %s: %d, want %d", tc.remote, tc.user, rec.Code, tc.want)
+			t.Errorf("prune from %s user %q bearer %q: %d, want %d", tc.remote, tc.user, tc.bearer, rec.Code, tc.want)
 		}
 	}
 }

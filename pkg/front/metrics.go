@@ -69,7 +69,8 @@ func (c *counters) snapshot() Counters {
 	}
 }
 
-// Status is the JSON of GET /bkcache/status on the metrics listener.
+// Status is the JSON of GET /bkcache/status (on the cache's port, and on the
+// metrics listener when there is one).
 type Status struct {
 	Layout   string `json:"layout"` // always "front"
 	Version  string `json:"version"`

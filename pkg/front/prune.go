@@ -23,8 +23,9 @@ import (
 
 // Files of the front beside registry:2's storage (<rootdirectory>/bkcache/).
 const (
-	// AdminTokenFile authorises prune requests on the metrics listener: only
-	// who can read the data directory (root on the host) can prune.
+	// AdminTokenFile authorises prune requests, and /bkcache/ on the cache's
+	// port when htpasswd guards it: only who can read the data directory
+	// (root on the host, or the engine's users through it) can prune.
 	AdminTokenFile = "admin-token"
 	// keepFile holds the last prune's kept lists: the budget never evicts them.
 	keepFile = "keep.json"
@@ -268,10 +269,17 @@ func (s *Server) ensureAdminToken() error {
 	return atomicfile.WriteFile(p, []byte(s.adminToken+"\n"), 0o600)
 }
 
-// handlePrune is POST /bkcache/prune on the metrics listener.
+// adminAuthorized: the request carries the admin token from the data
+// directory (Authorization: Bearer TOKEN), compared in constant time.
+func (s *Server) adminAuthorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && s.adminToken != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.adminToken)) == 1
+}
+
+// handlePrune is POST /bkcache/prune, on the cache's port or the metrics
+// listener: only with the admin token.
 func (s *Server) handlePrune(w http.ResponseWriter, r *http.Request) {
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if s.adminToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.adminToken)) != 1 {
+	if !s.adminAuthorized(r) {
 		http.Error(w, "prune needs the token in the cache's data directory (bkcache/"+AdminTokenFile+")", http.StatusUnauthorized)
 		return
 	}

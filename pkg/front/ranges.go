@@ -6,11 +6,6 @@ import (
 	"strings"
 )
 
-// probeRangeMax: a Range asking for at most this many bytes of a blob not
-// cached is passed to the upstream as it is (P2P engines probe with
-// bytes=0-0); anything larger joins the one full download.
-const probeRangeMax = 64 << 10
-
 // rangeKind is what a Range header asks for.
 type rangeKind int
 
@@ -76,18 +71,6 @@ func parseOne(s string) (byteRange, bool) {
 		}
 	}
 	return byteRange{kind: rangeSingle, first: first, last: last}, true
-}
-
-// probeSized: a single range whose length is known without the blob's size
-// and is at most probeRangeMax.
-func (r byteRange) probeSized() bool {
-	if r.kind != rangeSingle {
-		return false
-	}
-	if r.first < 0 {
-		return r.suffix <= probeRangeMax
-	}
-	return r.last >= 0 && r.last-r.first+1 <= probeRangeMax
 }
 
 // resolve places the range on a blob of size bytes: the half-open span

@@ -68,10 +68,10 @@ func (rt route) image() string {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/bkcache/") {
 		// The front's own figures, on the cache's own port: guarded as pulls
-		// are, except from this host's loopback, which reaches the metrics
-		// listener (loopback-only, unguarded) just as well; so `status` reads
-		// a host-network cache that has no metrics port.
-		if s.auth != nil && !fromLoopback(r) && !s.auth.check(w, r, "") {
+		// are, except from this host's loopback and for the admin token (the
+		// CLI's way in: a bridge-network cache sees the host's requests come
+		// from the bridge gateway, not loopback). Prune always wants the token.
+		if s.auth != nil && !fromLoopback(r) && !s.adminAuthorized(r) && !s.auth.check(w, r, "") {
 			return
 		}
 		s.ownMux.ServeHTTP(w, r)

@@ -100,7 +100,7 @@ from -f caches.yaml, each cache with its own container, port, config and data di
 	f.StringVar(&o.spec.DataDir, "data-dir", "", "cache data directory (default /var/lib/registry-NAME, or the adopted container's)")
 	f.StringVar(&o.spec.Image, "image", cache.DefaultImage, "registry:2 image to run")
 	f.StringVar(&o.spec.Restart, "restart", cache.DefaultRestart, "container restart policy: no, always, unless-stopped, on-failure")
-	f.IntVar(&o.spec.MetricsPort, "metrics-port", 0, "with --network host: loopback port of the registry's metrics listener (default PORT+10000)")
+	f.IntVar(&o.spec.MetricsPort, "metrics-port", 0, "serve Prometheus metrics on 127.0.0.1:PORT (default none: status reads the cache's own port; --plain with --network host: PORT+10000)")
 	f.StringVar(&o.spec.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	f.StringVar(&o.spec.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&o.spec.Htpasswd, "htpasswd", "", "require basic auth from clients, from this htpasswd (bcrypt) file")

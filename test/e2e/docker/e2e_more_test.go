@@ -45,11 +45,8 @@ func TestDownAndPurge(t *testing.T) {
 		t.Errorf("second down:\n%s", again)
 	}
 
-	other := freePort(t)
-	for other == c.port || other == c.metricsPort {
-		other = freePort(t)
-	}
-	mustDocker(t, c.upArgs(up.URL, "--metrics-port", itoa(other))...) // a config change: the old one is kept as .bak
+	// Another upstream changes the registry config: the old one is kept as .bak.
+	mustDocker(t, c.upArgs(registrytest.Start(t).URL)...)
 	if _, err := os.Stat(cfg + ".bak"); err != nil {
 		t.Errorf("a changed config was not backed up: %v", err)
 	}

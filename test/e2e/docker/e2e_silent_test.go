@@ -74,8 +74,8 @@ func TestFrontBlackHoleUpstream(t *testing.T) {
 	}
 }
 
-// A host-network cache on a port above 55535 (no room for PORT+10000, so no
-// metrics port): status shows the front's counters and verify passes, both
+// A host-network cache on a port above 55535 (no room for PORT+10000) and no
+// --metrics-port: status shows the front's counters and verify passes, both
 // reading the front on the cache's own port.
 func TestFrontHighPortStatusAndVerify(t *testing.T) {
 	dist, relay := frontUpstream(t)

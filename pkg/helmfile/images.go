@@ -236,7 +236,7 @@ func ChartImages(ctx context.Context, opts ChartOptions) (*images.List, error) {
 	}
 	ropts := opts.RenderOptions
 	if ropts.Workers == 0 {
-		ropts.Workers = runtime.GOMAXPROCS(0) // one chart: its templates in parallel
+		ropts.Workers = renderWorkers(chrt) // one chart: its templates in parallel
 	}
 	out, err := renderChart(ctx, chrt, name, ns, vals, ropts)
 	if err != nil {

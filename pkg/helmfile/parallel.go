@@ -1,10 +1,12 @@
 package helmfile
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"path"
 	"regexp"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -40,6 +42,26 @@ func renderTemplates(ctx context.Context, chrt *chart.Chart, top chartutil.Value
 	return files, nil
 }
 
+// minSplitBytes: below this much template text a chart renders in about a
+// millisecond, less than what a split costs.
+const minSplitBytes = 16 << 10
+
+// renderWorkers is how many workers a chart's render is worth: GOMAXPROCS
+// for a chart with enough template text to render, else one.
+func renderWorkers(c *chart.Chart) int {
+	var names []string
+	collectRenderable(c, &names)
+	sizes := templateSizes(c)
+	n := 0
+	for _, name := range names {
+		n += sizes[name]
+	}
+	if n < minSplitBytes {
+		return 1
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 // renderSplit renders names over workers chart copies; any error is a
 // worker's, not necessarily helm's.
 func renderSplit(ctx context.Context, chrt *chart.Chart, top chartutil.Values, names []string, workers int) (map[string]string, error) {
@@ -59,11 +81,12 @@ func renderSplit(ctx context.Context, chrt *chart.Chart, top chartutil.Values, n
 		owner[n] = w
 		load[w] += sizes[n] + 1
 	}
+	refs := referencedNames(chrt)
 	parts := make([]map[string]string, workers)
 	g, _ := errgroup.WithContext(ctx)
 	for w := range workers {
 		g.Go(func() error {
-			out, err := engine.Render(chartFor(chrt, owner, w), ownValues(top))
+			out, err := engine.Render(chartFor(chrt, owner, refs, w), ownValues(top))
 			parts[w] = out
 			return err
 		})
@@ -78,14 +101,15 @@ func renderSplit(ctx context.Context, chrt *chart.Chart, top chartutil.Values, n
 	return files, nil
 }
 
-// setValues finds templates that change .Values (sprig's set, unset, merge
+// setBefore finds templates that change .Values (sprig's set, unset, merge
 // on it): a later template sees the change in helm's serial render, so such
-// a chart is rendered serially.
-var setValues = regexp.MustCompile(`\b(set|unset|merge|mergeOverwrite)\s+\(?\s*\$?[A-Za-z_]*\.Values\b`)
+// a chart is rendered serially. It is matched only on the text just before
+// each ".Values" (a regexp over whole templates cost a tenth of a render).
+var setBefore = regexp.MustCompile(`\b(set|unset|merge|mergeOverwrite)\s+\(?\s*\$?[A-Za-z_]*$`)
 
 func changesValues(c *chart.Chart) bool {
 	for _, t := range c.Templates {
-		if setValues.Match(t.Data) {
+		if setsValues(t.Data) {
 			return true
 		}
 	}
@@ -95,6 +119,27 @@ func changesValues(c *chart.Chart) bool {
 		}
 	}
 	return false
+}
+
+func setsValues(data []byte) bool {
+	const key = ".Values"
+	for i := 0; ; {
+		j := bytes.Index(data[i:], []byte(key))
+		if j < 0 {
+			return false
+		}
+		at, end := i+j, i+j+len(key)
+		if end == len(data) || !isWordByte(data[end]) {
+			if setBefore.Match(data[max(0, at-64):at]) {
+				return true
+			}
+		}
+		i = end
+	}
+}
+
+func isWordByte(b byte) bool {
+	return b == '_' || '0' <= b && b <= '9' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z'
 }
 
 // ownValues gives a worker its own copy of the values, so that templates
@@ -172,7 +217,7 @@ func sortBySizeDesc(names []string, sizes map[string]int) {
 
 // chartFor copies the chart tree for worker w: templates other workers
 // render become partials of the same content (see renderTemplates).
-func chartFor(c *chart.Chart, owner map[string]int, w int) *chart.Chart {
+func chartFor(c *chart.Chart, owner map[string]int, refs map[string]bool, w int) *chart.Chart {
 	cp := &chart.Chart{Raw: c.Raw, Metadata: c.Metadata, Lock: c.Lock, Values: c.Values, Schema: c.Schema, Files: c.Files}
 	full := c.ChartFullPath()
 	cp.Templates = make([]*chart.File, 0, len(c.Templates))
@@ -184,7 +229,14 @@ func chartFor(c *chart.Chart, owner map[string]int, w int) *chart.Chart {
 			continue
 		}
 		data := t.Data
-		if !strings.Contains(string(data), "define") {
+		hasDefines := strings.Contains(string(data), "define")
+		if !hasDefines && !refs[path.Base(t.Name)] {
+			// Named by no template: parsing it again in every worker would
+			// cost what the split saves. Were it included by a name built
+			// at run time, the include fails and the render goes serial.
+			continue
+		}
+		if !hasDefines {
 			// A define cannot hold another: a template with defines is only
 			// renamed (its defines stay; including it by name fails and the
 			// render goes serial).
@@ -197,8 +249,54 @@ func chartFor(c *chart.Chart, owner map[string]int, w int) *chart.Chart {
 	}
 	var deps []*chart.Chart
 	for _, d := range c.Dependencies() {
-		deps = append(deps, chartFor(d, owner, w))
+		deps = append(deps, chartFor(d, owner, refs, w))
 	}
 	cp.SetDependencies(deps...)
 	return cp
+}
+
+// referencedNames lists the file names any template of the tree mentions
+// (`include (print $.Template.BasePath "/configmap.yaml") .` for checksums):
+// every word ending in a template file's extension.
+func referencedNames(c *chart.Chart) map[string]bool {
+	refs := map[string]bool{}
+	var walk func(*chart.Chart)
+	walk = func(c *chart.Chart) {
+		for _, t := range c.Templates {
+			fileNames(t.Data, refs)
+		}
+		for _, d := range c.Dependencies() {
+			walk(d)
+		}
+	}
+	walk(c)
+	return refs
+}
+
+// fileNames adds the words of data that end in .yaml, .yml, .tpl, .txt,
+// .json or .toml to names. A word is made of letters, digits, '_', '-', '.'.
+func fileNames(data []byte, names map[string]bool) {
+	isName := func(b byte) bool { return isWordByte(b) || b == '-' || b == '.' }
+	for i := 0; i < len(data); {
+		j := bytes.IndexByte(data[i:], '.')
+		if j < 0 {
+			return
+		}
+		dot := i + j
+		end := dot + 1
+		for end < len(data) && isWordByte(data[end]) {
+			end++
+		}
+		switch string(data[dot+1 : end]) {
+		case "yaml", "yml", "tpl", "txt", "json", "toml":
+			start := dot
+			for start > 0 && isName(data[start-1]) {
+				start--
+			}
+			if start < dot {
+				names[string(data[start:end])] = true
+			}
+		}
+		i = end
+	}
 }

@@ -130,3 +130,73 @@ func TestParallelRenderSplit(t *testing.T) {
 		t.Errorf("renderable %v, want %v", names, want)
 	}
 }
+
+// A template named only by a name built at run time is not in the other
+// workers' copies: the split fails and the render goes serial, identical.
+func TestParallelRenderRunTimeName(t *testing.T) {
+	dir := includesOthers(t)
+	p := filepath.Join(dir, "templates", "dynamic.yaml")
+	text := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n  annotations: {c: {{ include (printf \"%s/%s.%s\" $.Template.BasePath \"job\" \"yaml\") . | sha256sum }}}\n"
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	serial, serr := renderWith(t, dir, 1)
+	if serr != "" || !strings.Contains(serial, "kind: Job") {
+		t.Fatalf("serial render: %q, error %q", serial, serr)
+	}
+	chrt, err := loader.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	collectRenderable(chrt, &names)
+	top, err := chartutil.ToRenderValues(chrt, map[string]any{}, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Several splits: in some, job.yaml and dynamic.yaml go to different workers.
+	failed := false
+	for _, workers := range []int{2, 3, 4, 7} {
+		if _, err := renderSplit(context.Background(), chrt, top, names, workers); err != nil {
+			failed = true
+		}
+		if par, perr := renderWith(t, dir, workers); par != serial || perr != "" {
+			t.Errorf("%d workers: output differs from the serial render, error %q", workers, perr)
+		}
+	}
+	if !failed {
+		t.Error("no split failed: job.yaml was parsed in every worker, or the test's include is not a run-time name")
+	}
+}
+
+func TestSetsValues(t *testing.T) {
+	tests := []struct {
+		text string
+		want bool
+	}{
+		{`{{- $_ := set .Values "a" 1 }}`, true},
+		{`{{- $_ := set $.Values.global "a" 1 }}`, true},
+		{`{{ $_ := unset ( .Values.x) "k" }}`, true},
+		{`{{ $x := mergeOverwrite .Values.a .Values.b }}`, true},
+		{`{{ $x := merge (dict) .Values.a }}`, false}, // a new dict is changed, not the values
+		{`{{ .Values.offset }} {{ reset .Values2 }}`, false},
+		{`{{ toYaml .Values.resources | nindent 2 }}`, false},
+		{`{{ set .ValuesX "a" 1 }}`, false},
+		{`{{ set .Values`, true},
+		{``, false},
+	}
+	for _, tt := range tests {
+		if got := setsValues([]byte(tt.text)); got != tt.want {
+			t.Errorf("setsValues(%q) = %v, want %v", tt.text, got, tt.want)
+		}
+	}
+}
+
+func TestFileNames(t *testing.T) {
+	got := map[string]bool{}
+	fileNames([]byte(`{{ include (print $.Template.BasePath "/configmap.yaml") . }} a.b.yml x.tpl .yaml y.yamlx z.json_ w-1.toml "s.txt"`), got)
+	want := []string{"a.b.yml", "configmap.yaml", "s.txt", "w-1.toml", "x.tpl"}
+	if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, want) {
+		t.Errorf("got %v, want %v", names, want)
+	}
+}

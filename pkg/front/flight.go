@@ -126,6 +126,10 @@ type flight struct {
 	verified bool
 	failed   error
 	progress chan struct{} // closed and replaced at every change
+	// announced is how much of written waiters were woken for; timerArmed:
+	// a wake-up for the rest is due (see Write).
+	announced  int64
+	timerArmed bool
 }
 
 func newFlight(s *Server, repo, digest string) (*flight, error) {
@@ -157,13 +161,37 @@ func (f *flight) changed() {
 	f.progress = make(chan struct{})
 }
 
+// Waiters are woken for new bytes every progressStep bytes, and at most
+// progressDelay after bytes they have not been told of: waking 32 waiters
+// for every 32 KiB read from the upstream cost more CPU than sending them
+// the bytes. The first bytes wake them at once.
+const (
+	progressStep  = 256 << 10
+	progressDelay = 10 * time.Millisecond
+)
+
 // Write appends bytes from the upstream to the partial file.
 func (f *flight) Write(p []byte) (int, error) {
 	n, err := f.file.Write(p)
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.written += int64(n)
-	f.changed()
-	f.mu.Unlock()
+	switch {
+	case f.announced == 0 || f.written-f.announced >= progressStep:
+		f.announced = f.written
+		f.changed()
+	case !f.timerArmed:
+		f.timerArmed = true
+		time.AfterFunc(progressDelay, func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.timerArmed = false
+			if f.written > f.announced {
+				f.announced = f.written
+				f.changed()
+			}
+		})
+	}
 	return n, err
 }
 

@@ -234,7 +234,11 @@ func ChartImages(ctx context.Context, opts ChartOptions) (*images.List, error) {
 	if ns == "" {
 		ns = "default"
 	}
-	out, err := renderChart(ctx, chrt, name, ns, vals, opts.RenderOptions)
+	ropts := opts.RenderOptions
+	if ropts.Workers == 0 {
+		ropts.Workers = renderWorkers(chrt) // one chart: its templates in parallel
+	}
+	out, err := renderChart(ctx, chrt, name, ns, vals, ropts)
 	if err != nil {
 		return nil, err
 	}

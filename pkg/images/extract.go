@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -160,11 +161,50 @@ func fromValues(root *yaml.Node, opts ValuesOptions) []Found {
 // when `image` holds only a registry (cmdb). Charts that repoint images with
 // one value leave the registry out of their split maps.
 func ValuesRegistry(values map[string]any) (registry, key string) {
-	var root yaml.Node
-	if root.Encode(values) != nil {
-		return "", ""
+	// Looked up in the maps themselves: encoding a big chart's values into
+	// YAML nodes only to read three keys took a tenth of an images run.
+	if reg := valueString(valueMap(values["global"])["imageRegistry"]); reg != "" {
+		return strings.TrimSuffix(reg, "/"), "global.imageRegistry"
 	}
-	return valuesRegistry(&root)
+	if reg := valueString(values["imageRegistry"]); reg != "" {
+		return strings.TrimSuffix(reg, "/"), "imageRegistry"
+	}
+	if img := valueMap(values["image"]); img != nil {
+		if _, ok := img["repository"]; !ok {
+			if reg := valueString(img["registry"]); reg != "" {
+				return strings.TrimSuffix(reg, "/"), "image.registry"
+			}
+		}
+	}
+	return "", ""
+}
+
+// valueMap is v as a map of values (helm's chartutil.Values is one too).
+func valueMap(v any) map[string]any {
+	switch m := v.(type) {
+	case map[string]any:
+		return m
+	default:
+		rv := reflect.ValueOf(v)
+		if rv.Kind() == reflect.Map && rv.Type().Key().Kind() == reflect.String && rv.Type().Elem().Kind() == reflect.Interface {
+			return rv.Convert(reflect.TypeFor[map[string]any]()).Interface().(map[string]any)
+		}
+		return nil
+	}
+}
+
+// valueString is a scalar value as YAML would print it; "" for maps, lists and null.
+func valueString(v any) string {
+	switch s := v.(type) {
+	case nil, map[string]any, []any:
+		return ""
+	case string:
+		return s
+	case bool, int, int64, uint64, float64:
+		return fmt.Sprint(s)
+	default:
+		return ""
+	}
 }
 
 func valuesRegistry(root *yaml.Node) (string, string) {

@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"fmt"
+	"go.yaml.in/yaml/v3"
 	"os"
 	"reflect"
 	"sort"
@@ -346,4 +347,47 @@ func FuzzValues(f *testing.F) {
 			t.Fatalf("text output:\n%s\nlisted:\n%s", out.String(), strings.Join(refs, "\n"))
 		}
 	})
+}
+
+// TestValuesRegistry: the override read from the values' maps is the one the
+// values walk reads from their YAML nodes.
+func TestValuesRegistry(t *testing.T) {
+	type named map[string]any // as helm's chartutil.Values
+	tests := []struct {
+		name, values, want, key string
+	}{
+		{"global wins", "global: {imageRegistry: a.io/}\nimageRegistry: b.io\n", "a.io", "global.imageRegistry"},
+		{"top level", "global: {}\nimageRegistry: b.io\n", "b.io", "imageRegistry"},
+		{"image holds only a registry", "image: {registry: c.io, pullPolicy: Always}\n", "c.io", "image.registry"},
+		{"image with repository is a split map", "image: {registry: c.io, repository: x/y}\n", "", ""},
+		{"empty string", "imageRegistry: \"\"\n", "", ""},
+		{"a map is no registry", "imageRegistry: {a: b}\n", "", ""},
+		{"global not a map", "global: x\nimageRegistry: d.io\n", "d.io", "imageRegistry"},
+		{"none", "replicas: 3\n", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var vals map[string]any
+			if err := yaml.Unmarshal([]byte(tt.values), &vals); err != nil {
+				t.Fatal(err)
+			}
+			var root yaml.Node
+			if err := yaml.Unmarshal([]byte(tt.values), &root); err != nil {
+				t.Fatal(err)
+			}
+			nodeReg, nodeKey := valuesRegistry(&root)
+			for _, v := range []map[string]any{vals, {"global": named{"imageRegistry": "e.io"}}} {
+				reg, key := ValuesRegistry(v)
+				if _, ok := v["global"].(named); ok {
+					if reg != "e.io" || key != "global.imageRegistry" {
+						t.Errorf("named map: got %q %q", reg, key)
+					}
+					continue
+				}
+				if reg != tt.want || key != tt.key || reg != nodeReg || key != nodeKey {
+					t.Errorf("got %q %q, want %q %q (from nodes: %q %q)", reg, key, tt.want, tt.key, nodeReg, nodeKey)
+				}
+			}
+		})
+	}
 }

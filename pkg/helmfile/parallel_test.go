@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
@@ -95,11 +96,10 @@ func includesOthers(t *testing.T) string {
 	return root
 }
 
-// The split gives every renderable template to one worker, and the workers
-// render a chart whose templates include each other by name without falling
-// back to the serial render.
-func TestParallelRenderSplit(t *testing.T) {
-	dir := includesOthers(t)
+// splitInputs loads the chart at dir and gives what renderSplit takes: the
+// chart, its renderable templates and its default values.
+func splitInputs(t *testing.T, dir string) (*chart.Chart, []string, chartutil.Values) {
+	t.Helper()
 	chrt, err := loader.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +110,15 @@ func TestParallelRenderSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return chrt, names, top
+}
+
+// The split gives every renderable template to one worker, and the workers
+// render a chart whose templates include each other by name without falling
+// back to the serial render.
+func TestParallelRenderSplit(t *testing.T) {
+	dir := includesOthers(t)
+	chrt, names, top := splitInputs(t, dir)
 	serial, err := engine.Render(chrt, top)
 	if err != nil {
 		t.Fatal(err)
@@ -144,16 +153,7 @@ func TestParallelRenderRunTimeName(t *testing.T) {
 	if serr != "" || !strings.Contains(serial, "kind: Job") {
 		t.Fatalf("serial render: %q, error %q", serial, serr)
 	}
-	chrt, err := loader.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	collectRenderable(chrt, &names)
-	top, err := chartutil.ToRenderValues(chrt, map[string]any{}, chartutil.ReleaseOptions{Name: "rel", Namespace: "ns"}, chartutil.DefaultCapabilities)
-	if err != nil {
-		t.Fatal(err)
-	}
+	chrt, names, top := splitInputs(t, dir)
 	// Several splits: in some, job.yaml and dynamic.yaml go to different workers.
 	failed := false
 	for _, workers := range []int{2, 3, 4, 7} {

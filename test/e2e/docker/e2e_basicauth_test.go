@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
@@ -23,14 +22,7 @@ import (
 func TestFrontBasicAuthUpstream(t *testing.T) {
 	const user, secret = "bkuser", "Basic-S3cret-9c1d"
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	htpasswd := writeHtpasswd(t, dir, user, secret)
 	dist := registrytest.StartDistribution(t, registrytest.WithHtpasswd(htpasswd))
 	img, err := registrytest.Image(2, 256<<10, "amd64")
 	if err != nil {

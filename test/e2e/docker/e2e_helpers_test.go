@@ -19,6 +19,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // These tests drive the real docker CLI with the plugin installed into a
@@ -237,3 +238,18 @@ func dockerRmi(t testing.TB, refs ...string) {
 }
 
 func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// writeHtpasswd writes an htpasswd file (0600) with one bcrypt entry and
+// returns its path.
+func writeHtpasswd(t testing.TB, dir, user, password string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(p, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

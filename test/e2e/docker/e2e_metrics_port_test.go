@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/bkcache/bkcache/pkg/cache"
 )
@@ -28,14 +24,7 @@ func TestBridgeCacheWithoutMetricsPort(t *testing.T) {
 	set := pushSet(t, upstream.published, "blueking/bridge", 1, 0, 0, 2, 128<<10)
 
 	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	htpasswd := writeHtpasswd(t, dir, user, secret)
 	c := newTestCache(t)
 	args := []string{"bkcache", "up", "--name", c.name, "--upstream", "http://" + upstream.bridgeAddr, "--port", itoa(c.port),
 		"--bind", "127.0.0.1", "--image", registryImage, "--pull", "never", "--htpasswd", htpasswd,

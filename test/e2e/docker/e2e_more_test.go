@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/bkcache/bkcache/internal/registrytest"
 )
 
@@ -240,12 +238,7 @@ func TestTLSAndHtpasswd(t *testing.T) {
 	c := newTestCache(t)
 	dir := t.TempDir()
 	cert, key, _ := registrytest.SelfSigned(t, dir)
-	hash, err := bcrypt.GenerateFromPassword([]byte("client-pw"), bcrypt.DefaultCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	os.WriteFile(htpasswd, []byte("client:"+string(hash)+"\n"), 0o644)
+	htpasswd := writeHtpasswd(t, dir, "client", "client-pw")
 	mustDocker(t, c.upArgs(up.URL, "--tls-cert", cert, "--tls-key", key, "--htpasswd", htpasswd)...)
 
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}

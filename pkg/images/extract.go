@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"regexp"
 	"strings"
 
@@ -137,11 +136,11 @@ func FromValues(data []byte, opts ValuesOptions) ([]Found, error) {
 // FromValuesTree is FromValues of values already decoded (helm's merged
 // values), without a round trip through YAML text.
 func FromValuesTree(values map[string]any, opts ValuesOptions) ([]Found, error) {
-	var root yaml.Node
-	if err := root.Encode(values); err != nil {
+	root, err := valuesNode(values)
+	if err != nil {
 		return nil, fmt.Errorf("values: %w", err)
 	}
-	return fromValues(&root, opts), nil
+	return fromValues(root, opts), nil
 }
 
 func fromValues(root *yaml.Node, opts ValuesOptions) []Found {
@@ -177,34 +176,6 @@ func ValuesRegistry(values map[string]any) (registry, key string) {
 		}
 	}
 	return "", ""
-}
-
-// valueMap is v as a map of values (helm's chartutil.Values is one too).
-func valueMap(v any) map[string]any {
-	switch m := v.(type) {
-	case map[string]any:
-		return m
-	default:
-		rv := reflect.ValueOf(v)
-		if rv.Kind() == reflect.Map && rv.Type().Key().Kind() == reflect.String && rv.Type().Elem().Kind() == reflect.Interface {
-			return rv.Convert(reflect.TypeFor[map[string]any]()).Interface().(map[string]any)
-		}
-		return nil
-	}
-}
-
-// valueString is a scalar value as YAML would print it; "" for maps, lists and null.
-func valueString(v any) string {
-	switch s := v.(type) {
-	case nil, map[string]any, []any:
-		return ""
-	case string:
-		return s
-	case bool, int, int64, uint64, float64:
-		return fmt.Sprint(s)
-	default:
-		return ""
-	}
 }
 
 func valuesRegistry(root *yaml.Node) (string, string) {

@@ -2,11 +2,13 @@ package helmfile
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"maps"
 	"path"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -24,10 +26,12 @@ import (
 // which the templates other workers render are partials: renamed to a "_"
 // name, their text wrapped in a define of their own name so that
 // `include (print $.Template.BasePath "/configmap.yaml") .` still finds it,
-// and the defines they hold still parsed. Every worker so sees the same
-// template set and renders its own templates with the same values and names
-// as the serial render. Any failure of a worker renders again serially, so
-// that errors are helm's own, word for word.
+// and the defines they hold still parsed. A template that no template names
+// (by its file name) is left out of the other workers' copies: parsing it in
+// each would cost what the split saves. Every worker so renders its own
+// templates with the same values, names and partials as the serial render.
+// Any failure of a worker (an include of a name built at run time, say)
+// renders again serially, so that errors are helm's own, word for word.
 func renderTemplates(ctx context.Context, chrt *chart.Chart, top chartutil.Values, workers int) (map[string]string, error) {
 	var names []string
 	collectRenderable(chrt, &names)
@@ -207,12 +211,8 @@ func templateSizes(c *chart.Chart) map[string]int {
 }
 
 func sortBySizeDesc(names []string, sizes map[string]int) {
-	// Insertion sort keeps equal sizes in chart order: the split is the same every run.
-	for i := 1; i < len(names); i++ {
-		for j := i; j > 0 && sizes[names[j]] > sizes[names[j-1]]; j-- {
-			names[j], names[j-1] = names[j-1], names[j]
-		}
-	}
+	// Stable: equal sizes stay in chart order, so the split is the same every run.
+	slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(sizes[b], sizes[a]) })
 }
 
 // chartFor copies the chart tree for worker w: templates other workers

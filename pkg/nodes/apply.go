@@ -2,8 +2,11 @@ package nodes
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,10 +54,8 @@ func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, acce
 		if step, err := t.backup(ctx, changes); err != nil {
 			return t.fail(ctx, step, err)
 		}
-		for _, c := range changes {
-			if err := t.write(ctx, c); err != nil {
-				return t.fail(ctx, stepWrite+c.path, err)
-			}
+		if step, err := t.write(ctx, changes, false); err != nil {
+			return t.fail(ctx, step, err)
 		}
 		r.Status = StateChanged
 		if step, err := t.activate(ctx, changes); err != nil {
@@ -80,68 +81,151 @@ type txn struct {
 	manifest    backup   // what dir/manifest.json says
 	backupFiles []string // files written into dir
 	createdDirs []string // directories the run created, in creation order (dir's too)
-	written     []change // node files written so far, in order
-	config      *change  // the runtime's config file when written (config.toml or daemon.json)
-	activated   bool     // a restart or reload command ran (or may have) on the new files
+	// firstInNewDir is the first file whose directory the run created (the step a failure
+	// to record that directory in the manifest is reported as).
+	firstInNewDir string
+	written       []change // node files written so far, in order
+	config        *change  // the runtime's config file when written (config.toml or daemon.json)
+	activated     bool     // a restart or reload command ran (or may have) on the new files
 }
 
 // backup saves the old bytes of every file the run will change, and a manifest.json that
-// --revert reads, in a new directory: nothing on the node changes before this is done.
+// --revert reads, in a new directory: nothing on the node changes before this is done. The
+// directories the files go into are made in the same round trip, after the backup (write
+// records them in the manifest before it writes any file).
 func (t *txn) backup(ctx context.Context, changes []change) (string, error) {
 	t.dir = path.Join(t.o.BackupDir, t.o.Access.RunID)
-	created, err := t.n.MkdirAll(ctx, t.dir)
-	t.createdDirs = append(t.createdDirs, created...)
-	if err != nil {
-		return stepBackup, err
-	}
 	b := backup{RunID: t.o.Access.RunID, Node: t.n.Name(), Created: time.Now().UTC().Format(time.RFC3339), ConfigFile: t.r.ConfigFile, CertsRoot: t.r.CertsRoot}
 	if t.docker {
 		b.Runtime = dockerRuntime
 	}
+	ops := []txnOp{t.mkdir(t.dir, stepBackup, false)}
 	for i, c := range changes {
 		e := backupEntry{Path: c.path, Existed: c.old != nil, New: sum(c.new)}
 		if c.old != nil {
 			e.Old, e.Copy = sum(c.old), fmt.Sprintf("%03d-%s", i, path.Base(c.path))
-			p := path.Join(t.dir, e.Copy)
-			t.backupFiles = append(t.backupFiles, p)
-			if err := t.n.WriteFile(ctx, p, c.old); err != nil {
-				return stepBackup, err
-			}
+			ops = append(ops, t.writeBackup(path.Join(t.dir, e.Copy), c.old))
 		}
 		b.Entries = append(b.Entries, e)
 	}
-	t.backupFiles = append(t.backupFiles, path.Join(t.dir, manifestName))
 	t.manifest = b
-	if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
+	m, err := t.manifestOp(stepBackup)
+	if err != nil {
 		return stepBackup, err
+	}
+	ops = append(ops, m)
+	for _, c := range changes {
+		ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true))
+	}
+	if step, err := t.run(ctx, ops); err != nil {
+		return step, err
 	}
 	t.r.Backup = t.dir
 	return "", nil
 }
 
-// write puts one file in place, creating its directory first.
-func (t *txn) write(ctx context.Context, c change) error {
-	created, err := t.n.MkdirAll(ctx, path.Dir(c.path))
-	t.createdDirs = append(t.createdDirs, created...)
-	if err != nil {
-		return err
-	}
-	if len(created) > 0 && t.dir != "" {
-		// --revert removes them too.
-		t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, created...)
-		if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
-			return err
+// write puts the files in place in one round trip: their directories first unless backup made
+// them (mkdirs), the manifest again when it now lists directories the run created (--revert
+// removes them too), then every file in order.
+func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string, error) {
+	var ops []txnOp
+	for _, c := range changes {
+		if mkdirs {
+			ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true))
 		}
 	}
-	// Recorded before the write: a write that fails half-way is restored too.
-	t.written = append(t.written, c)
-	if c.path == t.r.ConfigFile && t.r.ConfigChanged {
-		t.config = &c
+	if len(t.manifest.CreatedDirs) > 0 && t.dir != "" {
+		m, err := t.manifestOp(stepWrite + t.firstInNewDir)
+		if err != nil {
+			return m.step, err
+		}
+		ops = append(ops, m)
 	}
-	if c.new == nil {
-		return t.n.Remove(ctx, c.path)
+	for _, c := range changes {
+		op := Op{Kind: OpWrite, Path: c.path, Data: c.new}
+		if c.new == nil {
+			op = Op{Kind: OpRemove, Path: c.path}
+		}
+		ops = append(ops, txnOp{op: op, step: stepWrite + c.path, attempt: func() {
+			// Recorded before the write: a write that fails half-way is restored too.
+			t.written = append(t.written, c)
+			if c.path == t.r.ConfigFile && t.r.ConfigChanged {
+				t.config = &c
+			}
+		}})
 	}
-	return t.n.WriteFile(ctx, c.path, c.new)
+	return t.run(ctx, ops)
+}
+
+// txnOp is one file operation of a txn and what the txn keeps of it for the rollback.
+type txnOp struct {
+	op      Op
+	step    string         // the step its failure is reported as
+	attempt func()         // runs when the operation ran, failed, or may have run
+	done    func(OpResult) // runs with what it did (a failed one: what it did before failing)
+}
+
+// run carries out ops in one round trip (as far as their size allows) and records each one
+// that ran, or may have; a failure returns the failed operation's step.
+func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
+	ops := make([]Op, len(tops))
+	for i := range tops {
+		ops[i] = tops[i].op
+	}
+	res, err := runOps(ctx, t.n, ops)
+	ran := len(tops)
+	var be *BatchError
+	if errors.As(err, &be) && !be.InDoubt {
+		ran = be.Index + 1
+	}
+	for i := range ran {
+		if tops[i].attempt != nil {
+			tops[i].attempt()
+		}
+		if i < len(res) && tops[i].done != nil {
+			tops[i].done(res[i])
+		}
+	}
+	switch {
+	case err == nil:
+		return "", nil
+	case be != nil:
+		return tops[be.Index].step, be.Err
+	}
+	return tops[0].step, err
+}
+
+// mkdir makes dir and its parents, recorded for the rollback and, with manifest, for --revert.
+func (t *txn) mkdir(dir, step string, manifest bool) txnOp {
+	return txnOp{op: Op{Kind: OpMkdir, Path: dir}, step: step, done: func(r OpResult) {
+		t.createdDirs = append(t.createdDirs, r.Created...)
+		if manifest && t.dir != "" && len(r.Created) > 0 {
+			t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, r.Created...)
+			if t.firstInNewDir == "" {
+				t.firstInNewDir = strings.TrimPrefix(step, stepWrite)
+			}
+		}
+	}}
+}
+
+// writeBackup writes a file into the backup directory, which the rollback removes.
+func (t *txn) writeBackup(p string, data []byte) txnOp {
+	return txnOp{op: Op{Kind: OpWrite, Path: p, Data: data}, step: stepBackup, attempt: func() {
+		if !slices.Contains(t.backupFiles, p) {
+			t.backupFiles = append(t.backupFiles, p)
+		}
+	}}
+}
+
+// manifestOp writes the manifest as it stands now.
+func (t *txn) manifestOp(step string) (txnOp, error) {
+	j, err := json.MarshalIndent(t.manifest, "", "  ")
+	if err != nil {
+		return txnOp{step: step}, err
+	}
+	op := t.writeBackup(path.Join(t.dir, manifestName), j)
+	op.step = step
+	return op, nil
 }
 
 // activate makes the runtime take the written config file up (unless --restart never).

@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -29,28 +30,92 @@ func describe(c change) FileChange {
 	return FileChange{Path: c.path, Action: action, Diff: containerd.UnifiedDiff(c.path, c.old, c.new)}
 }
 
-// readConfig finds and reads config.toml: the configured path, else a k3s/RKE2 one.
-func readConfig(ctx context.Context, o MirrorOptions, n Node) (string, []byte, error) {
-	data, ok, err := n.ReadFile(ctx, o.ContainerdConfig)
-	if err != nil || ok || o.ContainerdConfig != DefaultContainerdConfig {
-		return o.ContainerdConfig, data, err
+// readConfig finds and reads config.toml: the configured path, else a k3s/RKE2 one. The
+// files in also (what the caller reads next, most likely) come in the same round trip.
+func readConfig(o MirrorOptions, files *fileSet, also []string) (string, []byte, error) {
+	paths := []string{o.ContainerdConfig}
+	if o.ContainerdConfig == DefaultContainerdConfig {
+		paths = append(paths, generatedConfigs...)
 	}
-	for _, p := range generatedConfigs {
-		if d, ok, err := n.ReadFile(ctx, p); err != nil || ok {
-			return p, d, err
+	files.prefetch(append(slices.Clone(paths), also...))
+	for _, p := range paths {
+		if r := files.read(p); r.err != nil || r.ok {
+			return p, r.data, r.err
 		}
 	}
 	return o.ContainerdConfig, nil, nil
 }
 
+// hostsPaths are the files planContainerd reads under a certs root: the CA and each hosts.toml.
+func hostsPaths(o MirrorOptions, root string) []string {
+	var out []string
+	if len(o.CA) > 0 {
+		out = append(out, path.Join(root, o.Registry, caFileName))
+	}
+	for _, u := range o.Upstreams {
+		if u != o.Registry {
+			out = append(out, path.Join(root, containerd.HostsDir(u), "hosts.toml"))
+		}
+	}
+	return append(out, path.Join(root, containerd.HostsDir(o.Registry), "hosts.toml"))
+}
+
 // fileSet is the plan's view of the node's files: what each file holds before the run and
 // what it will hold after, in the order first set.
 type fileSet struct {
-	ctx   context.Context
-	n     Node
-	old   map[string][]byte
-	new   map[string][]byte
-	order []string
+	ctx     context.Context
+	n       Node
+	fetched map[string]fetched // read from the node (prefetch: maybe never needed)
+	old     map[string][]byte
+	new     map[string][]byte
+	order   []string
+}
+
+func newFileSet(ctx context.Context, n Node) *fileSet {
+	return &fileSet{ctx: ctx, n: n, fetched: map[string]fetched{}, old: map[string][]byte{}, new: map[string][]byte{}}
+}
+
+type fetched struct {
+	data []byte
+	ok   bool
+	err  error
+}
+
+// prefetch reads the files of paths not read yet in one round trip. A read that fails keeps
+// its error for when the plan needs that file; the ones after it are read when needed.
+func (f *fileSet) prefetch(paths []string) {
+	var ops []Op
+	for _, p := range paths {
+		if _, ok := f.fetched[p]; !ok && !slices.ContainsFunc(ops, func(o Op) bool { return o.Path == p }) {
+			ops = append(ops, Op{Kind: OpRead, Path: p})
+		}
+	}
+	if len(ops) == 0 {
+		return
+	}
+	res, err := runOps(f.ctx, f.n, ops)
+	for i, r := range res {
+		v := fetched{data: r.Data, ok: r.Exists}
+		if i == len(res)-1 && err != nil {
+			var be *BatchError
+			if errors.As(err, &be) && be.InDoubt {
+				break // the link broke: read it again when needed
+			}
+			v = fetched{err: batchCause(err)}
+		}
+		f.fetched[ops[i].Path] = v
+	}
+}
+
+// read is p as read from the node (now, unless prefetched).
+func (f *fileSet) read(p string) fetched {
+	if v, ok := f.fetched[p]; ok {
+		return v
+	}
+	data, ok, err := f.n.ReadFile(f.ctx, p)
+	v := fetched{data: data, ok: ok, err: err}
+	f.fetched[p] = v
+	return v
 }
 
 // current is what p will hold so far in the plan (a later spec merges onto an earlier one).
@@ -61,12 +126,12 @@ func (f *fileSet) current(p string) ([]byte, error) {
 	if b, ok := f.old[p]; ok {
 		return b, nil
 	}
-	b, _, err := f.n.ReadFile(f.ctx, p)
-	if err != nil {
-		return nil, err
+	r := f.read(p)
+	if r.err != nil {
+		return nil, r.err
 	}
-	f.old[p] = b
-	return b, nil
+	f.old[p] = r.data
+	return r.data, nil
 }
 
 func (f *fileSet) set(p string, b []byte) error {
@@ -93,7 +158,9 @@ func (f *fileSet) changes() []change {
 // planContainerd reads what is on the node and works out every file change: hosts.toml files
 // (and a CA) first, config.toml last. Nothing is written.
 func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]change, error) {
-	cfgPath, cfg, err := readConfig(ctx, o, n)
+	files := newFileSet(ctx, n)
+	// The files the plan reads when config_path is the default root.
+	cfgPath, cfg, err := readConfig(o, files, hostsPaths(o, o.CertsRoot))
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +185,7 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
-	files := &fileSet{ctx: ctx, n: n, old: map[string][]byte{}, new: map[string][]byte{}}
+	files.prefetch(hostsPaths(o, root)) // read already when root is the default
 	for _, name := range slices.Sorted(maps.Keys(patch.Migrated)) {
 		p := path.Join(root, containerd.LegacyHostsDir(name), "hosts.toml")
 		cur, err := files.current(p)

@@ -32,7 +32,8 @@ func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, acce
 	if docker {
 		plan = planDocker
 	}
-	changes, err := plan(ctx, o, n, r)
+	view := newFileSet(ctx, n)
+	changes, err := plan(ctx, o, n, r, view)
 	if err != nil {
 		r.FailedStep = stepPlan
 		return err
@@ -49,13 +50,16 @@ func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, acce
 	if o.DryRun {
 		return nil
 	}
-	t := &txn{n: n, o: o, r: r, docker: docker}
+	t := &txn{n: n, o: o, r: r, docker: docker, view: view}
 	if len(changes) > 0 {
-		if step, err := t.backup(ctx, changes); err != nil {
+		wrote, step, err := t.backup(ctx, changes)
+		if err != nil {
 			return t.fail(ctx, step, err)
 		}
-		if step, err := t.write(ctx, changes, false); err != nil {
-			return t.fail(ctx, step, err)
+		if !wrote {
+			if step, err := t.write(ctx, changes, false); err != nil {
+				return t.fail(ctx, step, err)
+			}
 		}
 		r.Status = StateChanged
 		if step, err := t.activate(ctx, changes); err != nil {
@@ -76,6 +80,7 @@ type txn struct {
 	o      MirrorOptions
 	r      *NodeReport
 	docker bool
+	view   *fileSet // the plan's view of the node: which directories are missing (nil: unknown)
 
 	dir         string   // the run's backup directory ("" when the run keeps none, as --revert)
 	manifest    backup   // what dir/manifest.json says
@@ -91,15 +96,25 @@ type txn struct {
 
 // backup saves the old bytes of every file the run will change, and a manifest.json that
 // --revert reads, in a new directory: nothing on the node changes before this is done. The
-// directories the files go into are made in the same round trip, after the backup (write
-// records them in the manifest before it writes any file).
-func (t *txn) backup(ctx context.Context, changes []change) (string, error) {
+// directories the files go into are made in the same round trip, after the backup. When the
+// plan saw which directories are missing, the manifest lists the ones the run will create
+// from the start, and the files are written in that round trip too (wrote); the directories
+// are then made strictly as seen, else the run fails and rolls back. Otherwise write records
+// them in the manifest before it writes any file.
+func (t *txn) backup(ctx context.Context, changes []change) (bool, string, error) {
 	t.dir = path.Join(t.o.BackupDir, t.o.Access.RunID)
 	b := backup{RunID: t.o.Access.RunID, Node: t.n.Name(), Created: time.Now().UTC().Format(time.RFC3339), ConfigFile: t.r.ConfigFile, CertsRoot: t.r.CertsRoot}
 	if t.docker {
 		b.Runtime = dockerRuntime
 	}
-	ops := []txnOp{t.mkdir(t.dir, stepBackup, false)}
+	expect, known := t.expectDirs(changes) // the backup dir, then each file's dir
+	want := func(i int) []string {
+		if known {
+			return expect[i]
+		}
+		return nil
+	}
+	ops := []txnOp{t.mkdir(t.dir, stepBackup, false, known, want(0))}
 	for i, c := range changes {
 		e := backupEntry{Path: c.path, Existed: c.old != nil, New: sum(c.new)}
 		if c.old != nil {
@@ -108,20 +123,52 @@ func (t *txn) backup(ctx context.Context, changes []change) (string, error) {
 		}
 		b.Entries = append(b.Entries, e)
 	}
+	if known {
+		for _, e := range expect[1:] {
+			b.CreatedDirs = append(b.CreatedDirs, e...)
+		}
+	}
 	t.manifest = b
 	m, err := t.manifestOp(stepBackup)
 	if err != nil {
-		return stepBackup, err
+		return false, stepBackup, err
 	}
+	m.ok = func() { t.r.Backup = t.dir }
 	ops = append(ops, m)
+	for i, c := range changes {
+		ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, !known, known, want(i+1)))
+	}
+	if known {
+		ops = append(ops, t.fileOps(changes)...)
+	}
+	step, err := t.run(ctx, ops)
+	return known, step, err
+}
+
+// expectDirs is, for the backup directory and then each file's directory, the directories its
+// mkdir will create (the ones missing, less those an earlier mkdir creates), when the plan saw
+// them all.
+func (t *txn) expectDirs(changes []change) ([][]string, bool) {
+	dirs := []string{t.dir}
 	for _, c := range changes {
-		ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true))
+		dirs = append(dirs, path.Dir(c.path))
 	}
-	if step, err := t.run(ctx, ops); err != nil {
-		return step, err
+	var expect [][]string
+	var creates []string
+	for _, dir := range dirs {
+		missing, ok := t.view.missingDirs(dir)
+		if !ok {
+			return nil, false
+		}
+		var mine []string
+		for _, d := range missing {
+			if !slices.Contains(creates, d) {
+				mine, creates = append(mine, d), append(creates, d)
+			}
+		}
+		expect = append(expect, mine)
 	}
-	t.r.Backup = t.dir
-	return "", nil
+	return expect, true
 }
 
 // write puts the files in place in one round trip: their directories first unless backup made
@@ -131,7 +178,7 @@ func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string,
 	var ops []txnOp
 	for _, c := range changes {
 		if mkdirs {
-			ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true))
+			ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true, false, nil))
 		}
 	}
 	if len(t.manifest.CreatedDirs) > 0 && t.dir != "" {
@@ -141,6 +188,12 @@ func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string,
 		}
 		ops = append(ops, m)
 	}
+	return t.run(ctx, append(ops, t.fileOps(changes)...))
+}
+
+// fileOps write (or remove) each file, recorded for the rollback before each one runs.
+func (t *txn) fileOps(changes []change) []txnOp {
+	var ops []txnOp
 	for _, c := range changes {
 		op := Op{Kind: OpWrite, Path: c.path, Data: c.new}
 		if c.new == nil {
@@ -154,7 +207,7 @@ func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string,
 			}
 		}})
 	}
-	return t.run(ctx, ops)
+	return ops
 }
 
 // txnOp is one file operation of a txn and what the txn keeps of it for the rollback.
@@ -163,6 +216,7 @@ type txnOp struct {
 	step    string         // the step its failure is reported as
 	attempt func()         // runs when the operation ran, failed, or may have run
 	done    func(OpResult) // runs with what it did (a failed one: what it did before failing)
+	ok      func()         // runs when it worked
 }
 
 // run carries out ops in one round trip (as far as their size allows) and records each one
@@ -173,10 +227,13 @@ func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
 		ops[i] = tops[i].op
 	}
 	res, err := runOps(ctx, t.n, ops)
-	ran := len(tops)
+	ran, worked := len(tops), len(tops)
 	var be *BatchError
-	if errors.As(err, &be) && !be.InDoubt {
-		ran = be.Index + 1
+	if errors.As(err, &be) {
+		worked = be.Index
+		if !be.InDoubt {
+			ran = be.Index + 1
+		}
 	}
 	for i := range ran {
 		if tops[i].attempt != nil {
@@ -184,6 +241,9 @@ func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
 		}
 		if i < len(res) && tops[i].done != nil {
 			tops[i].done(res[i])
+		}
+		if i < worked && tops[i].ok != nil {
+			tops[i].ok()
 		}
 	}
 	switch {
@@ -196,8 +256,10 @@ func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
 }
 
 // mkdir makes dir and its parents, recorded for the rollback and, with manifest, for --revert.
-func (t *txn) mkdir(dir, step string, manifest bool) txnOp {
-	return txnOp{op: Op{Kind: OpMkdir, Path: dir}, step: step, done: func(r OpResult) {
+// With strict, it must create exactly expect (expectDirs).
+func (t *txn) mkdir(dir, step string, manifest, strict bool, expect []string) txnOp {
+	op := Op{Kind: OpMkdir, Path: dir, Expect: expect, Strict: strict}
+	return txnOp{op: op, step: step, done: func(r OpResult) {
 		t.createdDirs = append(t.createdDirs, r.Created...)
 		if manifest && t.dir != "" && len(r.Created) > 0 {
 			t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, r.Created...)

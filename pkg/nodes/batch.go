@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -24,6 +25,9 @@ const (
 	OpMkdir  OpKind = "mkdir"  // MkdirAll
 	OpRmdir  OpKind = "rmdir"  // RemoveDirIfEmpty
 	OpRename OpKind = "rename" // Rename
+	// OpMissing reports which of a directory and its parents do not exist, outermost first:
+	// what an OpMkdir of it would create.
+	OpMissing OpKind = "missing"
 )
 
 // Op is one file operation on a node.
@@ -32,13 +36,17 @@ type Op struct {
 	Path string
 	Data []byte // OpWrite
 	To   string // OpRename
+	// Expect, for an OpMkdir with Strict: the directories it must create, outermost first
+	// (what an OpMissing read earlier). Creating others fails it: the node changed meanwhile.
+	Expect []string
+	Strict bool
 }
 
 // OpResult is what one operation found or did.
 type OpResult struct {
 	Data    []byte   // OpRead: the file's bytes (nil when missing)
 	Exists  bool     // OpRead
-	Created []string // OpMkdir: the directories it created, outermost first
+	Created []string // OpMkdir: the directories it created, outermost first; OpMissing: would create
 	Removed bool     // OpRmdir
 }
 
@@ -99,6 +107,17 @@ func runOp(ctx context.Context, n Node, op Op) (OpResult, error) {
 		err = n.Remove(ctx, op.Path)
 	case OpMkdir:
 		r.Created, err = n.MkdirAll(ctx, op.Path)
+		if err == nil && op.Strict && !slices.Equal(r.Created, op.Expect) {
+			err = changedDirs(n.Name(), op)
+		}
+	case OpMissing:
+		m, ok := n.(interface {
+			Missing(ctx context.Context, dir string) ([]string, error)
+		})
+		if !ok {
+			return r, fmt.Errorf("node %s: cannot tell which directories exist", n.Name())
+		}
+		r.Created, err = m.Missing(ctx, op.Path)
 	case OpRmdir:
 		r.Removed, err = n.RemoveDirIfEmpty(ctx, op.Path)
 	case OpRename:
@@ -131,6 +150,11 @@ func runEach(ctx context.Context, n Node, ops []Op) ([]OpResult, []error) {
 	return res, errs
 }
 
+// changedDirs is a strict OpMkdir that found other directories missing than read before.
+func changedDirs(node string, op Op) error {
+	return fmt.Errorf("node %s: mkdir %s: the directories missing are not the ones read before (%q): the node changed during the run; run again", node, op.Path, op.Expect)
+}
+
 // batchScript runs its arguments, four per operation (kind, and three operands), in order.
 // Before each operation it writes "#i" to stderr and after it "#i CODE" on a line of its own
 // to stdout (no output of an operation starts with '#': base64, hex digests, absolute paths,
@@ -157,8 +181,18 @@ echo "$got"
 [ "$got" = "$3" ] || { echo "read back sha256 $got, want $3" >&2; exit 10; }
 }
 op_mkdir() {
-printf '%s\n' "$1" | while IFS= read -r d; do
+created=$(printf '%s\n' "$1" | while IFS= read -r d; do
 	if [ ! -e "/host$d" ]; then mkdir -m 0755 "/host$d" || exit 1; echo "$d"
+	elif [ ! -d "/host$d" ]; then echo "$d is not a directory" >&2; exit 3; fi
+done)
+c=$?
+[ -z "$created" ] || printf '%s\n' "$created"
+[ "$c" = 0 ] || exit "$c"
+case $2 in +*) [ "+$created" = "$2" ] || exit 11 ;; esac
+}
+op_missing() {
+printf '%s\n' "$1" | while IFS= read -r d; do
+	if [ ! -e "/host$d" ]; then echo "$d"
 	elif [ ! -d "/host$d" ]; then echo "$d is not a directory" >&2; exit 3; fi
 done
 }
@@ -170,7 +204,8 @@ while [ $# -ge 4 ]; do
 	read) (op_read "$2" "$3") ;;
 	write) (op_write "$2" "$3" "$4") ;;
 	remove) rm -f "$2" ;;
-	mkdir) (op_mkdir "$2") ;;
+	mkdir) (op_mkdir "$2" "$3") ;;
+	missing) (op_missing "$2") ;;
 	rmdir) (op_rmdir "$2") ;;
 	rename) mv "$2" "$3" ;;
 	*) echo "unknown operation $1" >&2; (exit 2) ;;
@@ -205,13 +240,16 @@ func opArgs(op Op) ([4]string, error) {
 			return a, err
 		}
 		a[2] = hostMount + op.To
-	case OpMkdir:
-		// The directory and its parents, outermost first; each created one is printed.
+	case OpMkdir, OpMissing:
+		// The directory and its parents, outermost first; each created (missing) one is printed.
 		var dirs []string
 		for d := op.Path; d != "/"; d = path.Dir(d) {
 			dirs = append([]string{d}, dirs...)
 		}
 		a[1] = strings.Join(dirs, "\n")
+		if op.Strict {
+			a[2] = "+" + strings.Join(op.Expect, "\n")
+		}
 	case OpRemove, OpRmdir:
 	default:
 		return a, fmt.Errorf("internal error: unknown file operation %q", op.Kind)
@@ -359,7 +397,7 @@ func (s *Session) parseResult(op Op, out string) (OpResult, error) {
 		if got, want := strings.TrimSpace(out), sum(op.Data); got != want {
 			return r, fmt.Errorf("node %s: write %s: read back sha256 %s, want %s; the file may be damaged: check it or run --revert", s.Node, op.Path, got, want)
 		}
-	case OpMkdir:
+	case OpMkdir, OpMissing:
 		r.Created = lines([]byte(out))
 	case OpRmdir:
 		r.Removed = strings.TrimSpace(out) == "removed"
@@ -390,7 +428,12 @@ func (s *Session) opError(op Op, err error) error {
 	case OpRemove:
 		return fmt.Errorf("node %s: remove %s: %w", s.Node, op.Path, err)
 	case OpMkdir:
+		if errors.As(err, &ee) && ee.Code == 11 {
+			return changedDirs(s.Node, op)
+		}
 		return fmt.Errorf("node %s: mkdir %s: %w", s.Node, op.Path, err)
+	case OpMissing:
+		return fmt.Errorf("node %s: look for directory %s: %w", s.Node, op.Path, err)
 	case OpRmdir:
 		return fmt.Errorf("node %s: rmdir %s: %w", s.Node, op.Path, err)
 	case OpRename:

@@ -31,19 +31,28 @@ func describe(c change) FileChange {
 }
 
 // readConfig finds and reads config.toml: the configured path, else a k3s/RKE2 one. The
-// files in also (what the caller reads next, most likely) come in the same round trip.
-func readConfig(o MirrorOptions, files *fileSet, also []string) (string, []byte, error) {
+// files in also and the directories in dirs (what the caller needs next, most likely) are
+// read in the same round trip.
+func readConfig(o MirrorOptions, files *fileSet, also, dirs []string) (string, []byte, error) {
 	paths := []string{o.ContainerdConfig}
 	if o.ContainerdConfig == DefaultContainerdConfig {
 		paths = append(paths, generatedConfigs...)
 	}
-	files.prefetch(append(slices.Clone(paths), also...))
+	files.prefetch(append(slices.Clone(paths), also...), dirs)
 	for _, p := range paths {
 		if r := files.read(p); r.err != nil || r.ok {
 			return p, r.data, r.err
 		}
 	}
 	return o.ContainerdConfig, nil, nil
+}
+
+func dirsOf(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = path.Dir(p)
+	}
+	return out
 }
 
 // hostsPaths are the files planContainerd reads under a certs root: the CA and each hosts.toml.
@@ -61,18 +70,20 @@ func hostsPaths(o MirrorOptions, root string) []string {
 }
 
 // fileSet is the plan's view of the node's files: what each file holds before the run and
-// what it will hold after, in the order first set.
+// what it will hold after, in the order first set; and which directories are missing (what
+// the run's writes will have to create).
 type fileSet struct {
 	ctx     context.Context
 	n       Node
-	fetched map[string]fetched // read from the node (prefetch: maybe never needed)
+	fetched map[string]fetched  // read from the node (prefetch: maybe never needed)
+	missing map[string][]string // directory -> it and its parents that do not exist
 	old     map[string][]byte
 	new     map[string][]byte
 	order   []string
 }
 
 func newFileSet(ctx context.Context, n Node) *fileSet {
-	return &fileSet{ctx: ctx, n: n, fetched: map[string]fetched{}, old: map[string][]byte{}, new: map[string][]byte{}}
+	return &fileSet{ctx: ctx, n: n, fetched: map[string]fetched{}, missing: map[string][]string{}, old: map[string][]byte{}, new: map[string][]byte{}}
 }
 
 type fetched struct {
@@ -81,13 +92,19 @@ type fetched struct {
 	err  error
 }
 
-// prefetch reads the files of paths not read yet in one round trip. A read that fails keeps
-// its error for when the plan needs that file; the ones after it are read when needed.
-func (f *fileSet) prefetch(paths []string) {
+// prefetch reads the files of paths not read yet, and which of dirs are missing, in one
+// round trip. A read that fails keeps its error for when the plan needs that file; the ones
+// after it are read when needed (a directory that could not be looked at is just not known).
+func (f *fileSet) prefetch(paths, dirs []string) {
 	var ops []Op
 	for _, p := range paths {
 		if _, ok := f.fetched[p]; !ok && !slices.ContainsFunc(ops, func(o Op) bool { return o.Path == p }) {
 			ops = append(ops, Op{Kind: OpRead, Path: p})
+		}
+	}
+	for _, d := range dirs {
+		if _, ok := f.missing[d]; !ok && !slices.ContainsFunc(ops, func(o Op) bool { return o.Path == d }) {
+			ops = append(ops, Op{Kind: OpMissing, Path: d})
 		}
 	}
 	if len(ops) == 0 {
@@ -95,8 +112,15 @@ func (f *fileSet) prefetch(paths []string) {
 	}
 	res, err := runOps(f.ctx, f.n, ops)
 	for i, r := range res {
+		failed := i == len(res)-1 && err != nil
+		if ops[i].Kind == OpMissing {
+			if !failed {
+				f.missing[ops[i].Path] = r.Created
+			}
+			continue
+		}
 		v := fetched{data: r.Data, ok: r.Exists}
-		if i == len(res)-1 && err != nil {
+		if failed {
 			var be *BatchError
 			if errors.As(err, &be) && be.InDoubt {
 				break // the link broke: read it again when needed
@@ -105,6 +129,15 @@ func (f *fileSet) prefetch(paths []string) {
 		}
 		f.fetched[ops[i].Path] = v
 	}
+}
+
+// missingDirs is what an OpMissing of dir found, when it was looked at.
+func (f *fileSet) missingDirs(dir string) ([]string, bool) {
+	if f == nil {
+		return nil, false
+	}
+	m, ok := f.missing[dir]
+	return m, ok
 }
 
 // read is p as read from the node (now, unless prefetched).
@@ -157,10 +190,15 @@ func (f *fileSet) changes() []change {
 
 // planContainerd reads what is on the node and works out every file change: hosts.toml files
 // (and a CA) first, config.toml last. Nothing is written.
-func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]change, error) {
-	files := newFileSet(ctx, n)
-	// The files the plan reads when config_path is the default root.
-	cfgPath, cfg, err := readConfig(o, files, hostsPaths(o, o.CertsRoot))
+func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, files *fileSet) ([]change, error) {
+	// The files the plan reads when config_path is the default root, and the directories a
+	// run writes into then.
+	var dirs []string
+	if !o.DryRun {
+		dirs = append(dirsOf(append([]string{o.ContainerdConfig}, generatedConfigs...)), path.Join(o.BackupDir, o.Access.RunID))
+		dirs = append(dirs, dirsOf(hostsPaths(o, o.CertsRoot))...)
+	}
+	cfgPath, cfg, err := readConfig(o, files, hostsPaths(o, o.CertsRoot), dirs)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +223,11 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
-	files.prefetch(hostsPaths(o, root)) // read already when root is the default
+	dirs = nil
+	if !o.DryRun {
+		dirs = dirsOf(hostsPaths(o, root))
+	}
+	files.prefetch(hostsPaths(o, root), dirs) // read already when root is the default
 	for _, name := range slices.Sorted(maps.Keys(patch.Migrated)) {
 		p := path.Join(root, containerd.LegacyHostsDir(name), "hosts.toml")
 		cur, err := files.current(p)

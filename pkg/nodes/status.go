@@ -75,7 +75,7 @@ func readStatus(ctx context.Context, o MirrorOptions, n Node, runtime string, st
 		}
 		st.ConfigFile, st.Docker = o.DaemonJSON, &dc
 	} else {
-		cfgPath, cfg, err := readConfig(o, newFileSet(ctx, n), nil)
+		cfgPath, cfg, err := readConfig(o, newFileSet(ctx, n), nil, nil)
 		if err != nil {
 			return err
 		}

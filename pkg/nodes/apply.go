@@ -175,6 +175,15 @@ func (t *txn) expectDirs(changes []change) ([][]string, bool) {
 // them (mkdirs), the manifest again when it now lists directories the run created (--revert
 // removes them too), then every file in order.
 func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string, error) {
+	ops, err := t.writeOps(changes, mkdirs)
+	if err != nil {
+		return stepWrite + t.firstInNewDir, err
+	}
+	return t.run(ctx, ops)
+}
+
+// writeOps are what write runs.
+func (t *txn) writeOps(changes []change, mkdirs bool) ([]txnOp, error) {
 	var ops []txnOp
 	for _, c := range changes {
 		if mkdirs {
@@ -184,11 +193,11 @@ func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string,
 	if len(t.manifest.CreatedDirs) > 0 && t.dir != "" {
 		m, err := t.manifestOp(stepWrite + t.firstInNewDir)
 		if err != nil {
-			return m.step, err
+			return nil, err
 		}
 		ops = append(ops, m)
 	}
-	return t.run(ctx, append(ops, t.fileOps(changes)...))
+	return append(ops, t.fileOps(changes)...), nil
 }
 
 // fileOps write (or remove) each file, recorded for the rollback before each one runs.
@@ -217,10 +226,14 @@ type txnOp struct {
 	attempt func()         // runs when the operation ran, failed, or may have run
 	done    func(OpResult) // runs with what it did (a failed one: what it did before failing)
 	ok      func()         // runs when it worked
+	// failed, when set, makes the operation optional: its failure is handed to failed and the
+	// operations after it (optional too) still run.
+	failed func(error)
 }
 
 // run carries out ops in one round trip (as far as their size allows) and records each one
-// that ran, or may have; a failure returns the failed operation's step.
+// that ran, or may have; a failure returns the failed operation's step, unless the operation
+// is optional.
 func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
 	ops := make([]Op, len(tops))
 	for i := range tops {
@@ -248,6 +261,12 @@ func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
 	}
 	switch {
 	case err == nil:
+		return "", nil
+	case be != nil && tops[be.Index].failed != nil:
+		tops[be.Index].failed(be.Err)
+		if rest := tops[be.Index+1:]; len(rest) > 0 {
+			return t.run(ctx, rest)
+		}
 		return "", nil
 	case be != nil:
 		return tops[be.Index].step, be.Err

@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -92,5 +93,43 @@ func TestSplitBatchOutput(t *testing.T) {
 	}
 	if got := stderrOf([]byte("#0\n#1\n#10\nboom\n"), 1); got != "#10\nboom\n" {
 		t.Errorf("stderrOf = %q", got)
+	}
+}
+
+// Tidying up after a revert (in the writes' round trip when nothing restarts) only warns: a
+// directory that cannot be removed does not stop the backup from being marked reverted.
+func TestRevertTidyWarns(t *testing.T) {
+	for _, tc := range []struct {
+		name, fail string
+		warn       string
+		reverted   bool
+	}{
+		{"rmdir", "rmdir /etc/containerd/certs.d/10.0.0.5:5500", "could not remove the directory /etc/containerd/certs.d/10.0.0.5:5500", true},
+		{"rename", "rename " + runDir, "could not mark backup " + runDir + " reverted", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"
+			n := newMemNode(map[string]string{DefaultContainerdConfig: cfg})
+			if err := applyNode(context.Background(), opts(runID), n, &NodeReport{Runtime: "containerd://1.6.20"}, noAccess); err != nil {
+				t.Fatal(err)
+			}
+			n.failOn[tc.fail] = errors.New("busy")
+			o := opts("20260101T000200Z-cccccc")
+			o.Revert = true
+			r := NodeReport{Runtime: "containerd://1.6.20"}
+			if err := revertNode(context.Background(), o, n, &r); err != nil || r.Status != StateReverted {
+				t.Fatalf("%v %+v", err, r)
+			}
+			if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], tc.warn) {
+				t.Errorf("warnings %q, want %q", r.Warnings, tc.warn)
+			}
+			_, marked := n.files[runDir+revertedSuffix+"/manifest.json"]
+			if marked != tc.reverted || n.dirs["/etc/containerd/certs.d/hub.bktencent.com"] {
+				t.Errorf("backup marked reverted: %v (want %v); dirs %v", marked, tc.reverted, slices.Sorted(maps.Keys(n.dirs)))
+			}
+			if n.restarts != 0 {
+				t.Errorf("restarts %d", n.restarts)
+			}
+		})
 	}
 }

@@ -44,8 +44,18 @@ func revertNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) err
 		return nil
 	}
 	t := &txn{n: n, o: o, r: r, docker: docker}
-	if len(changes) > 0 {
-		if step, err := t.write(ctx, changes, true); err != nil {
+	ops, err := t.writeOps(changes, true)
+	if err != nil {
+		return t.fail(ctx, stepWrite, err)
+	}
+	// The tidying up goes in the same round trip when no restart or reload comes between.
+	tidy := revertTidy(dir, b, r)
+	quiet := !r.ConfigChanged || o.Restart == RestartNever
+	if quiet {
+		ops, tidy = append(ops, tidy...), nil
+	}
+	if len(ops) > 0 {
+		if step, err := t.run(ctx, ops); err != nil {
 			return t.fail(ctx, step, err)
 		}
 	}
@@ -53,23 +63,25 @@ func revertNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) err
 	if step, err := t.activate(ctx, changes); err != nil {
 		return t.fail(ctx, step, err)
 	}
-	// The run is undone; what follows only tidies up, so a failure is a warning.
-	var ops []Op
-	for i := len(b.CreatedDirs) - 1; i >= 0; i-- {
-		ops = append(ops, Op{Kind: OpRmdir, Path: b.CreatedDirs[i]})
-	}
-	ops = append(ops, Op{Kind: OpRename, Path: dir, To: dir + revertedSuffix})
-	_, errs := runEach(ctx, n, ops)
-	for i, err := range errs {
-		switch {
-		case err == nil:
-		case ops[i].Kind == OpRmdir:
-			r.Warnings = append(r.Warnings, fmt.Sprintf("could not remove the directory %s the run created: %v", ops[i].Path, err))
-		default:
-			r.Warnings = append(r.Warnings, fmt.Sprintf("could not mark backup %s reverted (%v): a later --revert finds it again and changes nothing", dir, err))
-		}
+	if len(tidy) > 0 {
+		_, _ = t.run(ctx, tidy) // optional operations: it does not fail
 	}
 	return nil
+}
+
+// revertTidy removes the directories the reverted run created and marks its backup reverted:
+// the run is undone by then, so a failure is a warning.
+func revertTidy(dir string, b *backup, r *NodeReport) []txnOp {
+	var ops []txnOp
+	for i := len(b.CreatedDirs) - 1; i >= 0; i-- {
+		d := b.CreatedDirs[i]
+		ops = append(ops, txnOp{op: Op{Kind: OpRmdir, Path: d}, failed: func(err error) {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("could not remove the directory %s the run created: %v", d, err))
+		}})
+	}
+	return append(ops, txnOp{op: Op{Kind: OpRename, Path: dir, To: dir + revertedSuffix}, failed: func(err error) {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("could not mark backup %s reverted (%v): a later --revert finds it again and changes nothing", dir, err))
+	}})
 }
 
 // revertChanges works out, newest entry first, which files still hold what the backup's run

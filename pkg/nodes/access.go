@@ -22,7 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
@@ -113,16 +112,7 @@ func (a *Access) open(ctx context.Context, node string, img AccessImage) (*Sessi
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last *corev1.Pod
-	var verdict podVerdict
-	err = wait.PollUntilContextCancel(wctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		p, err := a.Client.CoreV1().Pods(a.Namespace).Get(ctx, s.Pod, metav1.GetOptions{})
-		if err != nil {
-			return false, nil // transient; the deadline decides
-		}
-		last, verdict = p, classifyPod(p, time.Since(start))
-		return verdict.running || verdict.cause != causeNone, nil
-	})
+	last, verdict, err := a.waitPod(wctx, created, start)
 	if err == nil && verdict.running {
 		return s, nil
 	}

@@ -2,8 +2,11 @@ package nodes
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,7 +32,8 @@ func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, acce
 	if docker {
 		plan = planDocker
 	}
-	changes, err := plan(ctx, o, n, r)
+	view := newFileSet(ctx, n)
+	changes, err := plan(ctx, o, n, r, view)
 	if err != nil {
 		r.FailedStep = stepPlan
 		return err
@@ -46,14 +50,15 @@ func applyNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, acce
 	if o.DryRun {
 		return nil
 	}
-	t := &txn{n: n, o: o, r: r, docker: docker}
+	t := &txn{n: n, o: o, r: r, docker: docker, view: view}
 	if len(changes) > 0 {
-		if step, err := t.backup(ctx, changes); err != nil {
+		wrote, step, err := t.backup(ctx, changes)
+		if err != nil {
 			return t.fail(ctx, step, err)
 		}
-		for _, c := range changes {
-			if err := t.write(ctx, c); err != nil {
-				return t.fail(ctx, stepWrite+c.path, err)
+		if !wrote {
+			if step, err := t.write(ctx, changes, false); err != nil {
+				return t.fail(ctx, step, err)
 			}
 		}
 		r.Status = StateChanged
@@ -75,73 +80,233 @@ type txn struct {
 	o      MirrorOptions
 	r      *NodeReport
 	docker bool
+	view   *fileSet // the plan's view of the node: which directories are missing (nil: unknown)
 
 	dir         string   // the run's backup directory ("" when the run keeps none, as --revert)
 	manifest    backup   // what dir/manifest.json says
 	backupFiles []string // files written into dir
 	createdDirs []string // directories the run created, in creation order (dir's too)
-	written     []change // node files written so far, in order
-	config      *change  // the runtime's config file when written (config.toml or daemon.json)
-	activated   bool     // a restart or reload command ran (or may have) on the new files
+	// firstInNewDir is the first file whose directory the run created (the step a failure
+	// to record that directory in the manifest is reported as).
+	firstInNewDir string
+	written       []change // node files written so far, in order
+	config        *change  // the runtime's config file when written (config.toml or daemon.json)
+	activated     bool     // a restart or reload command ran (or may have) on the new files
 }
 
 // backup saves the old bytes of every file the run will change, and a manifest.json that
-// --revert reads, in a new directory: nothing on the node changes before this is done.
-func (t *txn) backup(ctx context.Context, changes []change) (string, error) {
+// --revert reads, in a new directory: nothing on the node changes before this is done. The
+// directories the files go into are made in the same round trip, after the backup. When the
+// plan saw which directories are missing, the manifest lists the ones the run will create
+// from the start, and the files are written in that round trip too (wrote); the directories
+// are then made strictly as seen, else the run fails and rolls back. Otherwise write records
+// them in the manifest before it writes any file.
+func (t *txn) backup(ctx context.Context, changes []change) (bool, string, error) {
 	t.dir = path.Join(t.o.BackupDir, t.o.Access.RunID)
-	created, err := t.n.MkdirAll(ctx, t.dir)
-	t.createdDirs = append(t.createdDirs, created...)
-	if err != nil {
-		return stepBackup, err
-	}
 	b := backup{RunID: t.o.Access.RunID, Node: t.n.Name(), Created: time.Now().UTC().Format(time.RFC3339), ConfigFile: t.r.ConfigFile, CertsRoot: t.r.CertsRoot}
 	if t.docker {
 		b.Runtime = dockerRuntime
 	}
+	expect, known := t.expectDirs(changes) // the backup dir, then each file's dir
+	want := func(i int) []string {
+		if known {
+			return expect[i]
+		}
+		return nil
+	}
+	ops := []txnOp{t.mkdir(t.dir, stepBackup, false, known, want(0))}
 	for i, c := range changes {
 		e := backupEntry{Path: c.path, Existed: c.old != nil, New: sum(c.new)}
 		if c.old != nil {
 			e.Old, e.Copy = sum(c.old), fmt.Sprintf("%03d-%s", i, path.Base(c.path))
-			p := path.Join(t.dir, e.Copy)
-			t.backupFiles = append(t.backupFiles, p)
-			if err := t.n.WriteFile(ctx, p, c.old); err != nil {
-				return stepBackup, err
-			}
+			ops = append(ops, t.writeBackup(path.Join(t.dir, e.Copy), c.old))
 		}
 		b.Entries = append(b.Entries, e)
 	}
-	t.backupFiles = append(t.backupFiles, path.Join(t.dir, manifestName))
-	t.manifest = b
-	if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
-		return stepBackup, err
-	}
-	t.r.Backup = t.dir
-	return "", nil
-}
-
-// write puts one file in place, creating its directory first.
-func (t *txn) write(ctx context.Context, c change) error {
-	created, err := t.n.MkdirAll(ctx, path.Dir(c.path))
-	t.createdDirs = append(t.createdDirs, created...)
-	if err != nil {
-		return err
-	}
-	if len(created) > 0 && t.dir != "" {
-		// --revert removes them too.
-		t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, created...)
-		if err := writeManifest(ctx, t.n, t.dir, t.manifest); err != nil {
-			return err
+	if known {
+		for _, e := range expect[1:] {
+			b.CreatedDirs = append(b.CreatedDirs, e...)
 		}
 	}
-	// Recorded before the write: a write that fails half-way is restored too.
-	t.written = append(t.written, c)
-	if c.path == t.r.ConfigFile && t.r.ConfigChanged {
-		t.config = &c
+	t.manifest = b
+	m, err := t.manifestOp(stepBackup)
+	if err != nil {
+		return false, stepBackup, err
 	}
-	if c.new == nil {
-		return t.n.Remove(ctx, c.path)
+	m.ok = func() { t.r.Backup = t.dir }
+	ops = append(ops, m)
+	for i, c := range changes {
+		ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, !known, known, want(i+1)))
 	}
-	return t.n.WriteFile(ctx, c.path, c.new)
+	if known {
+		ops = append(ops, t.fileOps(changes)...)
+	}
+	step, err := t.run(ctx, ops)
+	return known, step, err
+}
+
+// expectDirs is, for the backup directory and then each file's directory, the directories its
+// mkdir will create (the ones missing, less those an earlier mkdir creates), when the plan saw
+// them all.
+func (t *txn) expectDirs(changes []change) ([][]string, bool) {
+	dirs := []string{t.dir}
+	for _, c := range changes {
+		dirs = append(dirs, path.Dir(c.path))
+	}
+	var expect [][]string
+	var creates []string
+	for _, dir := range dirs {
+		missing, ok := t.view.missingDirs(dir)
+		if !ok {
+			return nil, false
+		}
+		var mine []string
+		for _, d := range missing {
+			if !slices.Contains(creates, d) {
+				mine, creates = append(mine, d), append(creates, d)
+			}
+		}
+		expect = append(expect, mine)
+	}
+	return expect, true
+}
+
+// write puts the files in place in one round trip: their directories first unless backup made
+// them (mkdirs), the manifest again when it now lists directories the run created (--revert
+// removes them too), then every file in order.
+func (t *txn) write(ctx context.Context, changes []change, mkdirs bool) (string, error) {
+	ops, err := t.writeOps(changes, mkdirs)
+	if err != nil {
+		return stepWrite + t.firstInNewDir, err
+	}
+	return t.run(ctx, ops)
+}
+
+// writeOps are what write runs.
+func (t *txn) writeOps(changes []change, mkdirs bool) ([]txnOp, error) {
+	var ops []txnOp
+	for _, c := range changes {
+		if mkdirs {
+			ops = append(ops, t.mkdir(path.Dir(c.path), stepWrite+c.path, true, false, nil))
+		}
+	}
+	if len(t.manifest.CreatedDirs) > 0 && t.dir != "" {
+		m, err := t.manifestOp(stepWrite + t.firstInNewDir)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, m)
+	}
+	return append(ops, t.fileOps(changes)...), nil
+}
+
+// fileOps write (or remove) each file, recorded for the rollback before each one runs.
+func (t *txn) fileOps(changes []change) []txnOp {
+	var ops []txnOp
+	for _, c := range changes {
+		op := Op{Kind: OpWrite, Path: c.path, Data: c.new}
+		if c.new == nil {
+			op = Op{Kind: OpRemove, Path: c.path}
+		}
+		ops = append(ops, txnOp{op: op, step: stepWrite + c.path, attempt: func() {
+			// Recorded before the write: a write that fails half-way is restored too.
+			t.written = append(t.written, c)
+			if c.path == t.r.ConfigFile && t.r.ConfigChanged {
+				t.config = &c
+			}
+		}})
+	}
+	return ops
+}
+
+// txnOp is one file operation of a txn and what the txn keeps of it for the rollback.
+type txnOp struct {
+	op      Op
+	step    string         // the step its failure is reported as
+	attempt func()         // runs when the operation ran, failed, or may have run
+	done    func(OpResult) // runs with what it did (a failed one: what it did before failing)
+	ok      func()         // runs when it worked
+	// failed, when set, makes the operation optional: its failure is handed to failed and the
+	// operations after it (optional too) still run.
+	failed func(error)
+}
+
+// run carries out ops in one round trip (as far as their size allows) and records each one
+// that ran, or may have; a failure returns the failed operation's step, unless the operation
+// is optional.
+func (t *txn) run(ctx context.Context, tops []txnOp) (string, error) {
+	ops := make([]Op, len(tops))
+	for i := range tops {
+		ops[i] = tops[i].op
+	}
+	res, err := runOps(ctx, t.n, ops)
+	ran, worked := len(tops), len(tops)
+	var be *BatchError
+	if errors.As(err, &be) {
+		worked = be.Index
+		if !be.InDoubt {
+			ran = be.Index + 1
+		}
+	}
+	for i := range ran {
+		if tops[i].attempt != nil {
+			tops[i].attempt()
+		}
+		if i < len(res) && tops[i].done != nil {
+			tops[i].done(res[i])
+		}
+		if i < worked && tops[i].ok != nil {
+			tops[i].ok()
+		}
+	}
+	switch {
+	case err == nil:
+		return "", nil
+	case be != nil && tops[be.Index].failed != nil:
+		tops[be.Index].failed(be.Err)
+		if rest := tops[be.Index+1:]; len(rest) > 0 {
+			return t.run(ctx, rest)
+		}
+		return "", nil
+	case be != nil:
+		return tops[be.Index].step, be.Err
+	}
+	return tops[0].step, err
+}
+
+// mkdir makes dir and its parents, recorded for the rollback and, with manifest, for --revert.
+// With strict, it must create exactly expect (expectDirs).
+func (t *txn) mkdir(dir, step string, manifest, strict bool, expect []string) txnOp {
+	op := Op{Kind: OpMkdir, Path: dir, Expect: expect, Strict: strict}
+	return txnOp{op: op, step: step, done: func(r OpResult) {
+		t.createdDirs = append(t.createdDirs, r.Created...)
+		if manifest && t.dir != "" && len(r.Created) > 0 {
+			t.manifest.CreatedDirs = append(t.manifest.CreatedDirs, r.Created...)
+			if t.firstInNewDir == "" {
+				t.firstInNewDir = strings.TrimPrefix(step, stepWrite)
+			}
+		}
+	}}
+}
+
+// writeBackup writes a file into the backup directory, which the rollback removes.
+func (t *txn) writeBackup(p string, data []byte) txnOp {
+	return txnOp{op: Op{Kind: OpWrite, Path: p, Data: data}, step: stepBackup, attempt: func() {
+		if !slices.Contains(t.backupFiles, p) {
+			t.backupFiles = append(t.backupFiles, p)
+		}
+	}}
+}
+
+// manifestOp writes the manifest as it stands now.
+func (t *txn) manifestOp(step string) (txnOp, error) {
+	j, err := json.MarshalIndent(t.manifest, "", "  ")
+	if err != nil {
+		return txnOp{step: step}, err
+	}
+	op := t.writeBackup(path.Join(t.dir, manifestName), j)
+	op.step = step
+	return op, nil
 }
 
 // activate makes the runtime take the written config file up (unless --restart never).

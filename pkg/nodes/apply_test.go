@@ -263,10 +263,11 @@ func TestApplyAllOrNothing(t *testing.T) {
 			step: stepBackup, want: []string{"backup failed", "removed " + runDir + "/"}},
 		{name: "manifest", setup: func(n *memNode, _ *memAccess, _ *MirrorOptions) { n.failOn["write "+runDir+"/manifest.json"] = boom },
 			step: stepBackup, want: []string{"the node is as it was before the run"}},
+		// The directories are made with the backup, before any file is written.
 		{name: "mkdir of a hosts dir", setup: func(n *memNode, _ *memAccess, _ *MirrorOptions) {
 			n.failOn["mkdir /etc/containerd/certs.d/10.0.0.5:5500"] = boom
 		}, step: stepWrite + "/etc/containerd/certs.d/10.0.0.5:5500/hosts.toml",
-			want: []string{"removed /etc/containerd/certs.d/hub.bktencent.com/hosts.toml", "restored " + dockerHost}},
+			want: []string{"removed /etc/containerd/certs.d/hub.bktencent.com/, " + runDir + "/"}, dontWant: []string{"restored"}},
 		{name: "hosts.toml write", setup: func(n *memNode, _ *memAccess, _ *MirrorOptions) { n.failOn["write "+dockerHost] = boom },
 			step: stepWrite + dockerHost, want: []string{"restored " + dockerHost, "removed /etc/containerd/certs.d/hub.bktencent.com/hosts.toml", "removed /etc/containerd/certs.d/hub.bktencent.com/"}},
 		{name: "config.toml write", setup: func(n *memNode, _ *memAccess, _ *MirrorOptions) { n.failOn["write "+DefaultContainerdConfig] = boom },
@@ -283,39 +284,51 @@ func TestApplyAllOrNothing(t *testing.T) {
 			a.pulls = map[string]PullResult{"10.0.0.5:5500/library/registry:2": {Error: "ErrImagePull: not found"}}
 		}, step: stepVerify, restarts: 2, want: []string{"verify failed: pull failed: 10.0.0.5:5500/library/registry:2: ErrImagePull", "restarted containerd on the restored"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n := newMemNode(map[string]string{DefaultContainerdConfig: cfg16, dockerHost: siteMirror})
-			before := n.all()
-			o, a := opts(runID), &memAccess{}
-			tc.setup(n, a, &o)
-			r := NodeReport{Node: "node-1", Runtime: "containerd://1.6.20"}
-			err := applyNode(context.Background(), o, n, &r, a)
-			if err == nil {
-				t.Fatal("no error")
+		// Both ways of writing: in the backup's round trip when the plan saw the missing
+		// directories, after it when the node cannot tell (plainNode).
+		for _, plain := range []bool{false, true} {
+			name := tc.name
+			if plain {
+				name += " (directories unknown)"
 			}
-			if r.Status != StateFailed || r.FailedStep != tc.step || r.Backup != "" {
-				t.Errorf("report: status %s, step %q (want %q), backup %q", r.Status, r.FailedStep, tc.step, r.Backup)
-			}
-			if got := n.all(); !maps.Equal(before, got) {
-				t.Errorf("node not as before:\n got %v\nwant %v", got, before)
-			}
-			if n.restarts != tc.restarts {
-				t.Errorf("restarts = %d, want %d", n.restarts, tc.restarts)
-			}
-			for _, w := range append(tc.want, "rolled back: ") {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
+			t.Run(name, func(t *testing.T) {
+				n := newMemNode(map[string]string{DefaultContainerdConfig: cfg16, dockerHost: siteMirror})
+				before := n.all()
+				o, a := opts(runID), &memAccess{}
+				tc.setup(n, a, &o)
+				r := NodeReport{Node: "node-1", Runtime: "containerd://1.6.20"}
+				var node Node = n
+				if plain {
+					node = plainNode{n}
 				}
-			}
-			for _, w := range tc.dontWant {
-				if strings.Contains(err.Error(), w) {
-					t.Errorf("error says %q:\n%v", w, err)
+				err := applyNode(context.Background(), o, node, &r, a)
+				if err == nil {
+					t.Fatal("no error")
 				}
-			}
-			if len(r.RolledBack) == 0 || !strings.HasPrefix(err.Error(), tc.step+" failed: ") {
-				t.Errorf("rolled back %q; error %v", r.RolledBack, err)
-			}
-		})
+				if r.Status != StateFailed || r.FailedStep != tc.step || r.Backup != "" {
+					t.Errorf("report: status %s, step %q (want %q), backup %q", r.Status, r.FailedStep, tc.step, r.Backup)
+				}
+				if got := n.all(); !maps.Equal(before, got) {
+					t.Errorf("node not as before:\n got %v\nwant %v", got, before)
+				}
+				if n.restarts != tc.restarts {
+					t.Errorf("restarts = %d, want %d", n.restarts, tc.restarts)
+				}
+				for _, w := range append(tc.want, "rolled back: ") {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error lacks %q:\n%v", w, err)
+					}
+				}
+				for _, w := range tc.dontWant {
+					if strings.Contains(err.Error(), w) {
+						t.Errorf("error says %q:\n%v", w, err)
+					}
+				}
+				if len(r.RolledBack) == 0 || !strings.HasPrefix(err.Error(), tc.step+" failed: ") {
+					t.Errorf("rolled back %q; error %v", r.RolledBack, err)
+				}
+			})
+		}
 	}
 }
 

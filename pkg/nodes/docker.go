@@ -30,7 +30,7 @@ func isDocker(runtime string) bool { return strings.HasPrefix(runtime, "docker:/
 
 // planDocker works out the daemon.json change (last, like config.toml) and, with --ca-file,
 // the CA in /etc/docker/certs.d/HOST:PORT/ (dockerd reads it per connection: no reload).
-func planDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]change, error) {
+func planDocker(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, _ *fileSet) ([]change, error) {
 	r.ConfigFile = o.DaemonJSON
 	var changes []change
 	if len(o.CA) > 0 {

@@ -33,6 +33,9 @@ type memNode struct {
 	failOn         map[string]error
 	onRestart      func(n *memNode) // runs before each restart: changes the failures mid-run
 	closed         bool
+	// staleMissing answers Missing for a directory with what it held earlier: the node
+	// changes between the plan and the writes.
+	staleMissing map[string][]string
 }
 
 func newMemNode(files map[string]string) *memNode {
@@ -96,6 +99,23 @@ func (n *memNode) MkdirAll(_ context.Context, dir string) ([]string, error) {
 	}
 	return created, nil
 }
+func (n *memNode) Missing(_ context.Context, dir string) ([]string, error) {
+	if m, ok := n.staleMissing[dir]; ok {
+		return m, nil
+	}
+	var missing []string
+	for d := dir; d != "/"; d = path.Dir(d) {
+		if !n.dirs[d] {
+			missing = append([]string{d}, missing...)
+		}
+	}
+	return missing, nil
+}
+
+// plainNode is a node that cannot tell which directories are missing (as one reached by
+// another kind of access): mkdir then records the directories in the manifest as they come.
+type plainNode struct{ Node }
+
 func (n *memNode) RemoveDirIfEmpty(_ context.Context, dir string) (bool, error) {
 	if err := n.fail("rmdir", dir); err != nil {
 		return false, err

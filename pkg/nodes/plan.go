@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -29,28 +30,125 @@ func describe(c change) FileChange {
 	return FileChange{Path: c.path, Action: action, Diff: containerd.UnifiedDiff(c.path, c.old, c.new)}
 }
 
-// readConfig finds and reads config.toml: the configured path, else a k3s/RKE2 one.
-func readConfig(ctx context.Context, o MirrorOptions, n Node) (string, []byte, error) {
-	data, ok, err := n.ReadFile(ctx, o.ContainerdConfig)
-	if err != nil || ok || o.ContainerdConfig != DefaultContainerdConfig {
-		return o.ContainerdConfig, data, err
+// readConfig finds and reads config.toml: the configured path, else a k3s/RKE2 one. The
+// files in also and the directories in dirs (what the caller needs next, most likely) are
+// read in the same round trip.
+func readConfig(o MirrorOptions, files *fileSet, also, dirs []string) (string, []byte, error) {
+	paths := []string{o.ContainerdConfig}
+	if o.ContainerdConfig == DefaultContainerdConfig {
+		paths = append(paths, generatedConfigs...)
 	}
-	for _, p := range generatedConfigs {
-		if d, ok, err := n.ReadFile(ctx, p); err != nil || ok {
-			return p, d, err
+	files.prefetch(append(slices.Clone(paths), also...), dirs)
+	for _, p := range paths {
+		if r := files.read(p); r.err != nil || r.ok {
+			return p, r.data, r.err
 		}
 	}
 	return o.ContainerdConfig, nil, nil
 }
 
+func dirsOf(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = path.Dir(p)
+	}
+	return out
+}
+
+// hostsPaths are the files planContainerd reads under a certs root: the CA and each hosts.toml.
+func hostsPaths(o MirrorOptions, root string) []string {
+	var out []string
+	if len(o.CA) > 0 {
+		out = append(out, path.Join(root, o.Registry, caFileName))
+	}
+	for _, u := range o.Upstreams {
+		if u != o.Registry {
+			out = append(out, path.Join(root, containerd.HostsDir(u), "hosts.toml"))
+		}
+	}
+	return append(out, path.Join(root, containerd.HostsDir(o.Registry), "hosts.toml"))
+}
+
 // fileSet is the plan's view of the node's files: what each file holds before the run and
-// what it will hold after, in the order first set.
+// what it will hold after, in the order first set; and which directories are missing (what
+// the run's writes will have to create).
 type fileSet struct {
-	ctx   context.Context
-	n     Node
-	old   map[string][]byte
-	new   map[string][]byte
-	order []string
+	ctx     context.Context
+	n       Node
+	fetched map[string]fetched  // read from the node (prefetch: maybe never needed)
+	missing map[string][]string // directory -> it and its parents that do not exist
+	old     map[string][]byte
+	new     map[string][]byte
+	order   []string
+}
+
+func newFileSet(ctx context.Context, n Node) *fileSet {
+	return &fileSet{ctx: ctx, n: n, fetched: map[string]fetched{}, missing: map[string][]string{}, old: map[string][]byte{}, new: map[string][]byte{}}
+}
+
+type fetched struct {
+	data []byte
+	ok   bool
+	err  error
+}
+
+// prefetch reads the files of paths not read yet, and which of dirs are missing, in one
+// round trip. A read that fails keeps its error for when the plan needs that file; the ones
+// after it are read when needed (a directory that could not be looked at is just not known).
+func (f *fileSet) prefetch(paths, dirs []string) {
+	var ops []Op
+	for _, p := range paths {
+		if _, ok := f.fetched[p]; !ok && !slices.ContainsFunc(ops, func(o Op) bool { return o.Path == p }) {
+			ops = append(ops, Op{Kind: OpRead, Path: p})
+		}
+	}
+	for _, d := range dirs {
+		if _, ok := f.missing[d]; !ok && !slices.ContainsFunc(ops, func(o Op) bool { return o.Path == d }) {
+			ops = append(ops, Op{Kind: OpMissing, Path: d})
+		}
+	}
+	if len(ops) == 0 {
+		return
+	}
+	res, err := runOps(f.ctx, f.n, ops)
+	for i, r := range res {
+		failed := i == len(res)-1 && err != nil
+		if ops[i].Kind == OpMissing {
+			if !failed {
+				f.missing[ops[i].Path] = r.Created
+			}
+			continue
+		}
+		v := fetched{data: r.Data, ok: r.Exists}
+		if failed {
+			var be *BatchError
+			if errors.As(err, &be) && be.InDoubt {
+				break // the link broke: read it again when needed
+			}
+			v = fetched{err: batchCause(err)}
+		}
+		f.fetched[ops[i].Path] = v
+	}
+}
+
+// missingDirs is what an OpMissing of dir found, when it was looked at.
+func (f *fileSet) missingDirs(dir string) ([]string, bool) {
+	if f == nil {
+		return nil, false
+	}
+	m, ok := f.missing[dir]
+	return m, ok
+}
+
+// read is p as read from the node (now, unless prefetched).
+func (f *fileSet) read(p string) fetched {
+	if v, ok := f.fetched[p]; ok {
+		return v
+	}
+	data, ok, err := f.n.ReadFile(f.ctx, p)
+	v := fetched{data: data, ok: ok, err: err}
+	f.fetched[p] = v
+	return v
 }
 
 // current is what p will hold so far in the plan (a later spec merges onto an earlier one).
@@ -61,12 +159,12 @@ func (f *fileSet) current(p string) ([]byte, error) {
 	if b, ok := f.old[p]; ok {
 		return b, nil
 	}
-	b, _, err := f.n.ReadFile(f.ctx, p)
-	if err != nil {
-		return nil, err
+	r := f.read(p)
+	if r.err != nil {
+		return nil, r.err
 	}
-	f.old[p] = b
-	return b, nil
+	f.old[p] = r.data
+	return r.data, nil
 }
 
 func (f *fileSet) set(p string, b []byte) error {
@@ -92,8 +190,15 @@ func (f *fileSet) changes() []change {
 
 // planContainerd reads what is on the node and works out every file change: hosts.toml files
 // (and a CA) first, config.toml last. Nothing is written.
-func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) ([]change, error) {
-	cfgPath, cfg, err := readConfig(ctx, o, n)
+func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport, files *fileSet) ([]change, error) {
+	// The files the plan reads when config_path is the default root, and the directories a
+	// run writes into then.
+	var dirs []string
+	if !o.DryRun {
+		dirs = append(dirsOf(append([]string{o.ContainerdConfig}, generatedConfigs...)), path.Join(o.BackupDir, o.Access.RunID))
+		dirs = append(dirs, dirsOf(hostsPaths(o, o.CertsRoot))...)
+	}
+	cfgPath, cfg, err := readConfig(o, files, hostsPaths(o, o.CertsRoot), dirs)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +223,11 @@ func planContainerd(ctx context.Context, o MirrorOptions, n Node, r *NodeReport)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
-	files := &fileSet{ctx: ctx, n: n, old: map[string][]byte{}, new: map[string][]byte{}}
+	dirs = nil
+	if !o.DryRun {
+		dirs = dirsOf(hostsPaths(o, root))
+	}
+	files.prefetch(hostsPaths(o, root), dirs) // read already when root is the default
 	for _, name := range slices.Sorted(maps.Keys(patch.Migrated)) {
 		p := path.Join(root, containerd.LegacyHostsDir(name), "hosts.toml")
 		cur, err := files.current(p)

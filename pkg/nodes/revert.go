@@ -44,40 +44,76 @@ func revertNode(ctx context.Context, o MirrorOptions, n Node, r *NodeReport) err
 		return nil
 	}
 	t := &txn{n: n, o: o, r: r, docker: docker}
-	for _, c := range changes {
-		if err := t.write(ctx, c); err != nil {
-			return t.fail(ctx, stepWrite+c.path, err)
+	ops, err := t.writeOps(changes, true)
+	if err != nil {
+		return t.fail(ctx, stepWrite, err)
+	}
+	// The tidying up goes in the same round trip when no restart or reload comes between.
+	tidy := revertTidy(dir, b, r)
+	quiet := !r.ConfigChanged || o.Restart == RestartNever
+	if quiet {
+		ops, tidy = append(ops, tidy...), nil
+	}
+	if len(ops) > 0 {
+		if step, err := t.run(ctx, ops); err != nil {
+			return t.fail(ctx, step, err)
 		}
 	}
 	r.Status = StateReverted
 	if step, err := t.activate(ctx, changes); err != nil {
 		return t.fail(ctx, step, err)
 	}
-	// The run is undone; what follows only tidies up, so a failure is a warning.
-	for i := len(b.CreatedDirs) - 1; i >= 0; i-- {
-		if _, err := n.RemoveDirIfEmpty(ctx, b.CreatedDirs[i]); err != nil {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("could not remove the directory %s the run created: %v", b.CreatedDirs[i], err))
-		}
-	}
-	if err := n.Rename(ctx, dir, dir+revertedSuffix); err != nil {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("could not mark backup %s reverted (%v): a later --revert finds it again and changes nothing", dir, err))
+	if len(tidy) > 0 {
+		_, _ = t.run(ctx, tidy) // optional operations: it does not fail
 	}
 	return nil
+}
+
+// revertTidy removes the directories the reverted run created and marks its backup reverted:
+// the run is undone by then, so a failure is a warning.
+func revertTidy(dir string, b *backup, r *NodeReport) []txnOp {
+	var ops []txnOp
+	for i := len(b.CreatedDirs) - 1; i >= 0; i-- {
+		d := b.CreatedDirs[i]
+		ops = append(ops, txnOp{op: Op{Kind: OpRmdir, Path: d}, failed: func(err error) {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("could not remove the directory %s the run created: %v", d, err))
+		}})
+	}
+	return append(ops, txnOp{op: Op{Kind: OpRename, Path: dir, To: dir + revertedSuffix}, failed: func(err error) {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("could not mark backup %s reverted (%v): a later --revert finds it again and changes nothing", dir, err))
+	}})
 }
 
 // revertChanges works out, newest entry first, which files still hold what the backup's run
 // wrote and what they go back to.
 func revertChanges(ctx context.Context, n Node, dir string, b *backup, r *NodeReport) ([]change, error) {
+	// Every file and backup copy in one round trip, in the order the loop below takes them.
+	var reads []Op
+	for i := len(b.Entries) - 1; i >= 0; i-- {
+		reads = append(reads, Op{Kind: OpRead, Path: b.Entries[i].Path})
+		if b.Entries[i].Existed {
+			reads = append(reads, Op{Kind: OpRead, Path: path.Join(dir, b.Entries[i].Copy)})
+		}
+	}
+	res, err := runOps(ctx, n, reads)
+	read := func() ([]byte, error) {
+		if len(res) == 1 && err != nil {
+			return nil, batchCause(err) // the read that failed
+		}
+		data := res[0].Data
+		res = res[1:]
+		return data, nil
+	}
 	var changes []change
 	for i := len(b.Entries) - 1; i >= 0; i-- {
 		e := b.Entries[i]
-		cur, _, err := n.ReadFile(ctx, e.Path)
+		cur, err := read()
 		if err != nil {
 			return nil, err
 		}
 		var old []byte
 		if e.Existed {
-			if old, _, err = n.ReadFile(ctx, path.Join(dir, e.Copy)); err != nil {
+			if old, err = read(); err != nil {
 				return nil, err
 			}
 			if sum(old) != e.Old {

@@ -75,7 +75,7 @@ func readStatus(ctx context.Context, o MirrorOptions, n Node, runtime string, st
 		}
 		st.ConfigFile, st.Docker = o.DaemonJSON, &dc
 	} else {
-		cfgPath, cfg, err := readConfig(ctx, o, n)
+		cfgPath, cfg, err := readConfig(o, newFileSet(ctx, n), nil, nil)
 		if err != nil {
 			return err
 		}
@@ -92,19 +92,24 @@ func readStatus(ctx context.Context, o MirrorOptions, n Node, runtime string, st
 			return err
 		}
 		st.Hosts = map[string]containerd.HostsFile{}
+		var names []string
+		var reads []Op
 		for _, d := range dirs {
 			if strings.HasPrefix(d, ".") || CheckPath(path.Join(certsRoot, d)) != nil {
 				continue
 			}
-			data, ok, err := n.ReadFile(ctx, path.Join(certsRoot, d, "hosts.toml"))
-			if err != nil {
-				st.Warnings = append(st.Warnings, err.Error()) // one odd entry does not hide the rest
+			names, reads = append(names, d), append(reads, Op{Kind: OpRead, Path: path.Join(certsRoot, d, "hosts.toml")})
+		}
+		res, errs := runEach(ctx, n, reads)
+		for i, d := range names {
+			if errs[i] != nil {
+				st.Warnings = append(st.Warnings, errs[i].Error()) // one odd entry does not hide the rest
 				continue
 			}
-			if !ok {
+			if !res[i].Exists {
 				continue
 			}
-			hf, err := containerd.ParseHosts(data)
+			hf, err := containerd.ParseHosts(res[i].Data)
 			if err != nil {
 				hf = containerd.HostsFile{Server: "(does not parse: containerd ignores it)"}
 			}

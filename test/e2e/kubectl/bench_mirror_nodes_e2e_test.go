@@ -4,8 +4,11 @@ package kubectl
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,24 +32,36 @@ func BenchmarkMirrorNodes(b *testing.B) {
 	removeOnNodes(b, env, "/etc/containerd/certs.d/hub.bktencent.com", "/etc/containerd/certs.d/127.0.0.1:5500", "/var/lib/bkcache/backups")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	// busy is the share of the machine's CPU time the last run used: near 1,
+	// the nodes (all on this host) were waiting for CPUs, not for each other.
+	var busy float64
 	run := func(extra ...string) time.Duration {
 		b.Helper()
 		settle(ctx, b, env)
 		args := append([]string{"bkcache", "mirror", "-o", "json", "--registry", "127.0.0.1:5500", "--image", env.NodeImage}, extra...)
-		start := time.Now()
+		cpu0, start := machineCPU(b), time.Now()
 		out, stderr, err := runKubectl(ctx, env, path, args...)
 		if err != nil {
 			b.Fatalf("mirror %v: %v\n%s%s", extra, err, out, stderr)
 		}
-		return time.Since(start)
+		d := time.Since(start)
+		busy = (machineCPU(b) - cpu0).Seconds() / (d.Seconds() * float64(runtime.NumCPU()))
+		return d
 	}
 	var one, all []time.Duration
+	var oneBusy, allBusy []float64
 	for i := 0; i < b.N; i++ {
 		one = append(one, run("--nodes", env.NodeName))
+		oneBusy = append(oneBusy, busy)
 		run("--revert", "--nodes", env.NodeName)
 		all = append(all, run())
+		allBusy = append(allBusy, busy)
 		run("--revert")
 	}
+	slices.Sort(oneBusy)
+	slices.Sort(allBusy)
+	b.Logf("CPU of this %d-core host in use during the runs (median): 1 node %.0f%%, %d nodes %.0f%%",
+		runtime.NumCPU(), 100*oneBusy[len(oneBusy)/2], len(env.Nodes), 100*allBusy[len(allBusy)/2])
 	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
 	ratio := float64(med(all)) / float64(med(one))
 	b.ReportMetric(med(one).Seconds(), "s-1-node")
@@ -86,4 +101,27 @@ func settle(ctx context.Context, b *testing.B, env clustertest.Env) {
 	if err != nil {
 		b.Fatalf("node-access pods of the run before still running on the nodes after 2m: %v", err)
 	}
+}
+
+// machineCPU is the CPU time all processes of this machine used so far
+// (user, nice, system, irq and softirq of /proc/stat's first line).
+func machineCPU(b *testing.B) time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }

@@ -252,8 +252,9 @@ func report(b *testing.B, ours, peer []sample, target float64, what string) {
 		}
 		return "MISSED"
 	}
-	b.Logf("median of %d pairs: ours %.0f ms, %s %.0f ms; ours/%s wall %.2f (target ≤ %.1f: %s), CPU %.2f (%s)",
-		len(wall), median(ow), what, median(pw), what, rw, target, verdict(rw), rc, verdict(rc))
+	// The target is wall time's; a parallel render spends more CPU to save it.
+	b.Logf("median of %d pairs: ours %.0f ms, %s %.0f ms; ours/%s wall %.2f (target ≤ %.1f: %s), CPU %.2f",
+		len(wall), median(ow), what, median(pw), what, rw, target, verdict(rw), rc)
 }
 
 // buildHelm builds the helm CLI from the module proxy, outside our module

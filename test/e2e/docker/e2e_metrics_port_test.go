@@ -103,8 +103,9 @@ func startBridgeUpstream(t *testing.T) bridgeUpstream {
 	t.Helper()
 	name := "bkt-upstream-" + itoa(freePort(t))
 	port := freePort(t)
-	mustDocker(t, "run", "-d", "--name", name, "-p", "127.0.0.1:"+itoa(port)+":5000", registryImage)
+	// Removed also when `docker run` fails after creating the container.
 	t.Cleanup(func() { runDocker(t, "", "rm", "-f", "-v", name) })
+	mustDocker(t, "run", "-d", "--name", name, "-p", "127.0.0.1:"+itoa(port)+":5000", registryImage)
 	ip := strings.TrimSpace(mustDocker(t, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout)
 	if ip == "" {
 		t.Fatalf("upstream container %s has no bridge address", name)

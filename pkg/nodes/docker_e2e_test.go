@@ -63,7 +63,10 @@ func startDockerd(t *testing.T, original string, flags ...string) *realDockerd {
 		"--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--ip6tables=false"}, flags...)
 	cmd := exec.Command("dockerd", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own network namespace: a dockerd with --bridge=none deletes the
+	// interface docker0 on start, which would be the host's, breaking the
+	// host dockerd's bridge network. This one is reached by its socket only.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNET}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,13 @@ package docker
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli-plugins/plugin"
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/bkcache/bkcache/pkg/cmdutil"
 	"github.com/bkcache/bkcache/pkg/interrupt"
 	"github.com/bkcache/bkcache/pkg/printer"
 )
@@ -91,7 +91,6 @@ func withInterruptExitCodes(cmd *cobra.Command) {
 // unknownCommand is the error for "docker bkcache" without a command or with
 // one that does not exist, with cobra's suggestions ("stauts" -> status).
 func unknownCommand(cmd *cobra.Command, args []string) error {
-	path := cmd.CommandPath()
 	if len(args) > 0 && args[0] == "help" {
 		// "docker bkcache help [COMMAND]": the docker CLI's help command sits
 		// on its own root, so it arrives here as an argument.
@@ -101,17 +100,7 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		}
 		return target.Help()
 	}
-	if len(args) == 0 {
-		return fmt.Errorf("%s needs a command; run '%s --help' for the list (up, status, verify, warm, ...)", path, path)
-	}
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its error path
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], path)
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return fmt.Errorf("%s\nRun '%s --help' for the list of commands", msg, path)
+	return cmdutil.UnknownCommand(cmd, args, "up, status, verify, warm, ...")
 }
 
 func newVersionCommand(dockerCli command.Cli) *cobra.Command {

@@ -2,13 +2,11 @@
 package kubectl
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/bkcache/bkcache/pkg/cmdutil"
 	"github.com/bkcache/bkcache/pkg/printer"
 )
 
@@ -41,18 +39,7 @@ containerd on every node at a bkcache pull-through cache.`,
 // unknownCommand is the error for "kubectl bkcache" without a command or with
 // one that does not exist, with cobra's suggestions ("imgaes" -> images).
 func unknownCommand(cmd *cobra.Command, args []string) error {
-	path := cmd.CommandPath()
-	if len(args) == 0 {
-		return fmt.Errorf("%s needs a command; run '%s --help' for the list (images, mirror, version)", path, path)
-	}
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its error path
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], path)
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return fmt.Errorf("%s\nRun '%s --help' for the list of commands", msg, path)
+	return cmdutil.UnknownCommand(cmd, args, "images, mirror, version")
 }
 
 func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {

@@ -28,7 +28,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -117,34 +116,12 @@ func pullPod(t *testing.T, cs kubernetes.Interface, ns, node, name, image string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	zero := int64(0)
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			NodeName: node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &zero,
-			Containers: []corev1.Container{{Name: "c", Image: image, ImagePullPolicy: corev1.PullAlways}},
-		},
-	}
-	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create pod %s: %v", name, err)
-	}
-	var reason, msg string
-	err := wait.PollUntilContextCancel(ctx, 300*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-		if err != nil {
-			return false, nil
-		}
-		for _, e := range evs.Items {
-			if e.Reason == "Pulled" || e.Reason == "Failed" && strings.Contains(e.Message, "pull") {
-				reason, msg = e.Reason, e.Message
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	createPullPod(t, ctx, cs, ns, node, name, image)
+	reason, msg, err := pullEvent(ctx, cs, ns, name)
 	if err != nil {
 		t.Fatalf("pod %s: no Pulled or Failed event: %v", name, err)
 	}
+	zero := int64(0)
 	_ = cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	return reason, msg
 }

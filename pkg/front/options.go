@@ -13,9 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/bkcache/bkcache/pkg/blobfetch"
@@ -105,38 +102,6 @@ func ParseFlags(args []string) (Options, error) {
 		return o, errors.New("front: --listen must not be empty")
 	}
 	return o, nil
-}
-
-// ParseRate reads a rate in bytes per second: plain bytes ("500000"), or a
-// number with K, M or G (1024-based; "20M", "1.5G", "512KiB" and "20MB" too).
-// "0" means no cap.
-func ParseRate(s string) (int64, error) {
-	v := strings.TrimSpace(s)
-	if v == "" {
-		return 0, fmt.Errorf("empty rate: give bytes per second, e.g. 20M or 500000 (0: no cap)")
-	}
-	num := strings.TrimRight(v, "KkMmGgiIBb/s")
-	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(v[len(num):], "/s"), "/S"))
-	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
-	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
-	if mult == 0 && unit != "" {
-		return 0, fmt.Errorf("rate %q: unknown unit; use K, M or G (1024-based), e.g. 20M", s)
-	}
-	if mult == 0 {
-		mult = 1
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, fmt.Errorf("rate %q: not a number of bytes per second; use e.g. 20M or 500000 (0: no cap)", s)
-	}
-	b := f * mult
-	if b > math.MaxInt64/2 {
-		return 0, fmt.Errorf("rate %q is too large", s)
-	}
-	if b > 0 && b < 1 {
-		return 0, fmt.Errorf("rate %q is below 1 byte per second", s)
-	}
-	return int64(b), nil
 }
 
 // maxBlobSize is the cap on a download of undeclared size.

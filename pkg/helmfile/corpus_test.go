@@ -1,9 +1,7 @@
 package helmfile
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,7 +15,6 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/downloader"
 	"helm.sh/helm/v3/pkg/getter"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -101,25 +98,7 @@ func helmReleaseImages(t *testing.T, chartPath, name, namespace, values string, 
 	if err != nil {
 		t.Fatalf("helm render of %s: %v", name, err)
 	}
-	var out []string
-	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(rel.Manifest)))
-	for {
-		raw, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var obj map[string]any
-		if err := yaml.Unmarshal(raw, &obj); err != nil {
-			t.Fatal(err)
-		}
-		for _, ref := range objectImages(obj) {
-			out = append(out, canonical(t, ref))
-		}
-	}
-	return out
+	return manifestRefs(t, rel.Manifest)
 }
 
 func TestCorpus(t *testing.T) {
@@ -152,11 +131,7 @@ func TestCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			for _, img := range l.Images(false) {
-				got = append(got, canonical(t, img.Reference))
-			}
-			sort.Strings(got)
+			got := sureRefs(t, l)
 			if !slices.Equal(got, want) {
 				t.Errorf("images differ from helm's per-release render\n got: %v\nwant: %v", got, want)
 			}

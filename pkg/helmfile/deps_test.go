@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -33,11 +32,7 @@ func TestPackagedChartWithDependencies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []string
-		for _, img := range l.Images(false) {
-			got = append(got, canonical(t, img.Reference))
-		}
-		sort.Strings(got)
+		got := sureRefs(t, l)
 		if !slices.Equal(got, want) {
 			t.Errorf("set %v: got %v, want %v", set, got, want)
 		}
@@ -135,11 +130,7 @@ func TestGluedDocumentSeparators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, img := range l.Images(false) {
-		got = append(got, canonical(t, img.Reference))
-	}
-	sort.Strings(got)
+	got := sureRefs(t, l)
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}

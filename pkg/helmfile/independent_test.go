@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bkcache/bkcache/pkg/images"
 	"github.com/google/go-containerregistry/pkg/name"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -72,11 +73,7 @@ func TestIndependentCheck(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					var got []string
-					for _, img := range l.Images(false) {
-						got = append(got, canonical(t, img.Reference))
-					}
-					sort.Strings(got)
+					got := sureRefs(t, l)
 					if !slices.Equal(got, want) {
 						t.Errorf("sure list differs from the helm SDK walk\n got: %v\nwant: %v", got, want)
 					}
@@ -115,22 +112,8 @@ func walkHelmRender(t *testing.T, dir string, set []string, includeTests bool) [
 	}
 	seen := map[string]bool{}
 	for _, d := range docs {
-		r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(d)))
-		for {
-			raw, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			var obj map[string]any
-			if err := yaml.Unmarshal(raw, &obj); err != nil {
-				t.Fatalf("decode rendered object: %v\n%s", err, raw)
-			}
-			for _, ref := range objectImages(obj) {
-				seen[canonical(t, ref)] = true
-			}
+		for _, ref := range manifestRefs(t, d) {
+			seen[ref] = true
 		}
 	}
 	var out []string
@@ -228,6 +211,41 @@ func anyImages(key string, v any) []string {
 		return out
 	}
 	return nil
+}
+
+// manifestRefs are the images of every object in a rendered manifest, each
+// spelled canonically, in order.
+func manifestRefs(t *testing.T, manifest string) []string {
+	t.Helper()
+	var out []string
+	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(manifest)))
+	for {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var obj map[string]any
+		if err := yaml.Unmarshal(raw, &obj); err != nil {
+			t.Fatalf("decode rendered object: %v\n%s", err, raw)
+		}
+		for _, ref := range objectImages(obj) {
+			out = append(out, canonical(t, ref))
+		}
+	}
+}
+
+// sureRefs are a list's sure images, spelled canonically, sorted.
+func sureRefs(t *testing.T, l *images.List) []string {
+	t.Helper()
+	var got []string
+	for _, img := range l.Images(false) {
+		got = append(got, canonical(t, img.Reference))
+	}
+	sort.Strings(got)
+	return got
 }
 
 // canonical spells a reference one way for comparison, with

@@ -197,9 +197,18 @@ func TestSecretsStayInTheConfigFile(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// While up waits for its password, no process list shows it.
-	time.Sleep(300 * time.Millisecond)
-	ps, _ := exec.Command("ps", "-eww", "-o", "args").Output()
+	// While up waits for its password, no process list shows it: read the
+	// list once the plugin's process is in it.
+	var ps []byte
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ps, _ = exec.Command("ps", "-eww", "-o", "args").Output()
+		if strings.Contains(string(ps), "--password-stdin") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin's process never showed in ps:\n%s", ps)
+		}
+	}
 	stdin.Write([]byte(secret + "\n"))
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
